@@ -1,0 +1,1 @@
+"""RxVision: nightly retraining and batch scoring of a pill-image classifier."""

@@ -1,0 +1,68 @@
+"""The ``rxvision`` command: one sub-command group per module, errors mapped to exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from rxvision.errors import RxVisionError
+
+app = typer.Typer(
+    name="rxvision",
+    help="RxVision: nightly retraining and batch scoring of a pill-image classifier.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register_groups() -> None:
+    # Imported here so that `rxvision --help` stays fast and each group stays optional.
+    from rxvision.cli import config as config_cli
+    from rxvision.cli import stack as stack_cli
+
+    app.add_typer(stack_cli.app, name="stack")
+    app.add_typer(config_cli.app, name="config")
+    try:
+        from rxvision.cli import data as data_cli
+    except ImportError:  # the data group lands with the Data issue
+        return
+    app.add_typer(data_cli.app, name="data")
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+_register_groups()
+
+
+def main() -> None:
+    """Console entry point: run the app, turning ``RxVisionError`` into its exit code."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    try:
+        app(standalone_mode=False)
+    except RxVisionError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        raise SystemExit(130) from None
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's usage errors carry their own exit code
+        code = getattr(exc, "exit_code", None)
+        show = getattr(exc, "show", None)
+        if code is not None and callable(show):
+            show()
+            raise SystemExit(code) from None
+        raise

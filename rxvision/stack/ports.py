@@ -1,0 +1,51 @@
+"""Port choice for the local stack: first choices from config, the next free one if taken.
+
+The chosen ports are recorded per RXVISION_HOME, so a home keeps its ports across restarts
+and two homes never share one (the second finds the first's ports taken and moves on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SEARCH_SPAN = 200
+
+
+def is_port_free(port: int, host: str = "127.0.0.1", udp: bool = False) -> bool:
+    """True when nothing listens on ``host:port`` (TCP, or UDP with ``udp=True``)."""
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        # As servers do: a port whose old connections linger in TIME_WAIT is still free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def next_free_port(start: int, taken: set[int], udp: bool = False, span: int = SEARCH_SPAN) -> int:
+    """The first port at or after ``start`` that is free and not in ``taken``."""
+    for port in range(start, min(start + span, 65536)):
+        if port not in taken and is_port_free(port, udp=udp):
+            return port
+    raise OSError(f"no free port in {start}..{start + span - 1}")
+
+
+def load_ports(path: Path) -> dict[str, int]:
+    """Ports recorded for a home (empty when none yet)."""
+    if not path.is_file():
+        return {}
+    return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def save_ports(path: Path, ports: dict[str, int]) -> None:
+    """Record a home's ports atomically."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ports, indent=2, sort_keys=True))
+    tmp.replace(path)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install everything RxVision needs into .venv (idempotent: a no-op in seconds when the
+# lock and pyproject have not changed since the last install).
+#   RXVISION_PYTHON   the Python 3.11 to build the venv with (default: python3.11 or python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests and the stack use, installed when missing and we are root.
+APT_PACKAGES=(${RXVISION_APT_PACKAGES:-})
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "install: apt-get install ${missing[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+  else
+    echo "install: missing Debian packages (run as root or install them): ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+py=${RXVISION_PYTHON:-$(command -v python3.11 || command -v python3)}
+if ! "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "install: Python 3.11 is required ($py is $("$py" --version 2>&1))" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+
+stamp=.venv/.rxvision-install
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "install: .venv is up to date"
+  exit 0
+fi
+echo "install: installing the locked dependencies into .venv (a cold install takes ~5-8 min)"
+start=$SECONDS
+# The lock pins every package, so pip resolves nothing; -e . adds the project itself.
+.venv/bin/pip install -q --disable-pip-version-check -r requirements.lock 2>&1 \
+  | grep -v "^WARNING: Location" || true
+.venv/bin/pip install -q --disable-pip-version-check --no-deps -e . 2>&1 \
+  | grep -v "^WARNING: Location" || true
+.venv/bin/python -c 'import rxvision, airflow, mlflow, torch, dvc' \
+  || { echo "install: the venv is broken, see pip's output above" >&2; exit 1; }
+echo "$want" > "$stamp"
+echo "install: done in $((SECONDS - start)) s"

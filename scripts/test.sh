@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every test tier this machine can run, plus lint and types. Under CI=true a tier that
+# cannot run is a failure, not a skip. Extra arguments go to pytest (e.g. -m unit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff check";        ruff check .
+echo "== ruff format";       ruff format --check .
+echo "== mypy rxvision";     mypy rxvision
+echo "== pytest"
+set +e
+pytest "$@"
+code=$?
+set -e
+if [ "$code" = 5 ]; then
+  echo "test: pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit "$code"
