@@ -63,8 +63,15 @@ class Home:
 
     def ensure(self) -> Home:
         """Create the home's folders (private to the user) and return self."""
-        for path in (self.root, self.stack_dir, self.run_dir, self.logs_dir, self.data_dir,
-                     self.cache_dir, self.tmp_dir):
+        for path in (
+            self.root,
+            self.stack_dir,
+            self.run_dir,
+            self.logs_dir,
+            self.data_dir,
+            self.cache_dir,
+            self.tmp_dir,
+        ):
             path.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         return self

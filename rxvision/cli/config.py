@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 from omegaconf import OmegaConf
+from pydantic import BaseModel
 
 from rxvision.config.load import load_config
 from rxvision.config.schema import ExperimentConfig, StackConfig
 
 app = typer.Typer(help="Validate and show YAML configs.", no_args_is_help=True)
 
-SCHEMAS = {"experiment": ExperimentConfig, "stack": StackConfig}
+SCHEMAS: dict[str, type[BaseModel]] = {"experiment": ExperimentConfig, "stack": StackConfig}
 
 
 @app.command("show")

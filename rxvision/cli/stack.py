@@ -11,13 +11,16 @@ from rich.table import Table
 
 from rxvision.stack.local_stack import SERVER_NAMES, LocalStack
 
-app = typer.Typer(help="Run the local stack: SeaweedFS (S3), MLflow, Airflow, statsd.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Run the local stack: SeaweedFS (S3), MLflow, Airflow, statsd.", no_args_is_help=True
+)
 console = Console()
 
 
 @app.command("up")
-def up(timeout: float = typer.Option(240, help="Seconds to wait for each server's health.")) -> None:
+def up(
+    timeout: float = typer.Option(240, help="Seconds to wait for each server's health."),
+) -> None:
     """Start every server not yet running and wait until each is healthy (idempotent)."""
     stack = LocalStack()
     with console.status("starting the stack (SeaweedFS, statsd, MLflow, Airflow)…"):
@@ -139,8 +142,9 @@ def check(
         results = run_checks(stack, with_dag_run=dag_run)
     table = Table("check", "result", "seconds", "detail")
     for r in results:
-        table.add_row(r.name, "[green]ok[/]" if r.passed else "[red]FAILED[/]",
-                      f"{r.seconds:.1f}", r.detail)
+        table.add_row(
+            r.name, "[green]ok[/]" if r.passed else "[red]FAILED[/]", f"{r.seconds:.1f}", r.detail
+        )
     console.print(table)
     if not all(r.passed for r in results):
         raise typer.Exit(1)

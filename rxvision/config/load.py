@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ValidationError
@@ -24,7 +25,7 @@ def load_config(path: Path | str, schema: type[M], overrides: list[str] | None =
         raise ConfigError(f"config file not found: {path}")
     try:
         raw = OmegaConf.load(path)
-    except (OmegaConfBaseException, OSError, ValueError) as exc:
+    except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot parse YAML: {exc}") from exc
     return validate_config(raw, schema, overrides, source=str(path))
 
@@ -39,7 +40,9 @@ def validate_config(
         data = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
-        raise ConfigError(f"{source}: key '{key}': {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+        raise ConfigError(
+            f"{source}: key '{key}': {exc.msg if hasattr(exc, 'msg') else exc}"
+        ) from exc
     try:
         return schema.model_validate(data)
     except ValidationError as exc:

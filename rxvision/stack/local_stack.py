@@ -7,6 +7,7 @@ before it returns, and fails with the server's log tail. ``down`` stops every pr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import shlex
@@ -31,9 +32,11 @@ log = logging.getLogger(__name__)
 
 # Each SeaweedFS port is followed by its gRPC port (port + 1).
 PAIRED_PORTS = {"s3", "weed_master", "weed_volume", "weed_filer"}
-UDP_PORTS = {"statsd"}
-SERVER_NAMES = ("seaweedfs", "statsd", "mlflow") + tuple(
-    f"airflow-{c}" for c in services.AIRFLOW_COMPONENTS
+SERVER_NAMES = (
+    "seaweedfs",
+    "statsd",
+    "mlflow",
+    *tuple(f"airflow-{c}" for c in services.AIRFLOW_COMPONENTS),
 )
 # Which ports each server holds, so a running server keeps its ports.
 SERVER_PORTS = {
@@ -139,7 +142,7 @@ class LocalStack:
                 chosen[name] = port
             else:
                 if name in recorded:
-                    wait_until(lambda n=name, p=port: _ports_free(n, p), 8, 0.25)
+                    wait_until(functools.partial(_ports_free, name, port), 8, 0.25)
                 chosen[name] = self._free_port_for(name, port, taken)
                 if chosen[name] != port:
                     moved[name] = (port, chosen[name])
@@ -150,7 +153,7 @@ class LocalStack:
     def _free_port_for(self, name: str, start: int, taken: set[int]) -> int:
         port = start
         while True:
-            port = next_free_port(port, taken, udp=name in UDP_PORTS)
+            port = next_free_port(port, taken)
             if all(p not in taken for p in _ports_of(name, port)) and _ports_free(name, port):
                 return port
             port += 1
@@ -215,10 +218,13 @@ class LocalStack:
         store = self._s3(layout)
         for bucket in layout.config.s3.buckets:
             # The filer may need a moment after the S3 port opens before creating buckets.
-            if not wait_until(lambda b=bucket: store.ensure_bucket(b) or True, 30, 0.5):
+            create = functools.partial(_bucket_created, store, bucket)
+            if not wait_until(create, 30, 0.5):
                 raise StackError(f"could not create bucket {bucket!r} on {layout.s3_endpoint}")
 
-    def _start_airflow_migrate(self, layout: services.StackLayout) -> subprocess.Popen[bytes] | None:
+    def _start_airflow_migrate(
+        self, layout: services.StackLayout
+    ) -> subprocess.Popen[bytes] | None:
         if all(self._pid_of(f"airflow-{c}") for c in services.AIRFLOW_COMPONENTS):
             return None
         log_file = self.home.logs_dir / "airflow-db-migrate.log"
@@ -295,8 +301,11 @@ class LocalStack:
                 healthy = airflow.get(part) == "healthy"
             else:
                 healthy = bool(health[name])
-            servers[name] = {"pid": pid, "running": pid is not None, "healthy": pid is not None
-                             and healthy}
+            servers[name] = {
+                "pid": pid,
+                "running": pid is not None,
+                "healthy": pid is not None and healthy,
+            }
         return {"home": str(self.home.root), "servers": servers, "urls": self.urls(layout)}
 
     def urls(self, layout: services.StackLayout | None = None) -> dict[str, str]:
@@ -332,8 +341,14 @@ class LocalStack:
         return load_metrics(self.layout().statsd_state)
 
 
+def _bucket_created(store: S3Store, bucket: str) -> bool:
+    store.ensure_bucket(bucket)
+    return True
+
+
 def _ports_free(name: str, port: int) -> bool:
-    return all(is_port_free(p, udp=name in UDP_PORTS) for p in _ports_of(name, port))
+    # Free for TCP and UDP both: a port is never shared, whatever the protocols.
+    return all(is_port_free(p) and is_port_free(p, udp=True) for p in _ports_of(name, port))
 
 
 def _ports_of(name: str, port: int) -> tuple[int, ...]:

@@ -161,8 +161,9 @@ class ManagedProcess:
             return False
         _signal_group(pid, signal.SIGTERM)
         if not wait_until(lambda: not is_alive(pid), self.spec.stop_grace_s):
-            log.warning("%s: still running after %.0fs, killing", self.spec.name,
-                        self.spec.stop_grace_s)
+            log.warning(
+                "%s: still running after %.0fs, killing", self.spec.name, self.spec.stop_grace_s
+            )
             _signal_group(pid, signal.SIGKILL)
             wait_until(lambda: not is_alive(pid), 5)
         reap(pid)

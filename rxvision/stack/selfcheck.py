@@ -108,7 +108,8 @@ def check_mlflow(stack: LocalStack) -> str:
     client.set_terminated(run.info.run_id)
     bucket = stack.config.mlflow.artifacts_bucket
     keys = [
-        k for k in _store(stack).list_keys(f"s3://{bucket}/")
+        k
+        for k in _store(stack).list_keys(f"s3://{bucket}/")
         if run.info.run_id in k and k.endswith("selfcheck.txt")
     ]
     if not keys:

@@ -272,9 +272,7 @@ def airflow_env(layout: StackLayout) -> dict[str, str]:
             "AIRFLOW__CORE__PARALLELISM": str(layout.config.airflow.parallelism),
             "AIRFLOW__CORE__FERNET_KEY": layout.creds.airflow_fernet_key,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{layout.config.airflow.admin_user}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
-                layout.airflow_passwords_file
-            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(layout.airflow_passwords_file),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{layout.airflow_url}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db_uri(layout),
             "AIRFLOW__API__HOST": HOST,

@@ -52,7 +52,8 @@ class S3Config:
     def from_env(cls) -> S3Config:
         """The standard variables (``AWS_ENDPOINT_URL_S3`` first, then ``AWS_ENDPOINT_URL``)."""
         return cls(
-            endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL"),
             region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION"),
         )
 

@@ -105,7 +105,11 @@ def test_statsd_counter_sent_is_shown_by_the_stack(stack: LocalStack, cli_env: d
     assert wait_until(lambda: stack.metrics()["counters"].get(name) == 7, 10)
     proc = subprocess.run(
         [*RXVISION, "stack", "metrics", "--json", "--prefix", "rxvision.it"],
-        env=cli_env, capture_output=True, text=True, timeout=60, check=True,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     shown = json.loads(proc.stdout)
     assert shown["counters"][name] == 7
@@ -123,7 +127,9 @@ def test_stack_check_passes_with_a_dag_run_through_the_scheduler(cli_env: dict) 
         [*RXVISION, "stack", "check"], env=cli_env, capture_output=True, text=True, timeout=400
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "succeeded through the scheduler" in proc.stdout.replace("\n", " ") or "ok" in proc.stdout
+    assert (
+        "succeeded through the scheduler" in proc.stdout.replace("\n", " ") or "ok" in proc.stdout
+    )
 
 
 def test_up_twice_starts_nothing(stack: LocalStack) -> None:
@@ -134,7 +140,10 @@ def test_up_twice_starts_nothing(stack: LocalStack) -> None:
 
 def test_status_json_shows_every_server_healthy(cli_env: dict) -> None:
     proc = subprocess.run(
-        [*RXVISION, "stack", "status", "--json"], env=cli_env, capture_output=True, text=True,
+        [*RXVISION, "stack", "status", "--json"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
@@ -143,13 +152,14 @@ def test_status_json_shows_every_server_healthy(cli_env: dict) -> None:
 
 
 def test_env_exports_work_for_a_fresh_shell(cli_env: dict) -> None:
-    script = (
-        f'eval "$({sys.executable} -m rxvision.cli stack env)"; '
-        f'{sys.executable} -c "import boto3; print(len(boto3.client(\'s3\').list_buckets()[\'Buckets\']))"'
-    )
+    count_buckets = "import boto3; print(len(boto3.client('s3').list_buckets()['Buckets']))"
+    exports = f"{sys.executable} -m rxvision.cli stack env"
+    script = f'eval "$({exports})"; {sys.executable} -c "{count_buckets}"'
+
     env = {k: v for k, v in cli_env.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.strip().splitlines()[-1]) >= 4
 

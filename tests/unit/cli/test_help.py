@@ -1,0 +1,55 @@
+"""Every sub-command answers --help."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from rxvision.cli.main import app
+
+pytestmark = pytest.mark.unit
+
+
+def all_command_paths() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = []
+
+    def walk(cmd: object, prefix: list[str]) -> None:
+        paths.append(prefix)
+        # typer vendors its own click: test for a group by its sub-commands, not its class.
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+@pytest.mark.parametrize("path", all_command_paths(), ids=lambda p: " ".join(p) or "rxvision")
+def test_help(path: list[str]) -> None:
+    result = CliRunner().invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_stack_group_has_every_command() -> None:
+    names = {tuple(p) for p in all_command_paths()}
+    for cmd in ("up", "down", "status", "env", "logs", "metrics", "check"):
+        assert ("stack", cmd) in names
+
+
+def test_config_show_reports_bad_key_with_exit_code_2(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  architecure: x\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rxvision.cli", "config", "show", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "model.architecure" in proc.stderr

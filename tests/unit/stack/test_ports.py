@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from rxvision.config.schema import StackConfig, StackPorts
+from rxvision.home import Home
+from rxvision.stack.local_stack import LocalStack
+from rxvision.stack.ports import is_port_free, next_free_port
+
+pytestmark = pytest.mark.unit
+
+
+def test_taken_port_is_skipped() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert not is_port_free(port)
+        assert next_free_port(port, set()) > port
+
+
+def ports_from(base: int) -> StackPorts:
+    names = list(StackPorts().model_dump())
+    return StackPorts(**{n: base + 2 * i for i, n in enumerate(names)})
+
+
+def test_two_homes_never_share_a_port(tmp_path: Path) -> None:
+    cfg = StackConfig(ports=ports_from(next_free_port(36100, set())))
+    first = LocalStack(Home(tmp_path / "a"), cfg)
+    ports_a, _ = first.choose_ports()
+    # Hold home A's ports as its running servers would.
+    held = []
+    for name, port in ports_a.items():
+        kind = socket.SOCK_DGRAM if name == "statsd" else socket.SOCK_STREAM
+        paired = name in {"s3", "weed_master", "weed_volume", "weed_filer"}
+        for p in (port, port + 1) if paired else (port,):
+            sock = socket.socket(socket.AF_INET, kind)
+            sock.bind(("127.0.0.1", p))
+            held.append(sock)
+    try:
+        second = LocalStack(Home(tmp_path / "b"), cfg)
+        ports_b, moved = second.choose_ports()
+        assert set(ports_a.values()).isdisjoint(ports_b.values())
+        assert set(moved) == set(ports_a)
+        # The choice is recorded: the next call keeps it.
+        assert second.choose_ports()[0] == ports_b
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_paired_grpc_port_counts_as_taken(tmp_path: Path) -> None:
+    cfg = StackConfig(ports=ports_from(next_free_port(36300, set())))
+    s3 = cfg.ports.s3
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", s3 + 1))  # S3's gRPC companion port
+        ports, moved = LocalStack(Home(tmp_path / "c"), cfg).choose_ports()
+    assert ports["s3"] != s3 and "s3" in moved
+    assert s3 + 1 not in {ports["s3"], ports["s3"] + 1}
