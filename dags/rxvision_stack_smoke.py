@@ -18,8 +18,12 @@ from airflow.sdk import dag, task
     catchup=False,
     tags=["rxvision", "smoke"],
     doc_md=__doc__,
-    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=5),
-                  "execution_timeout": timedelta(minutes=2)},
+    default_args={
+        "owner": "ml-platform",
+        "retries": 1,
+        "retry_delay": timedelta(seconds=5),
+        "execution_timeout": timedelta(minutes=2),
+    },
 )
 def rxvision_stack_smoke() -> None:
     @task

@@ -20,7 +20,9 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 def _docker_engine_reason() -> str | None:
     if shutil.which("docker") is None:
         return "no docker client on PATH"
-    sock = Path(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://"))
+    sock = Path(
+        os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+    )
     if not sock.exists():
         return f"no Docker engine socket at {sock}"
     return None
