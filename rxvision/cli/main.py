@@ -23,15 +23,12 @@ err_console = Console(stderr=True)
 def _register_groups() -> None:
     # Imported here so that `rxvision --help` stays fast and each group stays optional.
     from rxvision.cli import config as config_cli
+    from rxvision.cli import data as data_cli
     from rxvision.cli import stack as stack_cli
 
     app.add_typer(stack_cli.app, name="stack")
-    app.add_typer(config_cli.app, name="config")
-    try:
-        from rxvision.cli import data as data_cli
-    except ImportError:  # the data group lands with the Data issue
-        return
     app.add_typer(data_cli.app, name="data")
+    app.add_typer(config_cli.app, name="config")
 
 
 @app.callback()
@@ -51,7 +48,8 @@ def main() -> None:
     """Console entry point: run the app, turning ``RxVisionError`` into its exit code."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of typer.Exit instead of exiting.
+        code = app(standalone_mode=False)
     except RxVisionError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise SystemExit(exc.exit_code) from None
@@ -66,3 +64,4 @@ def main() -> None:
             show()
             raise SystemExit(code) from None
         raise
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -6,7 +6,7 @@ these pydantic models; unknown keys are refused so that a typo fails loudly, nam
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -105,3 +105,28 @@ class StackConfig(_Strict):
     mlflow: MlflowStack = Field(default_factory=MlflowStack)
     airflow: AirflowStack = Field(default_factory=AirflowStack)
     ports: StackPorts = Field(default_factory=StackPorts)
+
+
+class Registry(_Strict):
+    url: str | None = None
+    remote: str = "s3://rxvision-data/dvc"
+    endpoint_url: str | None = None
+    jobs: int = Field(8, ge=1, le=64)
+    shard_size: int = Field(1000, ge=1)
+
+
+class FeatureStoreSettings(_Strict):
+    uri: str = "s3://rxvision-data/features"
+    img_size: int = Field(224, ge=16, le=1024)
+    workers: int = Field(2, ge=1)
+
+
+class DataConfig(_Strict):
+    """Snapshots, feature store and validation policy (``configs/data.yaml``).
+
+    ``validation`` is checked by ``rxvision.data.validation.ValidationPolicy``.
+    """
+
+    registry: Registry = Field(default_factory=Registry)
+    feature_store: FeatureStoreSettings = Field(default_factory=FeatureStoreSettings)
+    validation: dict[str, Any] = Field(default_factory=dict)

@@ -53,3 +53,20 @@ def test_config_show_reports_bad_key_with_exit_code_2(tmp_path) -> None:
     )
     assert proc.returncode == 2
     assert "model.architecure" in proc.stderr
+
+
+def test_typer_exit_codes_reach_the_shell(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # No stack runs in an empty home: status must say so with exit code 1, not 0.
+    env = {**os.environ, "RXVISION_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rxvision.cli", "stack", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr

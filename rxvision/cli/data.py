@@ -1,0 +1,315 @@
+"""``rxvision data``: make synthetic datasets and validate datasets.
+
+Each command checks its options, makes one library call and prints the outcome;
+errors (``RxVisionError``) propagate to ``rxvision.cli.main``, which maps them to exit
+codes. ``validate`` exits with DataValidationError's code when a blocking criterion
+fails, after writing its report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from rxvision.data.synth import generate_dataset
+from rxvision.data.validation import DataValidator, ValidationPolicy, ValidationResult
+from rxvision.errors import DataValidationError
+
+app = typer.Typer(
+    help="Synthetic datasets, validation, snapshots (DVC on S3) and the feature store.",
+    no_args_is_help=True,
+)
+
+console = Console(stderr=True)
+
+MAX_LISTED = 20  # rejected files printed; the report lists them all
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (empty or new).")],
+    classes: Annotated[int, typer.Option(help="Number of drug products.")] = 10,
+    per_class: Annotated[int, typer.Option(help="Photographs per product.")] = 100,
+    size: Annotated[int, typer.Option(help="Image width and height, px.")] = 224,
+    seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = 0,
+    defects: Annotated[
+        bool, typer.Option("--defects", help="Plant bad files for validator demos.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Drawing processes (default: all cores).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier synthetic set in --out.")
+    ] = False,
+) -> None:
+    """Draw photographs of pills into OUT/<product>/<image>.jpg plus OUT/manifest.parquet."""
+    with _progress("drawing") as (bar, task):
+        result = generate_dataset(
+            out,
+            classes=classes,
+            per_class=per_class,
+            size=size,
+            seed=seed,
+            defects=defects,
+            workers=workers,
+            overwrite=overwrite,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    console.print(
+        f"wrote {result.images} images of {len(result.labels)} products to {result.out} "
+        f"({result.images_per_second:.0f} images/s, {result.workers} workers)"
+    )
+    for defect in result.defects:
+        console.print(f"  planted {defect.code}: {defect.path}")
+    if result.imbalanced_label:
+        console.print(f"  imbalanced class: {result.imbalanced_label}")
+
+
+@app.command()
+def validate(
+    data: Annotated[
+        Path, typer.Argument(help="Dataset folder: DIR/<class>/... or DIR/<split>/<class>/...")
+    ],
+    report: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
+    workers: Annotated[
+        int | None, typer.Option(help="Decode processes (default: all cores).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML/JSON with a validation policy (data.validation section)."),
+    ] = None,
+    min_size: Annotated[
+        int | None, typer.Option(help="Minimum width and height, px (default 224).")
+    ] = None,
+    quarantine: Annotated[
+        bool | None,
+        typer.Option(
+            "--quarantine/--no-quarantine", help="Exclude and list bad files instead of failing."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Decode time limit per file, seconds.")
+    ] = None,
+) -> None:
+    """Check every image and the dataset; write the report; exit 5 on a blocking failure."""
+    policy = _policy(config, min_size=min_size, quarantine=quarantine, timeout=timeout)
+    with _progress("validating") as (bar, task):
+        validator = DataValidator(
+            policy, workers=workers, progress=lambda done: bar.update(task, completed=done)
+        )
+        result = validator.validate_dataset(data)
+    result.write_report(report)
+    _print_result(result, report)
+    if not result.ok:
+        raise typer.Exit(code=DataValidationError.exit_code)
+
+
+def _policy(
+    config: Path | None, *, min_size: int | None, quarantine: bool | None, timeout: float | None
+) -> ValidationPolicy:
+    overrides: dict[str, Any] = {}
+    if min_size is not None:
+        overrides |= {"min_width": min_size, "min_height": min_size}
+    if quarantine is not None:
+        overrides["quarantine"] = quarantine
+    if timeout is not None:
+        overrides["file_timeout_s"] = timeout
+    if config is not None:
+        return ValidationPolicy.from_file(config, **overrides)
+    return ValidationPolicy.from_mapping(overrides, source="command-line options")
+
+
+@contextmanager
+def _progress(verb: str) -> Iterator[tuple[Progress, Any]]:
+    columns = (
+        SpinnerColumn(),
+        TextColumn(verb),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        yield bar, bar.add_task(verb, total=None)
+
+
+def _print_result(result: ValidationResult, report: Path) -> None:
+    table = Table(title=f"validation of {result.data_path}")
+    for column in ("criterion", "status", "value", "threshold"):
+        table.add_column(column)
+    for criterion in result.criteria:
+        colour = {"passed": "green", "failed": "red"}.get(criterion.status, "yellow")
+        table.add_row(
+            criterion.name,
+            f"[{colour}]{criterion.status}[/{colour}]",
+            str(criterion.value),
+            str(criterion.threshold),
+        )
+    console.print(table)
+    for issue in result.rejected[:MAX_LISTED]:
+        console.print(f"  {issue.code}: {issue.path}: {issue.message}", markup=False)
+    if len(result.rejected) > MAX_LISTED:
+        console.print(f"  ... and {len(result.rejected) - MAX_LISTED} more in the report")
+    summary = result.summary
+    console.print(
+        f"{summary.files} files, {summary.images_ok} accepted, {summary.rejected} rejected, "
+        f"{len(result.warnings)} warnings; {summary.images_per_second:.0f} images/s "
+        f"with {summary.workers} workers; report: {report}"
+    )
+    verdict = "[green]PASSED[/green]" if result.ok else "[red]FAILED[/red]"
+    console.print(f"{verdict}: {', '.join(c.name for c in result.failed) or 'all criteria'}")
+
+
+def _data_config(config: Path | None, overrides: list[str] | None) -> Any:
+    from rxvision.data.settings import load_data_config
+
+    return load_data_config(config, overrides)
+
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="Data config (default configs/data.yaml).")
+]
+
+
+@app.command()
+def snapshot(
+    data_dir: Annotated[Path, typer.Argument(help="ImageFolder dataset: DIR/<product>/<image>.")],
+    tag: Annotated[str, typer.Option("--tag", help="Snapshot tag (never moves), e.g. v3.")],
+    exclude_from: Annotated[
+        Path | None,
+        typer.Option(help="A validation report: its rejected files are left out and listed."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Version DATA_DIR as an immutable snapshot: packed shards tracked by DVC on S3."""
+    from rxvision.data.settings import snapshot_store
+
+    store = snapshot_store(_data_config(config, None))
+    excluded = _rejected_paths(exclude_from) if exclude_from else []
+    with _progress("snapshot") as (bar, task):
+        info, created = store.create(
+            data_dir,
+            tag,
+            exclude=excluded,
+            progress=lambda stage, done, total: bar.update(
+                task, completed=done, total=total, description=stage
+            ),
+        )
+    state = "created" if created else "unchanged (same content)"
+    console.print(
+        f"snapshot {info.tag} {state}: {info.images} images, {len(info.classes)} classes, "
+        f"{info.shards} shards, {info.bytes / 1e6:.1f} MB, content {info.content_hash[:12]}"
+    )
+    if info.excluded:
+        console.print(f"  left out {len(info.excluded)} rejected files (listed in the snapshot)")
+
+
+def _rejected_paths(report: Path) -> list[str]:
+    import json
+
+    try:
+        data = json.loads(report.read_text())
+        return [str(item["path"]) for item in data["rejected"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise typer.BadParameter(f"{report}: not a validation report ({exc})") from exc
+
+
+@app.command()
+def pull(
+    rev: Annotated[str, typer.Option("--rev", help="Snapshot tag; 'latest' for the newest.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to materialise (new or empty).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Materialise a snapshot in OUT, verified against its index's hashes."""
+    from rxvision.data.settings import snapshot_store
+
+    store = snapshot_store(_data_config(config, None))
+    tag = store.latest() if rev == "latest" else rev
+    with _progress("pull") as (bar, task):
+        info = store.pull(
+            tag,
+            out,
+            progress=lambda stage, done, total: bar.update(
+                task, completed=done, total=total, description=stage
+            ),
+        )
+    console.print(f"pulled {info.tag}: {info.images} images verified into {out}")
+
+
+@app.command("list")
+def list_snapshots(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Snapshots with their sizes, class counts and dates."""
+    import json
+    from dataclasses import asdict
+
+    from rxvision.data.settings import snapshot_store
+
+    infos = snapshot_store(_data_config(config, None)).list_snapshots()
+    if as_json:
+        typer.echo(json.dumps([asdict(i) for i in infos], indent=2))
+        return
+    table = Table("tag", "created", "images", "classes", "MB", "shards", "content")
+    for i in infos:
+        table.add_row(
+            i.tag,
+            i.created,
+            str(i.images),
+            str(len(i.classes)),
+            f"{i.bytes / 1e6:.1f}",
+            str(i.shards),
+            i.content_hash[:12],
+        )
+    Console().print(table)
+
+
+@app.command()
+def preprocess(
+    rev: Annotated[str, typer.Option("--rev", help="Snapshot tag ('latest' for the newest).")],
+    img_size: Annotated[
+        int | None, typer.Option(help="Stored image size, px (default from config).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Decode and resize a snapshot once into feature-store shards (a cache hit does nothing)."""
+    from dataclasses import replace
+
+    from rxvision.data.preprocessing import preprocess_snapshot
+    from rxvision.data.settings import feature_store, preprocess_config, snapshot_store
+
+    cfg = _data_config(config, None)
+    snaps = snapshot_store(cfg)
+    tag = snaps.latest() if rev == "latest" else rev
+    pre = preprocess_config(cfg)
+    if img_size:
+        pre = replace(pre, img_size=img_size)
+    store = feature_store(cfg)
+    with _progress("preprocess") as (bar, task):
+        manifest, built = preprocess_snapshot(
+            snaps,
+            store,
+            tag,
+            pre,
+            workers=cfg.feature_store.workers,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    state = "built" if built else "cache hit (nothing computed)"
+    console.print(
+        f"features {state}: {manifest.images} images at {pre.img_size}px in "
+        f"{store.prefix(manifest.key)}/"
+    )

@@ -1,0 +1,38 @@
+"""Preprocess a snapshot into the feature store: the nightly DAG's ``preprocess`` task.
+
+The cache is checked before anything is pulled, so a hit costs one S3 read.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from rxvision.data.feature_store import FeatureManifest, FeatureStore, PreprocessConfig, feature_key
+from rxvision.data.snapshot import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+
+def preprocess_snapshot(
+    snapshots: SnapshotStore,
+    features: FeatureStore,
+    tag: str,
+    config: PreprocessConfig,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[FeatureManifest, bool]:
+    """The feature set of snapshot ``tag``: found (False) or built now (True)."""
+    info = snapshots.info(tag)
+    found = features.manifest(feature_key(info.content_hash, config))
+    if found is not None:
+        log.info("snapshot %s: features already at %s", tag, features.prefix(found.key))
+        return found, False
+    with tempfile.TemporaryDirectory(prefix="rxv-pre-") as tmp:
+        local = Path(tmp) / "snapshot"
+        snapshots.pull(tag, local)
+        return features.materialize(
+            local, info.content_hash, config, workers=workers, progress=progress
+        )

@@ -1,0 +1,495 @@
+"""Immutable dataset snapshots: packed tar shards tracked by DVC, tags in a git registry.
+
+A snapshot of an ImageFolder directory (``DIR/<product>/<image>``) is stored as tar shards
+of about 1,000 images plus an ``index.parquet`` (path, label, sha256, size, shard), all
+under one DVC-tracked folder, so a pull moves a few large objects instead of one per
+image (DVC crawls on many small files). Each snapshot is a git commit with an annotated
+tag in the data registry (a bare repo under RXVISION_HOME by default); the DVC remote is
+S3 (endpoint from config or ``AWS_ENDPOINT_URL_S3``: SeaweedFS, MinIO and AWS all work).
+
+A tag never moves: the same content under an existing tag is a no-op, other content is
+refused. Shards are written deterministically (sorted members, fixed metadata), so the
+same images always give the same shard bytes and the same DVC hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rxvision.errors import SnapshotError
+
+log = logging.getLogger(__name__)
+
+DATASET_DIR = "dataset"
+SHARDS_DIR = "shards"
+INDEX_FILE = "index.parquet"
+META_FILE = "snapshot.json"
+MARKER_FILE = ".rxvision-snapshot.json"
+SKIPPED_NAMES = {"manifest.parquet", "manifest.csv", MARKER_FILE}
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+DEFAULT_SHARD_SIZE = 1000
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One image of a snapshot."""
+
+    path: str
+    label: str
+    sha256: str
+    size: int
+    shard: int = -1
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a snapshot holds (``snapshot.json`` in its commit)."""
+
+    tag: str
+    content_hash: str
+    images: int
+    bytes: int
+    shards: int
+    classes: dict[str, int]
+    created: str
+    excluded: list[str] = field(default_factory=list)
+    commit: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], commit: str = "") -> SnapshotInfo:
+        """Read a ``snapshot.json``."""
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**{**fields, "commit": commit or data.get("commit", "")})
+
+
+@dataclass(frozen=True)
+class SnapshotSettings:
+    """Where snapshots live: the git registry, the DVC remote and the local cache."""
+
+    registry_url: str
+    remote_url: str
+    cache_dir: Path
+    endpoint_url: str | None = None
+    jobs: int = 8
+    shard_size: int = DEFAULT_SHARD_SIZE
+
+
+# --- indexing ---------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256 (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def index_directory(data_dir: Path, exclude: Iterable[str] = ()) -> list[IndexEntry]:
+    """Every image of an ImageFolder directory, sorted by path, minus ``exclude``.
+
+    A file outside a class folder is refused by name: it has no label.
+    """
+    if not data_dir.is_dir():
+        raise SnapshotError(f"not a directory: {data_dir}")
+    skip = set(exclude)
+    entries = []
+    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(data_dir).as_posix()
+        if path.name in SKIPPED_NAMES or any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if rel in skip:
+            continue
+        if "/" not in rel:
+            raise SnapshotError(
+                f"{data_dir / rel}: file outside a class folder (expected DIR/<product>/<image>)"
+            )
+        entries.append(
+            IndexEntry(rel, rel.split("/", 1)[0], sha256_file(path), path.stat().st_size)
+        )
+    if not entries:
+        raise SnapshotError(f"no images under {data_dir}")
+    return entries
+
+
+def content_hash(entries: Iterable[IndexEntry]) -> str:
+    """A hash of (path, sha256) of every image: equal content gives an equal hash."""
+    digest = hashlib.sha256()
+    for e in sorted(entries, key=lambda e: e.path):
+        digest.update(f"{e.path}\t{e.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def assign_shards(entries: list[IndexEntry], shard_size: int) -> list[IndexEntry]:
+    """Give each image (in path order) its shard number."""
+    return [
+        IndexEntry(e.path, e.label, e.sha256, e.size, i // shard_size)
+        for i, e in enumerate(sorted(entries, key=lambda e: e.path))
+    ]
+
+
+# --- packing ----------------------------------------------------------------------------
+
+
+def shard_name(shard: int) -> str:
+    """File name of a shard."""
+    return f"shard-{shard:05d}.tar"
+
+
+def write_shards(
+    data_dir: Path, entries: list[IndexEntry], out_dir: Path, progress: Progress | None = None
+) -> int:
+    """Pack the images into deterministic tar shards under ``out_dir``; return the count."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_shard: dict[int, list[IndexEntry]] = {}
+    for e in entries:
+        by_shard.setdefault(e.shard, []).append(e)
+    done = 0
+    for shard, members in sorted(by_shard.items()):
+        with tarfile.open(out_dir / shard_name(shard), "w", format=tarfile.PAX_FORMAT) as tar:
+            for e in members:
+                data = (data_dir / e.path).read_bytes()
+                if hashlib.sha256(data).hexdigest() != e.sha256:
+                    raise SnapshotError(f"{data_dir / e.path} changed while being snapshotted")
+                tar.addfile(_tar_info(e.path, len(data)), io.BytesIO(data))
+        done += len(members)
+        if progress:
+            progress("pack", done, len(entries))
+    return len(by_shard)
+
+
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    # Fixed metadata: the same images always give byte-identical shards.
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_index(entries: list[IndexEntry], path: Path) -> None:
+    """The snapshot's index as Parquet."""
+    table = pa.Table.from_pylist([asdict(e) for e in entries])
+    pq.write_table(table, path)
+
+
+def read_index(path: Path) -> list[IndexEntry]:
+    """Read an ``index.parquet``."""
+    return [IndexEntry(**row) for row in pq.read_table(path).to_pylist()]
+
+
+# --- git and DVC plumbing ---------------------------------------------------------------
+
+
+def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise SnapshotError(f"git {' '.join(args)} failed: {proc.stderr.strip()[-800:]}")
+    return proc.stdout.strip()
+
+
+def ensure_registry(registry_url: str) -> None:
+    """Create the default local registry (a bare git repo) when it does not exist yet."""
+    if "://" in registry_url or registry_url.startswith("git@"):
+        return
+    path = Path(registry_url)
+    if not (path / "HEAD").is_file():
+        path.mkdir(parents=True, exist_ok=True)
+        _git("init", "--bare", "--initial-branch=main", str(path))
+
+
+def _dvc_env(settings: SnapshotSettings) -> dict[str, str]:
+    site = settings.cache_dir / "dvc-site"
+    site.mkdir(parents=True, exist_ok=True)
+    return {"DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(site)}
+
+
+def _configure_dvc_local(work: Path, settings: SnapshotSettings) -> None:
+    # Endpoint and cache are per machine: config.local, never committed.
+    endpoint = settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+    cache = settings.cache_dir / "dvc-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    lines = ["[cache]", f"    dir = {cache}", "    type = hardlink,copy"]
+    if endpoint:
+        lines += ["['remote \"storage\"']", f"    endpointurl = {endpoint}"]
+    (work / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")
+
+
+def _dvc(work: Path, settings: SnapshotSettings, *args: str) -> None:
+    # DVC's documented interface is its CLI; a child process keeps its logging and
+    # working-directory changes out of ours.
+    env = {**os.environ, **_dvc_env(settings)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()[-1500:]
+        raise SnapshotError(f"dvc {' '.join(args)} failed (exit {proc.returncode}): {detail}")
+
+
+class SnapshotStore:
+    """Create, list and pull snapshots of one data registry."""
+
+    def __init__(self, settings: SnapshotSettings) -> None:
+        self.settings = settings
+        ensure_registry(settings.registry_url)
+
+    # --- reading the registry -------------------------------------------------------------
+
+    def tags(self) -> list[str]:
+        """Snapshot tags, oldest first."""
+        out = _git("ls-remote", "--tags", "--refs", self.settings.registry_url)
+        return [line.split("refs/tags/", 1)[1] for line in out.splitlines() if line]
+
+    def info(self, tag: str) -> SnapshotInfo:
+        """The snapshot behind a tag (``SnapshotError`` when there is none)."""
+        with tempfile.TemporaryDirectory(prefix="rxv-reg-") as tmp:
+            work = self._clone(Path(tmp), tag)
+            return self._read_meta(work)
+
+    def list_snapshots(self) -> list[SnapshotInfo]:
+        """Every snapshot, oldest first."""
+        if not self.tags():
+            return []
+        with tempfile.TemporaryDirectory(prefix="rxv-reg-") as tmp:
+            work = Path(tmp) / "repo"
+            _git("clone", "--quiet", "--no-checkout", self.settings.registry_url, str(work))
+            infos = []
+            for tag in self.tags():
+                meta = _git("show", f"{tag}:{META_FILE}", cwd=work)
+                commit = _git("rev-list", "-n", "1", tag, cwd=work)
+                infos.append(SnapshotInfo.from_json(json.loads(meta), commit))
+        return sorted(infos, key=lambda i: i.created)
+
+    def latest(self) -> str:
+        """The newest snapshot's tag."""
+        infos = self.list_snapshots()
+        if not infos:
+            raise SnapshotError(f"no snapshots in {self.settings.registry_url}")
+        return infos[-1].tag
+
+    def _clone(self, parent: Path, rev: str) -> Path:
+        if rev not in self.tags():
+            known = ", ".join(self.tags()) or "none"
+            raise SnapshotError(f"no snapshot tagged {rev!r} (known: {known})")
+        work = parent / "repo"
+        _git(
+            "clone",
+            "--quiet",
+            "--depth=1",
+            f"--branch={rev}",
+            self.settings.registry_url,
+            str(work),
+        )
+        return work
+
+    def _read_meta(self, work: Path) -> SnapshotInfo:
+        commit = _git("rev-parse", "HEAD", cwd=work)
+        return SnapshotInfo.from_json(json.loads((work / META_FILE).read_text()), commit)
+
+    # --- create ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        data_dir: Path,
+        tag: str,
+        exclude: Iterable[str] = (),
+        progress: Progress | None = None,
+    ) -> tuple[SnapshotInfo, bool]:
+        """Snapshot ``data_dir`` under ``tag``; return its info and whether it is new.
+
+        The same content under an existing tag is a no-op; other content is refused.
+        """
+        if not TAG_PATTERN.match(tag):
+            raise SnapshotError(f"invalid tag {tag!r}: use letters, digits, '.', '_', '-'")
+        excluded = sorted(set(exclude))
+        entries = assign_shards(index_directory(data_dir, excluded), self.settings.shard_size)
+        digest = content_hash(entries)
+        if tag in self.tags():
+            existing = self.info(tag)
+            if existing.content_hash == digest:
+                log.info("snapshot %s already holds this content: nothing to do", tag)
+                return existing, False
+            raise SnapshotError(
+                f"tag {tag!r} already holds other content ({existing.content_hash[:12]}, "
+                f"{existing.images} images; this is {digest[:12]}, {len(entries)} images): "
+                "tags never move, choose a new tag"
+            )
+        with tempfile.TemporaryDirectory(prefix="rxv-snap-") as tmp:
+            info = self._commit_snapshot(
+                data_dir, tag, entries, digest, excluded, Path(tmp), progress
+            )
+        return info, True
+
+    def _commit_snapshot(
+        self,
+        data_dir: Path,
+        tag: str,
+        entries: list[IndexEntry],
+        digest: str,
+        excluded: list[str],
+        tmp: Path,
+        progress: Progress | None,
+    ) -> SnapshotInfo:
+        work = self._working_copy(tmp)
+        dataset = work / DATASET_DIR
+        shutil.rmtree(dataset, ignore_errors=True)
+        shards = write_shards(data_dir, entries, dataset / SHARDS_DIR, progress)
+        write_index(entries, dataset / INDEX_FILE)
+        classes: dict[str, int] = {}
+        for e in entries:
+            classes[e.label] = classes.get(e.label, 0) + 1
+        info = SnapshotInfo(
+            tag=tag,
+            content_hash=digest,
+            images=len(entries),
+            bytes=sum(e.size for e in entries),
+            shards=shards,
+            classes=dict(sorted(classes.items())),
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            excluded=excluded,
+        )
+        (work / META_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
+        _dvc(work, self.settings, "add", DATASET_DIR)
+        # Data first, then the tag: a tag never names data the remote lacks.
+        _dvc(work, self.settings, "push", "--jobs", str(self.settings.jobs))
+        if progress:
+            progress("push", info.images, info.images)
+        _git("add", f"{DATASET_DIR}.dvc", ".gitignore", META_FILE, cwd=work)
+        _git(
+            "commit",
+            "--quiet",
+            "-m",
+            f"Snapshot {tag}: {info.images} images, {len(classes)} classes, content {digest[:12]}",
+            cwd=work,
+        )
+        _git("tag", "-a", tag, "-m", f"dataset snapshot {tag} ({digest})", cwd=work)
+        # --atomic: the branch and the tag land together or not at all.
+        _git(
+            "push",
+            "--quiet",
+            "--atomic",
+            "origin",
+            "HEAD:refs/heads/main",
+            f"refs/tags/{tag}",
+            cwd=work,
+        )
+        return SnapshotInfo.from_json(asdict(info), _git("rev-parse", "HEAD", cwd=work))
+
+    def _working_copy(self, tmp: Path) -> Path:
+        work = tmp / "repo"
+        _git("clone", "--quiet", self.settings.registry_url, str(work))
+        _git("config", "user.name", "rxvision", cwd=work)
+        _git("config", "user.email", "rxvision@localhost", cwd=work)
+        if not (work / ".dvc").is_dir():
+            _git("checkout", "--quiet", "-B", "main", cwd=work)
+            _dvc(work, self.settings, "init")
+            _dvc(
+                work,
+                self.settings,
+                "remote",
+                "add",
+                "--default",
+                "storage",
+                self.settings.remote_url,
+            )
+            _dvc(work, self.settings, "config", "core.autostage", "false")
+            _git("add", ".dvc", ".dvcignore", cwd=work)
+            _git("commit", "--quiet", "-m", "Initialise the data registry (DVC on S3)", cwd=work)
+        _configure_dvc_local(work, self.settings)
+        return work
+
+    # --- pull -----------------------------------------------------------------------------
+
+    def pull(self, rev: str, out: Path, progress: Progress | None = None) -> SnapshotInfo:
+        """Materialise snapshot ``rev`` in ``out`` (ImageFolder layout), verified by hash.
+
+        Objects already in the local DVC cache are not fetched again (a pull interrupted
+        midway resumes), and ``out`` appears only once every file is verified.
+        """
+        marker = out / MARKER_FILE
+        if out.exists():
+            if marker.is_file():
+                have = SnapshotInfo.from_json(json.loads(marker.read_text()))
+                wanted = self.info(rev)
+                if have.content_hash == wanted.content_hash:
+                    log.info("%s already holds snapshot %s", out, rev)
+                    return wanted
+            if any(out.iterdir()):
+                raise SnapshotError(f"{out} exists and is not snapshot {rev}: choose another --out")
+        with tempfile.TemporaryDirectory(prefix="rxv-pull-") as tmp:
+            work = self._clone(Path(tmp), rev)
+            _configure_dvc_local(work, self.settings)
+            _dvc(work, self.settings, "pull", "--jobs", str(self.settings.jobs))
+            info = self._read_meta(work)
+            staging = out.parent / f".{out.name}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            self._extract_verified(work / DATASET_DIR, staging, progress)
+            (staging / MARKER_FILE).write_text(json.dumps(asdict(info), indent=2))
+            if out.exists():
+                out.rmdir()
+            staging.rename(out)
+        return info
+
+    def _extract_verified(self, dataset: Path, staging: Path, progress: Progress | None) -> None:
+        entries = read_index(dataset / INDEX_FILE)
+        by_shard: dict[int, dict[str, IndexEntry]] = {}
+        for e in entries:
+            by_shard.setdefault(e.shard, {})[e.path] = e
+        done = 0
+
+        def extract(shard: int) -> int:
+            expected = by_shard[shard]
+            seen = 0
+            with tarfile.open(dataset / SHARDS_DIR / shard_name(shard)) as tar:
+                for member in tar:
+                    entry = expected.get(member.name)
+                    fh = tar.extractfile(member)
+                    if entry is None or fh is None:
+                        raise SnapshotError(f"shard {shard}: unexpected member {member.name!r}")
+                    data = fh.read()
+                    if hashlib.sha256(data).hexdigest() != entry.sha256:
+                        raise SnapshotError(f"{member.name}: hash differs from the index")
+                    target = staging / entry.path
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+                    seen += 1
+            if seen != len(expected):
+                raise SnapshotError(f"shard {shard}: {seen} files, index says {len(expected)}")
+            return seen
+
+        with ThreadPoolExecutor(max_workers=min(8, len(by_shard) or 1)) as pool:
+            for count in pool.map(extract, sorted(by_shard)):
+                done += count
+                if progress:
+                    progress("extract", done, len(entries))

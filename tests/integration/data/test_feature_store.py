@@ -1,0 +1,95 @@
+"""The feature store against the real S3 stack: cache hits, atomic commits, reading back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rxvision.data.feature_store import (
+    MANIFEST,
+    FeatureShardDataset,
+    FeatureStore,
+    PreprocessConfig,
+    feature_key,
+)
+from rxvision.storage.s3 import S3Config, S3Store
+
+pytestmark = pytest.mark.integration
+
+SNAP = "f" * 64
+
+
+@pytest.fixture
+def store(stack_env: dict[str, str], tmp_path: Path) -> FeatureStore:
+    return FeatureStore(f"s3://rxvision-data/features-{tmp_path.name}")
+
+
+def test_second_preprocess_is_a_cache_hit(store: FeatureStore, pill_dir: Path) -> None:
+    cfg = PreprocessConfig(img_size=64, shard_size=20)
+    first, built = store.materialize(pill_dir, SNAP, cfg)
+    assert built and first.images == 48 and len(first.shards) == 3
+    again, built_again = store.materialize(pill_dir, SNAP, cfg)
+    assert not built_again and again == first
+
+
+def test_another_config_is_another_key(store: FeatureStore, pill_dir: Path) -> None:
+    a = feature_key(SNAP, PreprocessConfig(img_size=64))
+    b = feature_key(SNAP, PreprocessConfig(img_size=96))
+    assert a != b
+    assert feature_key(SNAP, PreprocessConfig(img_size=64, shard_size=7)) == a
+
+
+def test_shards_hold_the_resized_pixels(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    manifest, _ = store.materialize(pill_dir, SNAP, PreprocessConfig(img_size=32, shard_size=20))
+    paths = store.download(manifest, tmp_path / "cache")
+    data = FeatureShardDataset(manifest, paths)
+    image, label = data[5]
+    rel = manifest.shards[0].paths[5]
+    with Image.open(pill_dir / rel) as img:
+        expected = np.asarray(img.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    # JPEG draft decoding may differ slightly from a full decode + resize.
+    assert np.abs(image.astype(int) - expected.astype(int)).mean() < 8
+    assert manifest.classes[label] == rel.split("/")[0]
+
+
+def test_interrupted_build_leaves_no_visible_set(
+    store: FeatureStore, pill_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = PreprocessConfig(img_size=32, shard_size=10)
+    key = feature_key(SNAP, cfg)
+    calls = {"n": 0}
+    real_put = store.s3.put_bytes
+
+    def dying_put(uri: str, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed mid-build")
+        real_put(uri, data)
+
+    monkeypatch.setattr(store.s3, "put_bytes", dying_put)
+    with pytest.raises(KeyboardInterrupt):
+        store.materialize(pill_dir, SNAP, cfg)
+    monkeypatch.setattr(store.s3, "put_bytes", real_put)
+    assert store.manifest(key) is None  # readers see nothing
+    manifest, built = store.materialize(pill_dir, SNAP, cfg)
+    assert built and manifest.images == 48
+    # The interrupted attempt's shards were cleaned up at commit.
+    keys = list(S3Store(S3Config.from_env()).list_keys(store.prefix(key) + "/attempts/"))
+    assert {k.split("/attempts/")[1].split("/")[0] for k in keys} == {manifest.attempt}
+
+
+def test_losing_writer_keeps_the_winners_set(store: FeatureStore, pill_dir: Path) -> None:
+    cfg = PreprocessConfig(img_size=32, shard_size=50)
+    winner, _ = store.materialize(pill_dir, SNAP, cfg)
+    loser = type(winner)(**{**winner.__dict__, "attempt": "loser0000000"})
+    result = store._commit(loser)
+    assert result.attempt == winner.attempt
+    body = json.loads(store.s3.get_bytes(f"{store.prefix(winner.key)}/{MANIFEST}"))
+    assert body["attempt"] == winner.attempt

@@ -1,0 +1,102 @@
+"""Snapshots against the real S3 stack: byte-exact round trip, immutable tags, listing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rxvision.data.snapshot import MARKER_FILE, SnapshotSettings, SnapshotStore
+from rxvision.errors import SnapshotError
+from rxvision.storage.s3 import S3Config, S3Store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def snapshots(tmp_path: Path, stack_env: dict[str, str]) -> SnapshotStore:
+    return SnapshotStore(
+        SnapshotSettings(
+            registry_url=str(tmp_path / "registry.git"),
+            remote_url=f"s3://rxvision-data/dvc-{tmp_path.name}",
+            cache_dir=tmp_path / "cache",
+            shard_size=10,
+        )
+    )
+
+
+def image_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*.jpg")}
+
+
+def test_snapshot_then_pull_is_byte_exact(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    info, created = snapshots.create(pill_dir, "v1")
+    assert created and info.images == 48 and info.shards == 5
+    assert info.classes and sum(info.classes.values()) == 48
+    # Pull from the remote alone: drop the local DVC cache first.
+    shutil.rmtree(tmp_path / "cache" / "dvc-cache")
+    pulled = snapshots.pull("v1", tmp_path / "out")
+    assert pulled.content_hash == info.content_hash
+    assert image_files(tmp_path / "out") == image_files(pill_dir)
+    assert (tmp_path / "out" / MARKER_FILE).is_file()
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_the_remote_holds_a_few_packed_objects_not_one_per_image(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots.create(pill_dir, "v1")
+    keys = list(S3Store(S3Config.from_env()).list_keys(snapshots.settings.remote_url + "/"))
+    # 5 shards + the index + DVC's directory listing: far fewer than 48 images.
+    assert 5 <= len(keys) <= 8, keys
+
+
+def test_same_content_under_same_tag_is_a_no_op(snapshots: SnapshotStore, pill_dir: Path) -> None:
+    first, _ = snapshots.create(pill_dir, "v1")
+    again, created = snapshots.create(pill_dir, "v1")
+    assert not created and again.commit == first.commit
+
+
+def test_moving_a_tag_is_refused(snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path) -> None:
+    snapshots.create(pill_dir, "v1")
+    changed = tmp_path / "changed"
+    shutil.copytree(pill_dir, changed)
+    victim = next(changed.rglob("*.jpg"))
+    victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(SnapshotError, match=r"tag 'v1' already holds other content"):
+        snapshots.create(changed, "v1")
+    assert snapshots.info("v1").images == 48
+    _, created = snapshots.create(changed, "v2")
+    assert created and [i.tag for i in snapshots.list_snapshots()] == ["v1", "v2"]
+    assert snapshots.latest() == "v2"
+
+
+def test_excluded_files_are_listed_not_dropped_silently(
+    snapshots: SnapshotStore, pill_dir: Path
+) -> None:
+    bad = sorted(p.relative_to(pill_dir).as_posix() for p in pill_dir.rglob("*.jpg"))[:2]
+    info, _ = snapshots.create(pill_dir, "q1", exclude=bad)
+    assert info.images == 46 and info.excluded == bad
+
+
+def test_pull_refuses_to_overwrite_other_data(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots.create(pill_dir, "v1")
+    out = tmp_path / "occupied"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(SnapshotError, match="occupied"):
+        snapshots.pull("v1", out)
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_unknown_rev_names_known_tags(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots.create(pill_dir, "v1")
+    with pytest.raises(SnapshotError, match=r"no snapshot tagged 'v9' \(known: v1\)"):
+        snapshots.pull("v9", tmp_path / "x")
