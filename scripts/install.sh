@@ -37,11 +37,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "install: installing the locked dependencies into .venv (a cold install takes ~5-8 min)"
 start=$SECONDS
-# The lock pins every package, so pip resolves nothing; -e . adds the project itself.
-.venv/bin/pip install -q --disable-pip-version-check -r requirements.lock 2>&1 \
+# The lock is the whole pinned closure (pip freeze), so no resolving: --no-deps; then
+# `pip check` proves nothing is missing. -e . adds the project itself.
+.venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements.lock 2>&1 \
   | grep -v "^WARNING: Location" || true
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -e . 2>&1 \
   | grep -v "^WARNING: Location" || true
+.venv/bin/pip check --disable-pip-version-check \
+  || { echo "install: requirements.lock is incomplete, see above" >&2; exit 1; }
 .venv/bin/python -c 'import rxvision, airflow, mlflow, torch, dvc' \
   || { echo "install: the venv is broken, see pip's output above" >&2; exit 1; }
 echo "$want" > "$stamp"

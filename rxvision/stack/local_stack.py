@@ -23,7 +23,13 @@ from rxvision.errors import StackError
 from rxvision.home import Home, repo_root
 from rxvision.stack import services
 from rxvision.stack.credentials import StackCredentials, load_or_create_credentials
-from rxvision.stack.ports import is_port_free, load_ports, next_free_port, save_ports
+from rxvision.stack.ports import (
+    PortRegistry,
+    is_port_free,
+    load_ports,
+    next_free_port,
+    save_ports,
+)
 from rxvision.stack.process import ManagedProcess, kill_stragglers, require_started, wait_until
 from rxvision.stack.statsd_receiver import load_metrics
 from rxvision.storage.s3 import S3Config, S3Store
@@ -69,12 +75,18 @@ class UpReport:
 class LocalStack:
     """The servers of one home."""
 
-    def __init__(self, home: Home | None = None, config: StackConfig | None = None) -> None:
+    def __init__(
+        self,
+        home: Home | None = None,
+        config: StackConfig | None = None,
+        port_registry: PortRegistry | None = None,
+    ) -> None:
         self.home = (home or Home.from_env()).ensure()
         self.config = config or load_config(default_stack_config_path(), StackConfig)
         self.stack_id = hashlib.sha256(str(self.home.root).encode()).hexdigest()[:16]
         self._creds: StackCredentials | None = None
         self.credentials_created = False
+        self.port_registry = port_registry or PortRegistry()
 
     # --- layout ---------------------------------------------------------------------------
 
@@ -128,35 +140,45 @@ class LocalStack:
         """Keep ports of running servers; move any other taken port to the next free one.
 
         A port this home used before is waited for a few seconds first: a server that was
-        just killed frees its ports a moment later, and clients keep the old URLs.
+        just killed frees its ports a moment later, and clients keep the old URLs. Ports
+        owned by another home (the machine-wide ``PortRegistry``) count as taken.
         """
-        recorded = load_ports(self.ports_file)
-        wanted = {**self.config.ports.model_dump(), **recorded}
-        running = {n for n in SERVER_NAMES if self._pid_of(n) is not None}
-        held = {port for n in running for port in SERVER_PORTS[n]}
-        chosen: dict[str, int] = {}
-        moved: dict[str, tuple[int, int]] = {}
-        taken: set[int] = set()
-        for name, port in sorted(wanted.items()):
-            if name in held:
-                chosen[name] = port
-            else:
-                if name in recorded:
-                    wait_until(functools.partial(_ports_free, name, port), 8, 0.25)
-                chosen[name] = self._free_port_for(name, port, taken)
-                if chosen[name] != port:
-                    moved[name] = (port, chosen[name])
-            taken.update(_ports_of(name, chosen[name]))
-        save_ports(self.ports_file, chosen)
+        with self.port_registry.locked():
+            recorded = load_ports(self.ports_file)
+            wanted = {**self.config.ports.model_dump(), **recorded}
+            running = {n for n in SERVER_NAMES if self._pid_of(n) is not None}
+            held = {port for n in running for port in SERVER_PORTS[n]}
+            chosen: dict[str, int] = {}
+            moved: dict[str, tuple[int, int]] = {}
+            taken: set[int] = set()
+            for name, port in sorted(wanted.items()):
+                if name in held:
+                    chosen[name] = port
+                else:
+                    if name in recorded:
+                        wait_until(functools.partial(_ports_free, name, port), 8, 0.25)
+                    chosen[name] = self._free_port_for(name, port, taken)
+                    if chosen[name] != port:
+                        moved[name] = (port, chosen[name])
+                taken.update(_ports_of(name, chosen[name]))
+            save_ports(self.ports_file, chosen)
+            self.port_registry.reserve(self.home.root, list(chosen.values()))
         return chosen, moved
 
     def _free_port_for(self, name: str, start: int, taken: set[int]) -> int:
         port = start
         while True:
             port = next_free_port(port, taken)
-            if all(p not in taken for p in _ports_of(name, port)) and _ports_free(name, port):
+            candidates = _ports_of(name, port)
+            if all(
+                p not in taken and self._owned_by_me_or_nobody(p) for p in candidates
+            ) and _ports_free(name, port):
                 return port
             port += 1
+
+    def _owned_by_me_or_nobody(self, port: int) -> bool:
+        owner = self.port_registry.owner(port)
+        return owner is None or owner == self.home.root
 
     # --- up / down ------------------------------------------------------------------------
 

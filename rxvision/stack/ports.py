@@ -6,9 +6,14 @@ and two homes never share one (the second finds the first's ports taken and move
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,3 +54,49 @@ def save_ports(path: Path, ports: dict[str, int]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(ports, indent=2, sort_keys=True))
     tmp.replace(path)
+
+
+def default_registry_dir() -> Path:
+    """Machine-wide port reservations (``RXVISION_PORTS_DIR`` overrides)."""
+    raw = os.environ.get("RXVISION_PORTS_DIR")
+    return Path(raw) if raw else Path(tempfile.gettempdir()) / f"rxvision-ports-{os.getuid()}"
+
+
+class PortRegistry:
+    """Which home owns which port, across every home on this machine.
+
+    A port chosen by one home stays its own while that home exists and still records it,
+    even while its servers are down: a second home never picks it, and the choice is
+    made under a lock, so two homes starting at once never pick the same free port.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_registry_dir()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the machine-wide lock while choosing ports."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def owner(self, port: int) -> Path | None:
+        """The home that owns ``port``, or None (free, or its owner is gone)."""
+        entry = self.root / str(port)
+        try:
+            home = Path(entry.read_text().strip())
+        except OSError:
+            return None
+        if port not in load_ports(home / "stack" / "ports.json").values():
+            entry.unlink(missing_ok=True)  # the owner moved on or was deleted
+            return None
+        return home
+
+    def reserve(self, home: Path, ports: Iterator[int] | list[int]) -> None:
+        """Record ``home`` as the owner of ``ports``."""
+        for port in ports:
+            (self.root / str(port)).write_text(str(home))

@@ -142,7 +142,11 @@ def seaweed_spec(layout: StackLayout) -> ProcessSpec:
         "-master.telemetry=false",
         f"-volume.port={p['weed_volume']}",
         f"-volume.port.grpc={p['weed_volume'] + 1}",
-        "-volume.max=0",
+        # A few small volumes rather than auto-sizing: auto gives free disk / 30 GB volumes,
+        # which on a fuller disk is fewer volumes than buckets ("No writable volumes").
+        # Volume files grow as written, so 100 x 512 MB reserves no disk.
+        "-volume.max=100",
+        "-master.volumeSizeLimitMB=512",
         "-filer",
         f"-filer.port={p['weed_filer']}",
         f"-filer.port.grpc={p['weed_filer'] + 1}",

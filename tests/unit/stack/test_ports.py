@@ -8,9 +8,14 @@ import pytest
 from rxvision.config.schema import StackConfig, StackPorts
 from rxvision.home import Home
 from rxvision.stack.local_stack import LocalStack
-from rxvision.stack.ports import is_port_free, next_free_port
+from rxvision.stack.ports import PortRegistry, is_port_free, next_free_port
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _own_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RXVISION_PORTS_DIR", str(tmp_path / "ports-registry"))
 
 
 def test_taken_port_is_skipped() -> None:
@@ -60,3 +65,25 @@ def test_paired_grpc_port_counts_as_taken(tmp_path: Path) -> None:
         ports, moved = LocalStack(Home(tmp_path / "c"), cfg).choose_ports()
     assert ports["s3"] != s3 and "s3" in moved
     assert s3 + 1 not in {ports["s3"], ports["s3"] + 1}
+
+
+def test_a_stopped_homes_ports_stay_its_own(tmp_path: Path) -> None:
+    registry = PortRegistry(tmp_path / "registry")
+    cfg = StackConfig(ports=ports_from(next_free_port(36500, set())))
+    ports_a, _ = LocalStack(Home(tmp_path / "a"), cfg, registry).choose_ports()
+    # Nothing listens (home A is down), yet home B must not take A's ports.
+    ports_b, _ = LocalStack(Home(tmp_path / "b"), cfg, registry).choose_ports()
+    assert set(ports_a.values()).isdisjoint(ports_b.values())
+    # A keeps its own ports on its next up.
+    assert LocalStack(Home(tmp_path / "a"), cfg, registry).choose_ports()[0] == ports_a
+
+
+def test_a_deleted_homes_ports_are_free_again(tmp_path: Path) -> None:
+    import shutil
+
+    registry = PortRegistry(tmp_path / "registry")
+    cfg = StackConfig(ports=ports_from(next_free_port(36700, set())))
+    ports_a, _ = LocalStack(Home(tmp_path / "a"), cfg, registry).choose_ports()
+    shutil.rmtree(tmp_path / "a")
+    ports_b, moved = LocalStack(Home(tmp_path / "b"), cfg, registry).choose_ports()
+    assert ports_b == ports_a and moved == {}
