@@ -495,16 +495,22 @@ class _Walk:
         return False
 
     def _files_in(self, folder: Path, key: str, label: str, split: str | None) -> Iterator[_Entry]:
-        for entry in _sorted_entries(folder):
-            child = f"{key}/{entry.name}"
-            if entry.is_dir(follow_symlinks=False):
-                yield from self._files_in(Path(entry.path), child, label, split)
-            elif entry.is_symlink() and entry.is_dir():
-                self.ignored.append(
-                    FileIssue(child, IGNORED_FILE, "ignored: a symlinked folder (not followed)")
-                )
-            else:
-                yield _Entry(entry.path, child, label, split)
+        # an explicit stack, not recursion: a hostile tree may nest deeper than Python's limit
+        stack = [(folder, key)]
+        while stack:
+            here, here_key = stack.pop()
+            subfolders = []
+            for entry in _sorted_entries(here):
+                child = f"{here_key}/{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append((Path(entry.path), child))
+                elif entry.is_symlink() and entry.is_dir():
+                    self.ignored.append(
+                        FileIssue(child, IGNORED_FILE, "ignored: a symlinked folder (not followed)")
+                    )
+                else:
+                    yield _Entry(entry.path, child, label, split)
+            stack.extend(reversed(subfolders))
 
 
 def _sorted_entries(folder: Path) -> list[os.DirEntry[str]]:
