@@ -25,9 +25,11 @@ def _register_groups() -> None:
     from rxvision.cli import config as config_cli
     from rxvision.cli import data as data_cli
     from rxvision.cli import stack as stack_cli
+    from rxvision.cli.train import train as train_cmd
 
     app.add_typer(stack_cli.app, name="stack")
     app.add_typer(data_cli.app, name="data")
+    app.command("train")(train_cmd)
     app.add_typer(config_cli.app, name="config")
 
 

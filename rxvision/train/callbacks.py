@@ -1,0 +1,306 @@
+"""Lightning callbacks: backbone freezing, step checkpoints, telemetry and log-line progress."""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import statistics
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import nn
+
+from rxvision.train.checkpoints import BEST, CheckpointStore, step_name
+from rxvision.train.config import FineTuningConfig
+
+log = logging.getLogger(__name__)
+
+
+def unfreeze_schedule(n_blocks: int, fine_tuning: FineTuningConfig) -> list[int | None]:
+    """The epoch from which each backbone block (input first) trains; None: never.
+
+    ``gradual_unfreeze`` splits the blocks into ``unfreeze_stages`` groups and unfreezes
+    them from the output side, one group per epoch from ``unfreeze_at_epoch``.
+    ``freeze_backbone`` alone keeps every block frozen; neither trains all from epoch 0.
+    """
+    if fine_tuning.gradual_unfreeze:
+        stages = min(fine_tuning.unfreeze_stages, n_blocks)
+        per_stage = math.ceil(n_blocks / stages)
+        schedule: list[int | None] = []
+        for block in range(n_blocks):
+            from_top = (n_blocks - 1 - block) // per_stage
+            schedule.append(fine_tuning.unfreeze_at_epoch + from_top)
+        return schedule
+    if fine_tuning.freeze_backbone:
+        return [None] * n_blocks
+    return [0] * n_blocks
+
+
+def set_trainable(module: nn.Module, trainable: bool) -> None:
+    """Turn gradients of every parameter of ``module`` on or off."""
+    for param in module.parameters():
+        param.requires_grad_(trainable)
+
+
+class BackboneFreezer(Callback):
+    """Freeze backbone blocks and unfreeze them on schedule (``unfreeze_schedule``).
+
+    Blocks that never train are frozen in ``setup``, before DDP wraps the model, so DDP
+    leaves them out. Scheduled blocks are (un)frozen at each epoch start, which also
+    restores the right state after a resume; the module then uses DDP's dynamic mode.
+    """
+
+    def __init__(self, blocks: list[nn.Module], fine_tuning: FineTuningConfig) -> None:
+        self.blocks = blocks
+        self.schedule = unfreeze_schedule(len(blocks), fine_tuning)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Freeze the blocks that never train."""
+        for block, start in zip(self.blocks, self.schedule, strict=True):
+            if start is None:
+                set_trainable(block, False)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Apply the schedule for this epoch."""
+        self.apply(trainer.current_epoch, verbose=trainer.is_global_zero)
+
+    def apply(self, epoch: int, verbose: bool = True) -> int:
+        """Set each scheduled block's state for ``epoch``; return how many blocks train."""
+        trainable = 0
+        for index, (block, start) in enumerate(zip(self.blocks, self.schedule, strict=True)):
+            if start is None:
+                continue
+            on = epoch >= start
+            was = any(p.requires_grad for p in block.parameters())
+            if on != was:
+                set_trainable(block, on)
+            if on != was and verbose:
+                log.info(
+                    "epoch %d: backbone block %d %s", epoch, index, "unfrozen" if on else "frozen"
+                )
+            trainable += on
+        return trainable
+
+
+class StepCheckpoint(Callback):
+    """Full checkpoints every ``every_n_steps`` optimizer steps, at each epoch end and at
+    the end of training, plus ``best.ckpt`` on the best ``monitor`` value.
+
+    Every rank calls ``trainer.save_checkpoint`` (it synchronises the ranks); only global
+    rank 0 writes and publishes the file.
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        *,
+        every_n_steps: int | None,
+        keep_last: int,
+        monitor: str = "val/top1",
+    ) -> None:
+        self.store = store
+        self.every_n_steps = every_n_steps
+        self.keep_last = keep_last
+        self.monitor = monitor
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self.last_saved_step: int | None = None
+        self.last_uri: str | None = None
+
+    @property
+    def state_key(self) -> str:
+        """One key per checkpointed store (stable across resumes)."""
+        return "StepCheckpoint"
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best score so far (kept across resumes)."""
+        return {"best_score": self.best_score, "best_step": self.best_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the best score."""
+        self.best_score = state_dict.get("best_score")
+        self.best_step = state_dict.get("best_step")
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Save every ``every_n_steps`` optimizer steps."""
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+            self.save(trainer, step_name(step))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Save at the end of each epoch."""
+        self.save(trainer, step_name(trainer.global_step))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Save the final state when it was not saved yet."""
+        self.save(trainer, step_name(trainer.global_step))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Save ``best.ckpt`` when the monitored metric improved."""
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        score = float(value)
+        if self.best_score is None or score >= self.best_score:  # ties: the later one
+            self.best_score, self.best_step = score, trainer.global_step
+            # weights (and loop state) only: a model to export, not a point to resume from
+            self._write(trainer, BEST, weights_only=True)
+
+    def save(self, trainer: pl.Trainer, name: str) -> None:
+        """Save a step checkpoint unless this step was saved already; prune old ones."""
+        if trainer.global_step == self.last_saved_step or trainer.global_step == 0:
+            return
+        self.last_saved_step = trainer.global_step
+        self.last_uri = self._write(trainer, name)
+        if trainer.is_global_zero:
+            self.store.prune(self.keep_last)
+
+    def _write(self, trainer: pl.Trainer, name: str, weights_only: bool = False) -> str:
+        temp = self.store.temp_path(name)
+        trainer.save_checkpoint(temp, weights_only=weights_only)
+        uri = f"{self.store.uri}/{name}"
+        if trainer.is_global_zero:
+            uri = self.store.publish(temp, name)
+        return uri
+
+
+class TrainingTelemetry(Callback):
+    """Per-step throughput, gradient-norm statistics and memory, logged as metrics.
+
+    ``perf/samples_per_s`` counts images over all ranks; ``perf/cpu_rss_mb`` is the peak
+    resident set of this process; ``perf/gpu_mem_mb`` the peak CUDA allocation.
+    """
+
+    WARMUP_BATCHES = 3  # left out of the throughput summary: allocator and loader start-up
+
+    def __init__(self, world_size: int = 1, every_n_steps: int = 10) -> None:
+        self.world_size = world_size
+        self.every_n_steps = every_n_steps
+        self._last: float | None = None
+        self.rates: list[float] = []
+
+    def samples_per_second(self) -> float | None:
+        """Median images per second over the batches after the first few (None: too few)."""
+        steady = self.rates[self.WARMUP_BATCHES :]
+        return float(statistics.median(steady)) if steady else None
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Start the clock on the first batch (loader start-up is not throughput)."""
+        if self._last is None:
+            self._last = time.perf_counter()
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Gradient norm statistics (after AMP unscaling, before clipping)."""
+        if trainer.global_step % self.every_n_steps != 0:
+            return
+        norms = [
+            p.grad.detach().float().norm() for p in pl_module.parameters() if p.grad is not None
+        ]
+        if not norms:
+            return
+        stacked = torch.stack(norms)
+        pl_module.log_dict(
+            {
+                "train/grad_norm": stacked.norm(),
+                "train/grad_norm_max": stacked.max(),
+                "train/grad_norm_mean": stacked.mean(),
+            },
+            on_step=True,
+            on_epoch=False,
+        )
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Images per second over the last batch, and memory."""
+        now = time.perf_counter()
+        if self._last is None:
+            self._last = now
+            return
+        seconds, self._last = now - self._last, now
+        images = int(batch[1].shape[0]) * self.world_size
+        rate = images / max(seconds, 1e-9)
+        self.rates.append(rate)
+        metrics = {
+            "perf/samples_per_s": rate,
+            "perf/cpu_rss_mb": peak_rss_mb(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            metrics["perf/gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=images)
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        if optimizer is not None:
+            pl_module.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class LogProgress(Callback):
+    """Log lines instead of a progress bar (for logs that are not a terminal)."""
+
+    def __init__(self, every_n_steps: int, max_steps: int) -> None:
+        self.every_n_steps = every_n_steps
+        self.max_steps = max_steps
+        self._began = time.monotonic()
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """One line every ``every_n_steps`` optimizer steps."""
+        step = trainer.global_step
+        if step % self.every_n_steps or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        loss = metrics.get("train/loss")
+        speed = metrics.get("perf/samples_per_s")
+        log.info(
+            "step %d/%d epoch %d loss %s %s images/s %.0f s",
+            step,
+            self.max_steps,
+            trainer.current_epoch,
+            f"{float(loss):.4f}" if loss is not None else "-",
+            f"{float(speed):.1f}" if speed is not None else "-",
+            time.monotonic() - self._began,
+        )
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """One line per validation."""
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        parts = [
+            f"{key.split('/')[1]} {float(metrics[key]):.4f}"
+            for key in ("val/loss", "val/top1", "val/macro_f1")
+            if key in metrics
+        ]
+        log.info("validation at step %d: %s", trainer.global_step, ", ".join(parts))

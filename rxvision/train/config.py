@@ -1,0 +1,164 @@
+"""The typed schema of a training config (``configs/cpu-quick.yaml``, ``configs/experiment.yaml``).
+
+``TrainConfig`` extends the experiment schema of ``rxvision.config.schema``: every key of
+``configs/experiment.yaml`` keeps its meaning, and the sections below add what a training
+run needs (data loading, hardware, checkpoints). Unknown keys are refused, naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rxvision.config.load import load_config
+from rxvision.config.schema import FineTuning, Model, Optimizer, Scheduler, Tracking, Training
+
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
+
+
+class Strict(BaseModel):
+    """Unknown keys refused, values frozen: the same rules as ``rxvision.config.schema``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FineTuningConfig(FineTuning):
+    """Freezing of the backbone.
+
+    ``freeze_backbone`` alone: the backbone stays frozen for the whole run (only the head
+    trains). ``gradual_unfreeze``: the backbone starts frozen and is unfrozen in
+    ``unfreeze_stages`` groups of blocks, from the top, one group per epoch from
+    ``unfreeze_at_epoch`` on.
+    """
+
+    unfreeze_at_epoch: int = Field(1, ge=0)
+    unfreeze_stages: int = Field(1, ge=1)
+    backbone_lr_ratio: float = Field(0.1, gt=0, le=1)
+
+    @property
+    def any_frozen(self) -> bool:
+        """Whether some backbone block is frozen at some point of the run."""
+        return self.freeze_backbone or self.gradual_unfreeze
+
+
+class ModelConfig(Model):
+    """The network: a torchvision backbone, its weights, and a new classification head.
+
+    ``pretrained: true`` loads a torchvision-format ``state_dict`` from ``weights_uri`` (a
+    local file or ``s3://`` URI); nothing is downloaded from the internet. Without
+    weights, training stops with an error unless ``allow_random_init`` is true.
+    """
+
+    weights_uri: str | None = None
+    allow_random_init: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)
+    fine_tuning: FineTuningConfig = Field(default_factory=FineTuningConfig)
+
+
+class OptimizerConfig(Optimizer):
+    """The seed's optimizer (AdamW, lr 1e-4, weight decay 1e-5) and SGD's momentum."""
+
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class SchedulerConfig(Scheduler):
+    """The seed's scheduler (CosineAnnealingWarmRestarts, T_0 10 epochs, eta_min 1e-6).
+
+    ``T_mult`` and ``warmup_epochs`` (a linear warm-up from ``lr * warmup_start_factor``
+    before the cosine schedule) are additions; the defaults keep the seed's behaviour.
+    """
+
+    T_mult: int = Field(1, ge=1)
+    warmup_epochs: int = Field(0, ge=0)
+    warmup_start_factor: float = Field(0.1, gt=0, le=1)
+
+
+class TrainingConfig(Training):
+    """The optimisation: how long, in what batches, and with what seed.
+
+    The run's length is a budget of optimizer steps: ``max_steps`` when given, else
+    ``epochs`` times the optimizer steps of one epoch. Counting steps (not epochs) lets a
+    run killed mid-epoch and resumed stop at exactly the same step.
+    """
+
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    epochs: int = Field(10, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: float | None = Field(None, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    seed: int = 42
+    val_every_n_epochs: int = Field(1, ge=1)
+    log_every_n_steps: int = Field(10, ge=1)
+
+
+class DataLoadingConfig(Strict):
+    """How images become batches: split, resolution, augmentation and DataLoader tuning.
+
+    ``num_workers: null`` picks min(4, CPU cores - 1); ``pin_memory`` is used on CUDA only.
+    """
+
+    img_size: int = Field(224, ge=16, le=1024)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 0
+    augment: bool = True
+    rotate90_p: float = Field(0.5, ge=0, le=1)
+    flip_p: float = Field(0.5, ge=0, le=1)
+    affine_p: float = Field(0.5, ge=0, le=1)
+    num_workers: int | None = Field(None, ge=0)
+    prefetch_factor: int = Field(2, ge=1)
+    cache_images: bool = Field(
+        False, description="Decode an image folder once into memory (small datasets)."
+    )
+
+
+class TrainerConfig(Strict):
+    """Hardware and numerics: where the run goes, how many processes, what precision.
+
+    ``precision: auto`` is bf16-mixed on GPUs that support bf16 (else 16-mixed), and on
+    CPUs bf16-mixed only with native bf16 instructions (AVX-512 BF16 or AMX); otherwise
+    32-true, since emulated bf16 is several times slower than fp32.
+    """
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
+    devices: int | Literal["auto"] = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp"] = "auto"
+    precision: Precision = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    progress_every_n_steps: int = Field(10, ge=1)
+
+
+class CheckpointConfig(Strict):
+    """Where and how often full checkpoints go.
+
+    ``root`` is a local folder or an ``s3://bucket/prefix``; the run's checkpoints live
+    under ``<root>/<run_id>/``. ``null`` means ``$RXVISION_HOME/checkpoints``.
+    """
+
+    root: str | None = None
+    every_n_steps: int | None = Field(50, ge=1)
+    keep_last: int = Field(3, ge=1)
+    resume: bool = True
+
+
+class TrainConfig(Strict):
+    """A training run: the experiment (tracking, model, training) plus how to run it."""
+
+    tracking: Tracking = Field(default_factory=Tracking)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    data: DataLoadingConfig = Field(default_factory=DataLoadingConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+
+def load_train_config(path: Path | str, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a training config with ``key=value`` overrides; ``ConfigError`` names a bad key."""
+    return load_config(path, TrainConfig, overrides)

@@ -1,0 +1,508 @@
+"""``train(cfg, data)``: one training run from top to bottom; the CLI and the DAG call it.
+
+In order: hardware, data, model, tracking, checkpoints and resume, fit, evaluate, log.
+The run's length is a budget of optimizer steps, so a run killed at any point and
+started again with the same run id resumes from its newest loadable checkpoint and
+stops at the same global step as a run that was never interrupted.
+
+Under DDP, Lightning starts the other ranks by running the same command again; they go
+through ``train`` too, read the run id and the checkpoint to resume from the
+environment that rank 0 sets, and leave tracking to rank 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, RichProgressBar
+from pytorch_lightning.strategies import DDPStrategy, Strategy
+
+from rxvision.config.load import to_flat_dict, validate_config
+from rxvision.errors import ConfigError
+from rxvision.home import Home
+from rxvision.train.backbones import backbone_blocks, build_backbone, load_pretrained
+from rxvision.train.callbacks import (
+    BackboneFreezer,
+    LogProgress,
+    StepCheckpoint,
+    TrainingTelemetry,
+)
+from rxvision.train.checkpoints import BEST, CheckpointStore, check_run_id
+from rxvision.train.config import TrainConfig, TrainerConfig
+from rxvision.train.datamodule import DataSource, RxVisionDataModule, resolve_data
+from rxvision.train.module import RxVisionTrainer, metric_name
+from rxvision.train.tracking import (
+    RunTracker,
+    confusion_figure,
+    lineage_tags,
+    loss_curve_figure,
+)
+
+log = logging.getLogger(__name__)
+
+ENV_RUN_ID = "RXVISION_TRAIN_RUN_ID"
+ENV_RESUME = "RXVISION_TRAIN_RESUME"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced; ``summary()`` is the JSON the CLI writes."""
+
+    run_id: str
+    global_step: int
+    max_steps: int
+    metrics: dict[str, float]
+    checkpoint_uri: str | None
+    best_checkpoint_uri: str | None
+    resumed_from: str | None
+    precision: str
+    classes: list[str]
+    seconds: float
+    is_global_zero: bool = True
+    mlflow_run_id: str | None = None
+    model_uri: str | None = None
+    tracking_uri: str | None = None
+    data: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    def write(self, path: Path) -> None:
+        """Write ``summary()`` as JSON, atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp")
+        temp.write_text(json.dumps(self.summary(), indent=2, sort_keys=True))
+        temp.replace(path)
+
+
+# --- hardware ----------------------------------------------------------------------------
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_accelerator(requested: str) -> str:
+    """``cpu`` or ``gpu``; ``auto`` is ``gpu`` when CUDA is available."""
+    if requested in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={requested} but CUDA is not available")
+        return "gpu"
+    if requested == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+def choose_precision(
+    requested: str, accelerator: str, *, cuda_bf16: bool = False, flags: set[str] | None = None
+) -> str:
+    """The Lightning precision for ``requested`` on ``accelerator``.
+
+    ``auto``: bf16-mixed on GPUs with bf16, else 16-mixed; on CPUs bf16-mixed only with
+    native bf16 instructions (``avx512_bf16`` or ``amx_bf16``), else 32-true (emulated
+    bf16 is several times slower than fp32 on AVX2-only CPUs).
+    """
+    if requested != "auto":
+        return requested
+    if accelerator == "gpu":
+        return "bf16-mixed" if cuda_bf16 else "16-mixed"
+    native = {"avx512_bf16", "amx_bf16"} & (flags if flags is not None else cpu_flags())
+    return "bf16-mixed" if native else "32-true"
+
+
+def world_size(trainer: TrainerConfig, accelerator: str) -> int:
+    """Processes in the run: devices per node times nodes."""
+    if trainer.devices == "auto":
+        devices = torch.cuda.device_count() if accelerator == "gpu" else 1
+    else:
+        devices = trainer.devices
+    return max(1, devices) * trainer.num_nodes
+
+
+def launch_rank_is_zero() -> bool:
+    """Whether this process is global rank 0, from the variables launchers set."""
+    env = os.environ
+    if env.get("RANK"):
+        return int(env["RANK"]) == 0
+    node = int(env.get("NODE_RANK") or env.get("GROUP_RANK") or 0)
+    return node == 0 and int(env.get("LOCAL_RANK") or 0) == 0
+
+
+def new_run_id() -> str:
+    """A fresh run id: UTC time and a random suffix."""
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+@contextlib.contextmanager
+def _exported(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the DDP ranks that ``fit`` starts; restore after."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def train(
+    cfg: TrainConfig,
+    data: str | Path | DataSource,
+    overrides: Sequence[str] = (),
+    *,
+    run_id: str | None = None,
+    snapshot_rev: str | None = None,
+    snapshot_hash: str | None = None,
+    home: Home | None = None,
+    progress_bar: bool | None = None,
+) -> TrainResult:
+    """Train a classifier on ``data`` (an image folder, a shard set's manifest or S3
+    prefix, or a ``DataSource``) as ``cfg`` with ``overrides`` (``training.epochs=3``)
+    says; resume ``run_id`` if it has checkpoints.
+
+    ``snapshot_rev``/``snapshot_hash`` are the dataset lineage tagged on the MLflow run
+    (the hash defaults to the shard set's snapshot hash).
+    """
+    began = time.monotonic()
+    if overrides:
+        cfg = validate_config(cfg.model_dump(), TrainConfig, list(overrides), source="overrides")
+    home = home or Home.from_env()
+    zero = launch_rank_is_zero()
+    if zero:
+        run_id = check_run_id(run_id or new_run_id())
+    else:
+        run_id = check_run_id(run_id or os.environ[ENV_RUN_ID])
+    pl.seed_everything(cfg.training.seed, workers=True, verbose=False)
+
+    # hardware
+    accelerator = resolve_accelerator(cfg.trainer.accelerator)
+    cuda_bf16 = accelerator == "gpu" and torch.cuda.is_bf16_supported()
+    precision = choose_precision(cfg.trainer.precision, accelerator, cuda_bf16=cuda_bf16)
+    world = world_size(cfg.trainer, accelerator)
+    if accelerator == "gpu":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and later
+
+    # data
+    source = (
+        data if isinstance(data, DataSource) else resolve_data(data, home.cache_dir / "features")
+    )
+    datamodule = RxVisionDataModule(
+        source,
+        cfg.data,
+        batch_size=cfg.training.batch_size,
+        world_size=world,
+        pin_memory=accelerator == "gpu",
+    )
+    steps_per_epoch = datamodule.steps_per_epoch(cfg.training.accumulate_grad_batches)
+    max_steps = cfg.training.max_steps or cfg.training.epochs * steps_per_epoch
+
+    # model
+    module = build_module(cfg, source.classes, steps_per_epoch, home)
+
+    # tracking (rank 0 only)
+    tracker = RunTracker(cfg.tracking.mlflow, home) if zero else None
+    if tracker is not None:
+        tags = lineage_tags(
+            run_id, snapshot_rev=snapshot_rev, snapshot_hash=snapshot_hash or source.snapshot_hash
+        )
+        tracker.start(run_id, tags)
+        tracker.log_params(
+            {
+                **to_flat_dict(cfg),
+                "data.source": source.description,
+                "data.classes": len(source.classes),
+                "data.train_images": len(datamodule.train_indices),
+                "data.val_images": len(datamodule.val_indices),
+                "run.max_steps": max_steps,
+                "run.steps_per_epoch": steps_per_epoch,
+                "run.precision": precision,
+                "run.world_size": world,
+            }
+        )
+
+    try:
+        result = _fit_and_evaluate(
+            cfg,
+            module,
+            datamodule,
+            run_id=run_id,
+            home=home,
+            tracker=tracker,
+            accelerator=accelerator,
+            precision=precision,
+            world=world,
+            max_steps=max_steps,
+            progress_bar=progress_bar,
+        )
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    result.seconds = round(time.monotonic() - began, 2)
+    result.data = source.description
+    if tracker is None:
+        return result  # another DDP rank: rank 0 reports
+    result.extra["steps_per_epoch"] = steps_per_epoch
+    tracker.end("FINISHED")
+    log.info(
+        "run %s: step %d/%d, val top-1 %.4f, %.0f s",
+        run_id,
+        result.global_step,
+        max_steps,
+        result.metrics.get("val_top1", float("nan")),
+        result.seconds,
+    )
+    return result
+
+
+def build_module(
+    cfg: TrainConfig, classes: list[str], steps_per_epoch: int, home: Home
+) -> RxVisionTrainer:
+    """Backbone (with pretrained weights when asked) plus head, as a LightningModule."""
+    backbone = build_backbone(cfg.model.architecture)
+    if cfg.model.pretrained:
+        load_pretrained(
+            backbone,
+            cfg.model.weights_uri,
+            allow_random_init=cfg.model.allow_random_init,
+            cache_dir=home.cache_dir / "weights",
+        )
+    module = RxVisionTrainer(
+        backbone.net,
+        backbone.num_features,
+        classes,
+        architecture=cfg.model.architecture,
+        optimizer=cfg.training.optimizer,
+        scheduler=cfg.training.scheduler,
+        fine_tuning=cfg.model.fine_tuning,
+        dropout=cfg.model.dropout,
+        label_smoothing=cfg.training.label_smoothing,
+        steps_per_epoch=steps_per_epoch,
+        channels_last=cfg.trainer.channels_last,
+    )
+    if cfg.trainer.compile:
+        # in place: the state_dict keys stay the same, so checkpoints do not depend on it
+        module.backbone.compile()
+    return module
+
+
+def checkpoint_root(cfg: TrainConfig, home: Home) -> str:
+    """``checkpoint.root``, or ``$RXVISION_HOME/checkpoints``."""
+    return cfg.checkpoint.root or str(home.root / "checkpoints")
+
+
+def _strategy(cfg: TrainConfig, module: RxVisionTrainer, world: int) -> str | Strategy:
+    if cfg.trainer.strategy == "ddp" or world > 1:
+        return DDPStrategy(**module.configure_ddp())
+    return "auto"
+
+
+def _callbacks(
+    cfg: TrainConfig,
+    module: RxVisionTrainer,
+    *fixed: Callback,
+    max_steps: int,
+    rich: bool,
+) -> list[Callback]:
+    callbacks: list[Callback] = list(fixed)
+    if cfg.model.fine_tuning.any_frozen:
+        blocks = backbone_blocks(module.backbone)
+        callbacks.append(BackboneFreezer(blocks, cfg.model.fine_tuning))
+    if rich:
+        callbacks.append(RichProgressBar())
+    else:
+        callbacks.append(LogProgress(cfg.trainer.progress_every_n_steps, max_steps))
+    return callbacks
+
+
+def _resume_point(
+    store: CheckpointStore, cfg: TrainConfig, zero: bool
+) -> tuple[str | None, Path | None]:
+    """(name, local path) of the checkpoint to resume from. Rank 0 picks it; the other
+    ranks take rank 0's choice from the environment, so all resume from the same one."""
+    if not cfg.checkpoint.resume:
+        return None, None
+    if not zero:
+        name = os.environ.get(ENV_RESUME, "")
+        return (name, store.fetch(name)) if name else (None, None)
+    if store.discard_partial():
+        log.info("removed partial checkpoint files of an interrupted run")
+    found = store.latest_loadable()
+    if found is None:
+        return None, None
+    ref, path = found
+    log.info("resuming run %s from %s (step %d)", store.run_id, ref.uri, ref.step)
+    return ref.name, path
+
+
+def _fit_and_evaluate(
+    cfg: TrainConfig,
+    module: RxVisionTrainer,
+    datamodule: RxVisionDataModule,
+    *,
+    run_id: str,
+    home: Home,
+    tracker: RunTracker | None,
+    accelerator: str,
+    precision: str,
+    world: int,
+    max_steps: int,
+    progress_bar: bool | None,
+) -> TrainResult:
+    zero = tracker is not None or launch_rank_is_zero()
+    store = CheckpointStore(
+        checkpoint_root(cfg, home), run_id, staging_root=home.cache_dir / "checkpoints" / run_id
+    )
+    resume_name, resume_path = _resume_point(store, cfg, zero)
+    checkpoints = StepCheckpoint(
+        store, every_n_steps=cfg.checkpoint.every_n_steps, keep_last=cfg.checkpoint.keep_last
+    )
+    telemetry = TrainingTelemetry(world, cfg.training.log_every_n_steps)
+    rich = progress_bar if progress_bar is not None else sys.stderr.isatty()
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=_strategy(cfg, module, world),
+        precision=precision,  # type: ignore[arg-type]
+        max_steps=max_steps,
+        max_epochs=-1,
+        accumulate_grad_batches=cfg.training.accumulate_grad_batches,
+        gradient_clip_val=cfg.training.gradient_clip_val,
+        check_val_every_n_epoch=cfg.training.val_every_n_epochs,
+        log_every_n_steps=cfg.training.log_every_n_steps,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,  # StepCheckpoint does it, atomically and to S3
+        enable_progress_bar=rich,
+        enable_model_summary=zero,
+        enable_autolog_hparams=False,  # the flattened config is logged as params instead
+        logger=tracker.lightning_logger() if tracker is not None else False,
+        callbacks=_callbacks(cfg, module, checkpoints, telemetry, max_steps=max_steps, rich=rich),
+        deterministic=cfg.trainer.deterministic,
+        benchmark=accelerator == "gpu",
+        default_root_dir=str(home.cache_dir / "lightning" / run_id),
+    )
+    with warnings.catch_warnings():
+        # resuming mid-epoch restarts the loader; the step count is what the budget needs
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended")
+        fit_began = time.monotonic()
+        with _exported({ENV_RUN_ID: run_id, ENV_RESUME: resume_name or ""}):
+            trainer.fit(
+                module,
+                datamodule=datamodule,
+                ckpt_path=str(resume_path) if resume_path else None,
+                weights_only=True,
+            )
+    fit_seconds = time.monotonic() - fit_began
+    global_step = trainer.global_step
+    exported = _load_best(module, store)
+    evaluation = trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = _summary_metrics(evaluation[0] if evaluation else {}, checkpoints)
+    result = TrainResult(
+        run_id=run_id,
+        global_step=global_step,
+        max_steps=max_steps,
+        metrics=metrics,
+        checkpoint_uri=checkpoints.last_uri
+        or (f"{store.uri}/{resume_name}" if resume_name else None),
+        best_checkpoint_uri=f"{store.uri}/{BEST}" if exported else None,
+        resumed_from=f"{store.uri}/{resume_name}" if resume_name else None,
+        precision=precision,
+        classes=list(datamodule.classes),
+        seconds=0.0,
+        is_global_zero=trainer.is_global_zero,
+        extra={
+            "fit_seconds": round(fit_seconds, 2),
+            "samples_per_s": telemetry.samples_per_second(),
+            "world_size": world,
+        },
+    )
+    if tracker is not None:
+        _log_outcome(tracker, cfg, module, store, result, exported)
+    store.clear_staging()
+    return result
+
+
+def _load_best(module: RxVisionTrainer, store: CheckpointStore) -> bool:
+    """Put the best checkpoint's weights into ``module``; False when there is none."""
+    if not store.exists(BEST):
+        return False
+    data = torch.load(store.fetch(BEST), map_location="cpu", weights_only=True)
+    module.load_state_dict(data["state_dict"])
+    log.info("evaluating the best checkpoint (step %s)", data.get("global_step"))
+    return True
+
+
+def _summary_metrics(
+    evaluation: Mapping[str, Any], checkpoints: StepCheckpoint
+) -> dict[str, float]:
+    """``val/top1`` -> ``val_top1``, and the best score seen during training."""
+    metrics = {key.replace("/", "_"): float(value) for key, value in evaluation.items()}
+    if checkpoints.best_score is not None:
+        metrics["best_val_top1"] = checkpoints.best_score
+    return metrics
+
+
+def _log_outcome(
+    tracker: RunTracker,
+    cfg: TrainConfig,
+    module: RxVisionTrainer,
+    store: CheckpointStore,
+    result: TrainResult,
+    exported: bool,
+) -> None:
+    """Final metrics, plots, the best checkpoint and the model, into the MLflow run."""
+    tracker.log_metrics(
+        {f"final/{metric_name(k)}": v for k, v in result.metrics.items()}, result.global_step
+    )
+    if module.confusion is not None:
+        tracker.log_figure(
+            confusion_figure(module.confusion, module.classes), "plots/confusion_matrix.png"
+        )
+    tracker.log_figure(
+        loss_curve_figure(
+            tracker.metric_history("train/loss"),
+            tracker.metric_history("val/loss"),
+            tracker.metric_history("val/top1"),
+        ),
+        "plots/loss_curve.png",
+    )
+    if exported:
+        tracker.log_artifact(store.fetch(BEST), "checkpoints")
+    result.mlflow_run_id = tracker.active_run_id
+    result.tracking_uri = tracker.uri
+    result.model_uri = tracker.log_model(
+        module.export_model(),
+        classes=module.classes,
+        img_size=cfg.data.img_size,
+        metadata={"run_id": result.run_id, "global_step": result.global_step},
+    )

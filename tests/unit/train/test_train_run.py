@@ -1,0 +1,146 @@
+"""Hardware choices of a run (precision, ranks) and the CLI's wiring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from rxvision.home import repo_root
+from rxvision.train.config import TrainerConfig
+from rxvision.train.run import (
+    TrainResult,
+    choose_precision,
+    launch_rank_is_zero,
+    resolve_accelerator,
+    world_size,
+)
+
+pytestmark = pytest.mark.unit
+
+AVX2 = {"fpu", "sse4_2", "avx", "avx2", "fma"}
+
+
+@pytest.mark.parametrize(
+    ("requested", "accelerator", "cuda_bf16", "flags", "expected"),
+    [
+        ("auto", "cpu", False, AVX2, "32-true"),  # emulated bf16 is ~5x slower than fp32
+        ("auto", "cpu", False, AVX2 | {"avx512f", "avx512_bf16"}, "bf16-mixed"),
+        ("auto", "cpu", False, AVX2 | {"amx_bf16", "amx_tile"}, "bf16-mixed"),
+        ("auto", "cpu", False, set(), "32-true"),
+        ("auto", "gpu", True, AVX2, "bf16-mixed"),
+        ("auto", "gpu", False, AVX2, "16-mixed"),
+        ("32-true", "gpu", True, AVX2, "32-true"),
+        ("bf16-mixed", "cpu", False, AVX2, "bf16-mixed"),  # asked for: honoured
+    ],
+)
+def test_choose_precision(
+    requested: str, accelerator: str, cuda_bf16: bool, flags: set[str], expected: str
+) -> None:
+    assert choose_precision(requested, accelerator, cuda_bf16=cuda_bf16, flags=flags) == expected
+
+
+def test_cpu_accelerator_and_world_size() -> None:
+    assert resolve_accelerator("cpu") == "cpu"
+    assert world_size(TrainerConfig(devices=2, num_nodes=3), "cpu") == 6
+    assert world_size(TrainerConfig(), "cpu") == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "zero"),
+    [
+        ({}, True),
+        ({"LOCAL_RANK": "1"}, False),
+        ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
+        ({"RANK": "0", "LOCAL_RANK": "0"}, True),
+        ({"RANK": "3"}, False),
+    ],
+)
+def test_launch_rank(env: dict[str, str], zero: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launch_rank_is_zero() is zero
+
+
+def test_cli_passes_config_overrides_and_writes_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rxvision.cli import train as train_cli
+
+    calls: dict[str, Any] = {}
+
+    def fake_train(cfg: Any, data: Any, **kwargs: Any) -> TrainResult:
+        calls.update(cfg=cfg, data=data, **kwargs)
+        return TrainResult(
+            run_id=kwargs["run_id"],
+            global_step=12,
+            max_steps=12,
+            metrics={"val_top1": 0.97},
+            checkpoint_uri="s3://rxvision-checkpoints/r1/step-00000012.ckpt",
+            best_checkpoint_uri=None,
+            resumed_from=None,
+            precision="32-true",
+            classes=["a", "b"],
+            seconds=1.0,
+            model_uri="models:/m-1",
+        )
+
+    monkeypatch.setattr("rxvision.train.run.train", fake_train)
+    summary = tmp_path / "out" / "summary.json"
+    result = CliRunner().invoke(
+        train_cli.app,
+        [
+            "--config",
+            str(repo_root() / "configs" / "cpu-quick.yaml"),
+            "--data",
+            str(tmp_path),
+            "training.epochs=3",
+            "--summary",
+            str(summary),
+            "--run-id",
+            "r1",
+            "--snapshot-rev",
+            "snap-2024-01-01",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert calls["cfg"].training.epochs == 3
+    assert calls["data"] == str(tmp_path)
+    assert calls["run_id"] == "r1" and calls["snapshot_rev"] == "snap-2024-01-01"
+    written = json.loads(summary.read_text())
+    assert {"run_id", "model_uri", "metrics", "checkpoint_uri", "global_step"} <= set(written)
+    assert written["metrics"]["val_top1"] == 0.97
+
+
+def test_cli_maps_config_errors_to_exit_code_2(tmp_path: Path) -> None:
+    from rxvision.cli import train as train_cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  epoch: 3\n")
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "rxvision.cli.train", "--config", str(bad), "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=repo_root(),
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "training.epoch" in proc.stderr
+    assert train_cli.train.__doc__
+
+
+def test_train_applies_overrides_before_anything_else(tmp_path: Path) -> None:
+    from rxvision.errors import ConfigError
+    from rxvision.train.config import TrainConfig
+    from rxvision.train.run import train
+
+    with pytest.raises(ConfigError, match=r"training\.epoch"):
+        train(TrainConfig(), tmp_path, ["training.epoch=3"])
