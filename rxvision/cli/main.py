@@ -24,12 +24,16 @@ def _register_groups() -> None:
     # Imported here so that `rxvision --help` stays fast and each group stays optional.
     from rxvision.cli import config as config_cli
     from rxvision.cli import data as data_cli
+    from rxvision.cli import model as model_cli
+    from rxvision.cli import score as score_cli
     from rxvision.cli import stack as stack_cli
     from rxvision.cli.train import train as train_cmd
 
     app.add_typer(stack_cli.app, name="stack")
     app.add_typer(data_cli.app, name="data")
     app.command("train")(train_cmd)
+    app.add_typer(model_cli.app, name="model")
+    app.command("score")(score_cli.score)
     app.add_typer(config_cli.app, name="config")
 
 

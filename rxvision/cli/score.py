@@ -1,0 +1,93 @@
+"""``rxvision score``: score every image under an S3 prefix or a folder into Parquet.
+
+Register with ``app.command("score")(score)`` (or ``app.add_typer(score_cli.app,
+name="score")``: the app runs ``score`` as its callback) in ``rxvision.cli.main``;
+``python -m rxvision.cli.score`` runs it alone with the same error-to-exit-code mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rxvision.errors import RxVisionError
+
+log = logging.getLogger(__name__)
+
+
+def score(
+    input_uri: Annotated[
+        str, typer.Option("--input", help="s3://bucket/prefix or a local folder of images.")
+    ],
+    output_uri: Annotated[
+        str, typer.Option("--output", help="s3://bucket/prefix or a local folder.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="models:/name@alias, models:/name/version, or a runs:/ model URI "
+            "(default: the config's model_uri).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Scoring config (configs/serving.yaml).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Config overrides: batch_size=64 ...")
+    ] = None,
+    summary: Annotated[
+        Path | None, typer.Option("--summary", help="Also write the run summary JSON here.")
+    ] = None,
+) -> None:
+    """Score INPUT with MODEL into OUTPUT (shards of Parquet, _manifest.json, _SUCCESS).
+
+    A rerun into the same OUTPUT skips the shards already committed.
+    """
+    # imported here: torch and MLflow take seconds, `rxvision --help` must not wait
+    from rxvision.serving.batch import load_scoring_config, score_batch
+
+    cfg = load_scoring_config(config, overrides or [])
+    manifest = score_batch(model or cfg.model_uri, input_uri, output_uri, config=cfg)
+    if summary is not None:
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(json.dumps(manifest, indent=2))
+    metrics = manifest["metrics"]
+    typer.echo(
+        f"scored {manifest['rows']} images into {len(manifest['shards'])} shards at "
+        f"{manifest['output_uri']}: {metrics['errors']} errors, "
+        f"{metrics['fallback_count']} by the fallback model, "
+        f"{metrics['images_per_s']:.1f} images/s",
+        err=True,
+    )
+
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Score images in S3 or a folder into Parquet predictions.",
+)
+app.callback(invoke_without_command=True)(score)
+
+
+def main() -> None:
+    """Run ``score`` alone, mapping ``RxVisionError`` to its exit code."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        app(standalone_mode=False)
+    except RxVisionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Production gates: what a trained model must show before it enters the registry.
+
+Four criteria, thresholds from ``configs/registry.yaml`` (``gates:``):
+
+- ``min_top1``: validation top-1 accuracy at least this;
+- ``min_class_recall``: the recall of every class at least this (one weak product is a
+  dispensing error waiting to happen, whatever the average says);
+- ``max_ece``: expected calibration error at most this (the review queue trusts the
+  confidence);
+- ``max_top1_regression``: top-1 no more than this below the current champion's, on the
+  same evaluation split. Scores on two different splits do not compare; such a pair is
+  skipped (or fails, with ``on_split_mismatch: fail``).
+
+``evaluate_gates`` returns every criterion with its value and threshold; a report with a
+failure raises ``ModelQualityError`` naming each failed one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from rxvision.errors import RxVisionError
+
+ECE_BINS = 15  # as torchmetrics' MulticlassCalibrationError in rxvision.train.module
+
+
+class ModelQualityError(RxVisionError):
+    """A model failed one or more production gates; nothing was registered."""
+
+    exit_code = 7
+
+    def __init__(self, subject: str, failed: Sequence[Criterion]) -> None:
+        self.subject = subject
+        self.failed = list(failed)
+        reasons = "; ".join(c.describe() for c in self.failed)
+        super().__init__(f"{subject} refused by the production gates: {reasons}")
+
+
+class GateConfig(BaseModel):
+    """Thresholds of the production criteria and the metric names they read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_top1: float = Field(0.80, ge=0, le=1)
+    min_class_recall: float = Field(0.50, ge=0, le=1)
+    max_ece: float = Field(0.15, ge=0, le=1)
+    max_top1_regression: float = Field(0.01, ge=0, le=1)
+    on_split_mismatch: Literal["skip", "fail"] = "skip"
+    # metric keys as rxvision.train.run reports them (``val/top1`` -> ``val_top1``)
+    top1_key: str = "val_top1"
+    ece_key: str = "val_ece"
+    recall_prefix: str = "val_recall_"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One criterion's outcome: its value against its threshold."""
+
+    name: str
+    value: float | None
+    threshold: float
+    passed: bool
+    detail: str = ""
+
+    def describe(self) -> str:
+        """``min_top1: 0.6200 < 0.8000`` (or the detail when there is no value)."""
+        if self.value is None:
+            return f"{self.name}: {self.detail}"
+        op = {"min": ">=", "max": "<="}.get(self.name.split("_", 1)[0], "vs")
+        verdict = "ok" if self.passed else "FAILED"
+        text = f"{self.name}: {self.value:.4f} (needs {op} {self.threshold:.4f}) {verdict}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """The metrics the gates read, from one evaluation split."""
+
+    top1: float | None
+    ece: float | None
+    class_recall: dict[str, float]
+    split: str | None = None
+
+    @classmethod
+    def from_metrics(
+        cls, metrics: Mapping[str, float], config: GateConfig, split: str | None = None
+    ) -> EvalSummary:
+        """Pick top-1, ECE and per-class recall out of a run's metrics."""
+        recall = {
+            key.removeprefix(config.recall_prefix): float(value)
+            for key, value in metrics.items()
+            if key.startswith(config.recall_prefix)
+        }
+        top1 = metrics.get(config.top1_key)
+        ece = metrics.get(config.ece_key)
+        return cls(
+            top1=None if top1 is None else float(top1),
+            ece=None if ece is None else float(ece),
+            class_recall=recall,
+            split=split,
+        )
+
+    @property
+    def min_class_recall(self) -> tuple[str, float] | None:
+        """The worst class and its recall."""
+        if not self.class_recall:
+            return None
+        name = min(self.class_recall, key=lambda k: self.class_recall[k])
+        return name, self.class_recall[name]
+
+
+@dataclass(frozen=True)
+class ChampionBaseline:
+    """The current champion's top-1 and the split it was measured on."""
+
+    version: str
+    top1: float | None
+    split: str | None
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """Every criterion's outcome."""
+
+    criteria: list[Criterion] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every criterion passed."""
+        return all(c.passed for c in self.criteria)
+
+    @property
+    def failed(self) -> list[Criterion]:
+        """The criteria that failed."""
+        return [c for c in self.criteria if not c.passed]
+
+    def raise_for_failure(self, subject: str) -> None:
+        """Raise ``ModelQualityError`` naming each failed criterion."""
+        if not self.passed:
+            raise ModelQualityError(subject, self.failed)
+
+    def tags(self) -> dict[str, str]:
+        """``gate.<name>`` tags with each value, for the registered version."""
+        return {
+            f"gate.{c.name}": "n/a" if c.value is None else f"{c.value:.6f}" for c in self.criteria
+        }
+
+
+def evaluate_gates(
+    summary: EvalSummary, config: GateConfig, champion: ChampionBaseline | None = None
+) -> GateReport:
+    """Check ``summary`` against every criterion (all are evaluated, none short-circuits)."""
+    return GateReport(
+        [
+            _check_top1(summary, config),
+            _check_class_recall(summary, config),
+            _check_ece(summary, config),
+            _check_champion(summary, config, champion),
+        ]
+    )
+
+
+def _missing(name: str, threshold: float, key: str) -> Criterion:
+    return Criterion(name, None, threshold, False, f"metric {key!r} is missing")
+
+
+def _check_top1(summary: EvalSummary, config: GateConfig) -> Criterion:
+    if summary.top1 is None:
+        return _missing("min_top1", config.min_top1, config.top1_key)
+    return Criterion("min_top1", summary.top1, config.min_top1, summary.top1 >= config.min_top1)
+
+
+def _check_class_recall(summary: EvalSummary, config: GateConfig) -> Criterion:
+    worst = summary.min_class_recall
+    if worst is None:
+        return _missing("min_class_recall", config.min_class_recall, f"{config.recall_prefix}*")
+    name, value = worst
+    below = sorted(k for k, v in summary.class_recall.items() if v < config.min_class_recall)
+    detail = f"worst class {name}" + (f"; below: {', '.join(below)}" if below else "")
+    passed = value >= config.min_class_recall
+    return Criterion("min_class_recall", value, config.min_class_recall, passed, detail)
+
+
+def _check_ece(summary: EvalSummary, config: GateConfig) -> Criterion:
+    if summary.ece is None:
+        return _missing("max_ece", config.max_ece, config.ece_key)
+    return Criterion("max_ece", summary.ece, config.max_ece, summary.ece <= config.max_ece)
+
+
+def _check_champion(
+    summary: EvalSummary, config: GateConfig, champion: ChampionBaseline | None
+) -> Criterion:
+    name = "max_top1_regression"
+    limit = config.max_top1_regression
+    if champion is None:
+        return Criterion(name, None, limit, True, "no champion yet")
+    if champion.top1 is None or summary.top1 is None:
+        return Criterion(name, None, limit, True, f"champion v{champion.version} has no top-1")
+    if champion.split != summary.split or summary.split is None:
+        detail = (
+            f"champion v{champion.version} was evaluated on split {champion.split!r}, "
+            f"this model on {summary.split!r}: not comparable"
+        )
+        return Criterion(name, None, limit, config.on_split_mismatch == "skip", detail)
+    drop = champion.top1 - summary.top1
+    detail = f"champion v{champion.version} top-1 {champion.top1:.4f}"
+    return Criterion(name, drop, limit, drop <= limit, detail)
+
+
+# --- metrics from predictions ------------------------------------------------------------
+
+
+def metric_name(text: str) -> str:
+    """A class name as a metric key part (as ``rxvision.train.module.metric_name``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def classification_metrics(
+    probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], prefix: str = "val_"
+) -> dict[str, float]:
+    """Top-1, ECE (15 bins, L1) and per-class recall from predicted probabilities, under
+    the same keys the training run logs, so that a champion can be re-scored on a
+    challenger's split and compared like for like."""
+    if len(labels) == 0:
+        return {}
+    predicted = probs.argmax(axis=1)
+    confidence = probs.max(axis=1)
+    correct = predicted == labels
+    metrics = {
+        f"{prefix}top1": float(correct.mean()),
+        f"{prefix}ece": expected_calibration_error(confidence, correct),
+    }
+    for index, name in enumerate(classes):
+        mask = labels == index
+        if mask.any():
+            metrics[f"{prefix}recall_{metric_name(name)}"] = float(correct[mask].mean())
+    return metrics
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """Sum over equal-width confidence bins of |accuracy - confidence| weighted by size."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # right-closed bins as torchmetrics: a confidence of exactly 1.0 goes in the last bin
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)

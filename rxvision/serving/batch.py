@@ -1,0 +1,964 @@
+"""The batch scorer: images in S3 (or a folder) in, Parquet predictions out.
+
+A run has three steps, which the CLI runs in one process and the scoring DAG runs as
+tasks (one mapped task per shard):
+
+1. ``plan_shards``: list the input (sorted keys, image suffixes only), cut it into
+   shards of ``shard_size`` keys (``shard-00000``, ...). The plan is saved as
+   ``OUTPUT/_plan.json`` by the first run; reruns reuse it, so files arriving later
+   never move a key from one shard to another.
+2. ``score_shard``: download with a bounded thread pool (``download_workers`` threads,
+   at most ``max_in_flight`` images ahead of the model), decode, preprocess with the
+   model's ``EvalPreset``, batch, score. Rows go to ``OUTPUT/_tmp/<shard>.<token>.parquet``
+   and are then committed to ``OUTPUT/shards/<shard>.parquet``; a committed shard is
+   skipped by a rerun, so a key is never written twice. An unreadable image becomes a
+   row with ``error`` set; it never stops the batch.
+3. ``finalize_scoring``: once every planned shard is committed, write
+   ``OUTPUT/_manifest.json`` (shards, row counts, merged metrics) and ``_SUCCESS`` last.
+
+The primary model sits behind a circuit breaker (``rxvision.serving.circuit``): when it
+cannot be loaded, or its error rate over a sliding window passes the threshold, the
+``fallback`` alias scores instead; rows say which model scored them (``scored_by``,
+``model_version``) and an alert metric goes to statsd.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from rxvision.config.load import load_config, validate_config
+from rxvision.data.decode import (
+    CORRUPT,
+    DECOMPRESSION_BOMB,
+    EMPTY_FILE,
+    FILE_TOO_LARGE,
+    NOT_AN_IMAGE,
+)
+from rxvision.data.presets import EvalPreset
+from rxvision.errors import ConfigError, NotFound, RxVisionError
+from rxvision.home import repo_root
+from rxvision.serving.circuit import CircuitBreaker, CircuitConfig
+from rxvision.serving.metrics import ScoringMetrics, StatsdSink
+from rxvision.serving.model import (
+    FP32_TOLERANCE,
+    IMAGE_SUFFIXES,
+    LoadedModel,
+    Predictor,
+    PredictorOptions,
+    load_model,
+    resolve_device,
+    resolve_model,
+    select_predictor,
+)
+from rxvision.storage.s3 import S3Store, parse_s3_uri
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = repo_root() / "configs" / "serving.yaml"
+PRIMARY, FALLBACK = "primary", "fallback"
+MISSING = "missing"
+DOWNLOAD_FAILED = "download_failed"
+MODEL_ERROR = "model_error"
+NON_FINITE = "non_finite_logits"
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("label", pa.string()),
+        ("confidence", pa.float32()),
+        ("topk_labels", pa.list_(pa.string())),
+        ("topk_probs", pa.list_(pa.float32())),
+        ("model_version", pa.string()),
+        ("needs_review", pa.bool_()),
+        ("error", pa.string()),
+        ("scored_by", pa.string()),
+        ("runtime", pa.string()),
+        ("shard_id", pa.string()),
+    ]
+)
+
+
+class ScoringError(RxVisionError):
+    """A shard cannot be scored (no model loads) or a run is not complete."""
+
+    exit_code = 9
+
+
+# --- config ------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StatsdSettings(_Strict):
+    """Where metrics go; ``null`` host or port: ``STATSD_HOST``/``STATSD_PORT``."""
+
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    prefix: str = "rxvision.scoring"
+
+
+Runtime = Literal["onnxruntime-int8", "onnxruntime", "torchscript", "eager"]
+
+
+def _default_runtimes() -> list[Runtime]:
+    return ["onnxruntime", "torchscript", "eager"]
+
+
+class ScoringConfig(_Strict):
+    """The batch scorer (``configs/serving.yaml``)."""
+
+    model_uri: str = "models:/rxvision-pill-classifier@champion"
+    fallback_uri: str | None = None  # null: models:/<name>@<fallback_alias> of the primary
+    fallback_alias: str = "fallback"
+    tracking_uri: str | None = None
+    shard_size: int = Field(500, ge=1)
+    batch_size: int = Field(32, ge=1)
+    download_workers: int = Field(8, ge=1, le=256)
+    max_in_flight: int = Field(64, ge=1)
+    top_k: int = Field(5, ge=1)
+    review_threshold: float = Field(0.6, ge=0, le=1)
+    runtimes: list[Runtime] = Field(default_factory=_default_runtimes)
+    probe_runtimes: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    parity_tolerance: float = Field(FP32_TOLERANCE, gt=0)
+    suffixes: list[str] = Field(default_factory=lambda: list(IMAGE_SUFFIXES))
+    max_image_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(50_000_000, ge=1)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    statsd: StatsdSettings = Field(default_factory=StatsdSettings)
+
+
+def load_scoring_config(
+    path: Path | str | None = None, overrides: list[str] | None = None
+) -> ScoringConfig:
+    """``configs/serving.yaml`` (or ``path``) with overrides; defaults without a file."""
+    if path is None and not DEFAULT_CONFIG.is_file():
+        return validate_config({}, ScoringConfig, overrides, source="serving defaults")
+    return load_config(path or DEFAULT_CONFIG, ScoringConfig, overrides)
+
+
+# --- storage: S3 or a local folder, by the URI's form ------------------------------------
+
+
+def join(root: str, *parts: str) -> str:
+    """``root/part/...`` for S3 URIs and local paths alike."""
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def normalize_uri(uri: str) -> str:
+    """An S3 URI without a trailing slash, or an absolute local path: one spelling per
+    location, so that keys and plans compare equal across runs."""
+    if uri.startswith("s3://"):
+        parse_s3_uri(uri)
+        return uri.rstrip("/")
+    return str(Path(uri.removeprefix("file://")).expanduser().resolve())
+
+
+class Storage:
+    """The few object operations scoring needs, on ``s3://`` URIs or local paths."""
+
+    def __init__(self, s3: S3Store | None = None) -> None:
+        self._s3 = s3
+
+    @property
+    def s3(self) -> S3Store:
+        """The S3 client wrapper (built on first use)."""
+        if self._s3 is None:
+            self._s3 = S3Store()
+        return self._s3
+
+    def list(self, root: str) -> list[str]:
+        """Every object under ``root`` (a prefix or a folder), sorted, as full URIs/paths."""
+        if root.startswith("s3://"):
+            bucket, prefix = parse_s3_uri(root)
+            prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+            return sorted(
+                f"s3://{bucket}/{key}" for key in self.s3.list_keys(f"s3://{bucket}/{prefix}")
+            )
+        folder = Path(root)
+        if not folder.is_dir():
+            return []
+        return sorted(str(p) for p in folder.rglob("*") if p.is_file())
+
+    def read(self, uri: str) -> bytes:
+        """An object's bytes; ``NotFound`` when missing."""
+        if uri.startswith("s3://"):
+            return self.s3.get_bytes(uri)
+        try:
+            return Path(uri).read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(f"no such file: {uri}") from exc
+
+    def write(self, uri: str, data: bytes) -> None:
+        """Write an object (local files through a temporary name: never half-written)."""
+        if uri.startswith("s3://"):
+            self.s3.put_bytes(uri, data)
+            return
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def exists(self, uri: str) -> bool:
+        """Whether an object exists."""
+        return self.s3.exists(uri) if uri.startswith("s3://") else Path(uri).is_file()
+
+    def move(self, src: str, dst: str) -> None:
+        """Commit ``src`` as ``dst``: an S3 server-side copy (the object appears whole)
+        then delete, or an atomic rename on a local disk."""
+        if src.startswith("s3://"):
+            src_bucket, src_key = parse_s3_uri(src)
+            dst_bucket, dst_key = parse_s3_uri(dst)
+            self.s3.client.copy_object(
+                Bucket=dst_bucket, Key=dst_key, CopySource={"Bucket": src_bucket, "Key": src_key}
+            )
+            self.s3.client.delete_object(Bucket=src_bucket, Key=src_key)
+            return
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+
+    def delete_prefix(self, root: str) -> int:
+        """Delete everything under ``root``; return how many objects."""
+        if root.startswith("s3://"):
+            return self.s3.delete_prefix(f"{root.rstrip('/')}/")
+        found = self.list(root)
+        for path in found:
+            Path(path).unlink(missing_ok=True)
+        return len(found)
+
+
+# --- shards ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A fixed set of input keys scored and committed together."""
+
+    shard_id: str
+    keys: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """For the plan file and Airflow's XCom."""
+        return {"shard_id": self.shard_id, "keys": list(self.keys)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Shard:
+        """From ``to_json``."""
+        return cls(str(data["shard_id"]), tuple(str(k) for k in data["keys"]))
+
+
+def shard_id(index: int) -> str:
+    """``shard-00042``."""
+    return f"shard-{index:05d}"
+
+
+def _is_input_image(uri: str, root: str, suffixes: Sequence[str]) -> bool:
+    relative = uri[len(root.rstrip("/")) + 1 :]
+    hidden = any(part.startswith((".", "_")) for part in relative.split("/"))
+    return not hidden and uri.lower().endswith(tuple(s.lower() for s in suffixes))
+
+
+def list_input_shards(
+    input_uri: str,
+    shard_size: int,
+    *,
+    suffixes: Sequence[str] = IMAGE_SUFFIXES,
+    storage: Storage | None = None,
+) -> list[Shard]:
+    """The input's images in key order, ``shard_size`` per shard: the same input always
+    gives the same shards. Hidden (``.``/``_``) names and other suffixes are skipped."""
+    if shard_size < 1:
+        raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
+    storage = storage or Storage()
+    input_uri = normalize_uri(input_uri)
+    keys = [u for u in storage.list(input_uri) if _is_input_image(u, input_uri, suffixes)]
+    shards = [
+        Shard(shard_id(i), tuple(keys[start : start + shard_size]))
+        for i, start in enumerate(range(0, len(keys), shard_size))
+    ]
+    log.info("%s: %d images in %d shards of <= %d", input_uri, len(keys), len(shards), shard_size)
+    return shards
+
+
+def plan_shards(
+    input_uri: str,
+    output_uri: str,
+    shard_size: int,
+    *,
+    suffixes: Sequence[str] = IMAGE_SUFFIXES,
+    storage: Storage | None = None,
+) -> list[Shard]:
+    """The run's shards: read from ``OUTPUT/_plan.json`` when a run already planned
+    them (same input and shard size), else listed and saved there."""
+    storage = storage or Storage()
+    input_uri, output_uri = normalize_uri(input_uri), normalize_uri(output_uri)
+    plan_uri = join(output_uri, "_plan.json")
+    if storage.exists(plan_uri):
+        plan = json.loads(storage.read(plan_uri))
+        if plan["input_uri"] != input_uri or plan["shard_size"] != shard_size:
+            raise ConfigError(
+                f"{output_uri} holds a run of input {plan['input_uri']} with shard_size "
+                f"{plan['shard_size']}, not {input_uri} with {shard_size}: choose a new output"
+            )
+        return [Shard.from_json(s) for s in plan["shards"]]
+    shards = list_input_shards(input_uri, shard_size, suffixes=suffixes, storage=storage)
+    plan = {
+        "input_uri": input_uri,
+        "shard_size": shard_size,
+        "created": _now(),
+        "shards": [s.to_json() for s in shards],
+    }
+    storage.write(plan_uri, json.dumps(plan).encode())
+    return shards
+
+
+def shard_uri(output_uri: str, shard: str) -> str:
+    """Where a committed shard lives."""
+    return join(output_uri, "shards", f"{shard}.parquet")
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+
+class ImageError(Exception):
+    """An input that cannot be scored; ``reason`` is the error column's text."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.reason = f"{code}: {message}"
+
+
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Fully decode ``data`` to an RGB array as training reads images (PIL, convert
+    RGB); ``ImageError`` with the data validator's reason codes when it cannot."""
+    if not data:
+        raise ImageError(EMPTY_FILE, "file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageError(FILE_TOO_LARGE, f"{len(data)} bytes, over the limit of {max_bytes}")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(DECOMPRESSION_BOMB, f"{width}x{height} pixels, over the limit")
+            image.load()
+            return np.asarray(image.convert("RGB"))
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError(NOT_AN_IMAGE, "no known image format") from exc
+    except Exception as exc:  # any decoder failure means the file cannot be scored
+        raise ImageError(CORRUPT, f"cannot decode: {exc}") from exc
+
+
+@dataclass
+class _Item:
+    index: int
+    key: str
+    submitted: float
+    image: np.ndarray | None = None
+    tensor: torch.Tensor | None = None
+    error: str | None = None
+
+
+def _fetch(
+    index: int, key: str, submitted: float, storage: Storage, preset: EvalPreset, cfg: ScoringConfig
+) -> _Item:
+    """Download, decode and preprocess one image; failures become the item's error."""
+    item = _Item(index, key, submitted)
+    try:
+        data = storage.read(key)
+        item.image = decode_image(data, max_bytes=cfg.max_image_bytes, max_pixels=cfg.max_pixels)
+        item.tensor = preset(item.image)
+    except ImageError as exc:
+        item.error = exc.reason
+    except NotFound as exc:
+        item.error = f"{MISSING}: {exc}"
+    except Exception as exc:  # network and S3 errors: one row, not the batch
+        item.error = f"{DOWNLOAD_FAILED}: {type(exc).__name__}: {exc}"
+    return item
+
+
+def _stream(
+    keys: Sequence[str], fetch: Callable[[int, str, float], _Item], workers: int, ahead: int
+) -> Iterator[_Item]:
+    """Items in key order, fetched by ``workers`` threads at most ``ahead`` keys ahead."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rxvision-fetch")
+    pending: deque[Future[_Item]] = deque()
+    position = 0
+    try:
+        while position < len(keys) or pending:
+            while position < len(keys) and len(pending) < ahead:
+                pending.append(pool.submit(fetch, position, keys[position], time.perf_counter()))
+                position += 1
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- models: primary and fallback behind the breaker -------------------------------------
+
+
+ModelLoader = Callable[[str], LoadedModel]
+
+
+def fallback_for(model_uri: str, alias: str) -> str | None:
+    """``models:/name@<alias>`` for a registry URI of ``name``; None for other URIs."""
+    if not model_uri.startswith("models:/") or model_uri.startswith("models:/m-"):
+        return None
+    name = model_uri.removeprefix("models:/").split("@", 1)[0].split("/", 1)[0]
+    fallback = f"models:/{name}@{alias}"
+    return None if fallback == model_uri else fallback
+
+
+def pin_model_uri(model_uri: str, tracking_uri: str | None = None) -> str:
+    """An alias URI pinned to the version it points at now (every shard of a run then
+    uses one version even if a promotion lands mid-run); other URIs unchanged, and an
+    alias that does not resolve is left for the loader to fail on (and fall back)."""
+    if "@" not in model_uri:
+        return model_uri
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return resolve_model(model_uri, MlflowClient(tracking_uri)).pinned_uri
+    except RxVisionError as exc:
+        log.warning("cannot pin %s: %s", model_uri, exc)
+        return model_uri
+
+
+@dataclass
+class _Slot:
+    uri: str | None
+    loaded: LoadedModel | None = None
+    predictor: Predictor | None = None
+    failure: str | None = None
+
+
+class ModelPool:
+    """The primary and fallback models, each loaded when first needed, behind a breaker."""
+
+    def __init__(
+        self,
+        primary_uri: str,
+        fallback_uri: str | None,
+        config: ScoringConfig,
+        *,
+        sink: StatsdSink | None = None,
+        loader: ModelLoader | None = None,
+    ) -> None:
+        self.config = config
+        self.sink = sink or StatsdSink()
+        self.loader = loader or (lambda uri: load_model(uri, tracking_uri=config.tracking_uri))
+        self.slots = {PRIMARY: _Slot(primary_uri), FALLBACK: _Slot(fallback_uri)}
+        self.breaker = CircuitBreaker(
+            config.circuit, on_open=lambda reason: self.sink.alert("circuit_open", reason)
+        )
+        self.options = PredictorOptions(
+            device=resolve_device(config.device),
+            precision=config.precision,
+            tolerance=config.parity_tolerance,
+            probe=config.probe_runtimes,
+            tracking_uri=config.tracking_uri,
+        )
+
+    def model(self, role: str) -> LoadedModel | None:
+        """The model of ``role`` (loaded on first call), or None when it cannot load."""
+        slot = self.slots[role]
+        if slot.loaded is not None or slot.failure is not None or slot.uri is None:
+            return slot.loaded
+        try:
+            slot.loaded = self.loader(slot.uri)
+        except Exception as exc:  # any load failure: the other model takes over
+            slot.failure = f"{type(exc).__name__}: {exc}"
+            log.error("cannot load %s model %s: %s", role, slot.uri, slot.failure)
+            if role == PRIMARY:
+                self.sink.alert("primary_load_failed", slot.failure)
+                self.breaker.trip(f"load_failed: {slot.failure}", permanent=True)
+        return slot.loaded
+
+    def choose(self) -> str:
+        """The role to score the next batch: the primary while the breaker allows it."""
+        if self.breaker.allow() and self.model(PRIMARY) is not None:
+            return PRIMARY
+        if self.model(FALLBACK) is not None:
+            return FALLBACK
+        primary, fallback = self.slots[PRIMARY], self.slots[FALLBACK]
+        raise ScoringError(
+            f"no model can score: primary {primary.uri} ({primary.failure or self.breaker.reason}),"
+            f" fallback {fallback.uri or 'not configured'} ({fallback.failure or 'n/a'})"
+        )
+
+    def preset(self) -> EvalPreset:
+        """The preprocessing of the model expected to score (primary, else fallback)."""
+        return self.get(self.choose()).preset()
+
+    def get(self, role: str) -> LoadedModel:
+        """A model known to be loaded."""
+        loaded = self.model(role)
+        if loaded is None:
+            raise ScoringError(f"{role} model is not available")
+        return loaded
+
+    def predictor(self, role: str, sample: torch.Tensor) -> Predictor:
+        """The role's runtime, picked on the first batch it scores."""
+        slot = self.slots[role]
+        if slot.predictor is None:
+            slot.predictor = select_predictor(
+                self.get(role), self.config.runtimes, sample, self.options
+            )
+        return slot.predictor
+
+    def describe(self) -> dict[str, Any]:
+        """Which models and runtimes served, for summaries."""
+        out: dict[str, Any] = {}
+        for role, slot in self.slots.items():
+            out[role] = {
+                "uri": slot.uri,
+                "version": slot.loaded.label if slot.loaded else None,
+                "runtime": slot.predictor.runtime if slot.predictor else None,
+                "device": slot.predictor.device if slot.predictor else None,
+                "load_error": slot.failure,
+            }
+        out["circuit"] = self.breaker.snapshot()
+        return out
+
+
+# --- scoring -----------------------------------------------------------------------------
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True), dtype=np.float32)
+
+
+def error_row(key: str, reason: str, shard: str, model: str | None = None) -> dict[str, Any]:
+    """A row for an input that could not be scored."""
+    return {
+        "key": key,
+        "label": None,
+        "confidence": None,
+        "topk_labels": [],
+        "topk_probs": [],
+        "model_version": model,
+        "needs_review": False,
+        "error": reason,
+        "scored_by": None,
+        "runtime": None,
+        "shard_id": shard,
+    }
+
+
+def prediction_rows(
+    keys: Sequence[str],
+    probs: np.ndarray,
+    loaded: LoadedModel,
+    *,
+    role: str,
+    runtime: str,
+    top_k: int,
+    review_threshold: float,
+    shard: str,
+) -> list[dict[str, Any]]:
+    """One row per image: top-1 label and confidence, top-k, review flag."""
+    k = min(top_k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    rows = []
+    for key, p, top in zip(keys, probs, order, strict=True):
+        confidence = float(p[top[0]])
+        rows.append(
+            {
+                "key": key,
+                "label": loaded.classes[int(top[0])],
+                "confidence": confidence,
+                "topk_labels": [loaded.classes[int(i)] for i in top],
+                "topk_probs": [float(p[i]) for i in top],
+                "model_version": loaded.label,
+                "needs_review": confidence < review_threshold,
+                "error": None,
+                "scored_by": role,
+                "runtime": runtime,
+                "shard_id": shard,
+            }
+        )
+    return rows
+
+
+@dataclass
+class ShardResult:
+    """What ``score_shard`` did."""
+
+    shard_id: str
+    uri: str
+    rows: int
+    skipped: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[int], None]
+
+
+class _ShardScorer:
+    """Scores one shard's keys into rows, through the pool's models."""
+
+    def __init__(
+        self,
+        pool: ModelPool,
+        config: ScoringConfig,
+        shard: str,
+        metrics: ScoringMetrics,
+        sink: StatsdSink,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.shard = shard
+        self.metrics = metrics
+        self.sink = sink
+        self.rows: list[tuple[int, dict[str, Any]]] = []
+
+    def run(self, keys: Sequence[str], storage: Storage, progress: ProgressFn | None) -> None:
+        """Stream, batch and score every key."""
+        preset = self.pool.preset()
+
+        def fetch(index: int, key: str, submitted: float) -> _Item:
+            return _fetch(index, key, submitted, storage, preset, self.config)
+
+        batch: list[_Item] = []
+        workers, ahead = self.config.download_workers, self.config.max_in_flight
+        for item in _stream(keys, fetch, workers, max(ahead, self.config.batch_size)):
+            if item.error is not None:
+                self._add([(item.index, error_row(item.key, item.error, self.shard))])
+            else:
+                batch.append(item)
+            if len(batch) >= self.config.batch_size:
+                self._score(batch)
+                batch = []
+            if progress is not None:
+                progress(len(self.rows) + len(batch))
+        if batch:
+            self._score(batch)
+            if progress is not None:
+                progress(len(self.rows))
+
+    def _add(self, rows: list[tuple[int, dict[str, Any]]]) -> None:
+        self.rows.extend(rows)
+        self.metrics.observe_rows(
+            len(rows),
+            [r["error"] for _, r in rows],
+            sum(1 for _, r in rows if r["scored_by"] == FALLBACK),
+        )
+        self.sink.rows(
+            len(rows),
+            sum(1 for _, r in rows if r["error"]),
+            sum(1 for _, r in rows if r["scored_by"] == FALLBACK),
+        )
+
+    def _score(self, batch: list[_Item], role: str | None = None) -> None:
+        """Score ``batch`` with ``role`` (default: the breaker's choice); images the
+        primary fails on go to the fallback, if there is one."""
+        role = role or self.pool.choose()
+        loaded = self.pool.get(role)
+        images = _batch_tensor(batch, loaded)
+        failure: str | None = None
+        runtime = "?"
+        began = time.perf_counter()
+        try:
+            predictor = self.pool.predictor(role, images)  # exports on the first batch
+            runtime = predictor.runtime
+            began = time.perf_counter()  # batch latency is the model call alone
+            logits = predictor.predict(images)
+            ok = np.isfinite(logits).all(axis=1)
+        except Exception as exc:  # a model failure costs rows, never the run
+            failure = f"{MODEL_ERROR}: {type(exc).__name__}: {exc}"
+            log.warning("%s model failed on a batch of %d: %s", role, len(batch), failure)
+            logits, ok = np.zeros((len(batch), 1), np.float32), np.zeros(len(batch), bool)
+        seconds = time.perf_counter() - began
+        done = time.perf_counter()
+        self.metrics.observe_batch(seconds, [(done - i.submitted) * 1000 for i in batch])
+        self.sink.batch(seconds, [(done - i.submitted) * 1000 for i in batch], role)
+        if role == PRIMARY:
+            self.pool.breaker.record(successes=int(ok.sum()), failures=int((~ok).sum()))
+        good = [i for i, flag in zip(batch, ok, strict=True) if flag]
+        if good:
+            probs = softmax(logits[ok])
+            rows = prediction_rows(
+                [i.key for i in good],
+                probs,
+                loaded,
+                role=role,
+                runtime=runtime,
+                top_k=self.config.top_k,
+                review_threshold=self.config.review_threshold,
+                shard=self.shard,
+            )
+            self._add(list(zip([i.index for i in good], rows, strict=True)))
+        bad = [i for i, flag in zip(batch, ok, strict=True) if not flag]
+        if bad:
+            self._retry_or_fail(bad, role, loaded, failure or f"{NON_FINITE}: NaN or inf logits")
+
+    def _retry_or_fail(
+        self, items: list[_Item], role: str, loaded: LoadedModel, reason: str
+    ) -> None:
+        if role == PRIMARY and self.pool.model(FALLBACK) is not None:
+            self._score(items, FALLBACK)
+            return
+        self._add([(i.index, error_row(i.key, reason, self.shard, loaded.label)) for i in items])
+
+    def table(self) -> pa.Table:
+        """The rows in key order."""
+        ordered = [row for _, row in sorted(self.rows, key=lambda pair: pair[0])]
+        return pa.Table.from_pylist(ordered, schema=PREDICTION_SCHEMA)
+
+
+def _batch_tensor(batch: Sequence[_Item], loaded: LoadedModel) -> torch.Tensor:
+    """The batch's tensors; re-preprocessed when this model wants another size (the
+    fallback may differ from the model the images were prepared for)."""
+    tensors = [i.tensor for i in batch if i.tensor is not None]
+    want = (loaded.img_size, loaded.img_size)
+    if any(tuple(t.shape[-2:]) != want for t in tensors):
+        preset = loaded.preset()
+        tensors = [preset(i.image) for i in batch if i.image is not None]
+    return torch.stack(tensors)
+
+
+def score_shard(
+    model_uri: str,
+    shard_keys: Sequence[str],
+    output_uri: str,
+    shard_id: str,
+    *,
+    config: ScoringConfig | None = None,
+    fallback_uri: str | None = None,
+    pool: ModelPool | None = None,
+    storage: Storage | None = None,
+    sink: StatsdSink | None = None,
+    progress: ProgressFn | None = None,
+) -> ShardResult:
+    """Score one shard's keys (full ``s3://`` URIs or paths) into
+    ``OUTPUT/shards/<shard_id>.parquet``, unless a run already committed it.
+
+    The Airflow task of one shard calls this. ``fallback_uri`` defaults to the
+    ``fallback`` alias of a registry ``model_uri``. Raises ``ScoringError`` (nothing
+    committed) when neither model can be loaded.
+    """
+    config = config or ScoringConfig()
+    storage = storage or Storage()
+    sink = sink or _sink(config)
+    output_uri = normalize_uri(output_uri)
+    final = shard_uri(output_uri, shard_id)
+    if storage.exists(final):
+        log.info("%s already committed at %s: skipped", shard_id, final)
+        sink.event("shards.skipped")
+        return ShardResult(shard_id, final, 0, True, _read_summary(storage, output_uri, shard_id))
+    if pool is None:
+        fallback = (
+            fallback_uri or config.fallback_uri or fallback_for(model_uri, config.fallback_alias)
+        )
+        pool = ModelPool(model_uri, fallback, config, sink=sink)
+    metrics = ScoringMetrics()
+    began = time.perf_counter()
+    scorer = _ShardScorer(pool, config, shard_id, metrics, sink)
+    scorer.run(shard_keys, storage, progress)
+    table = scorer.table()
+    metrics.seconds = time.perf_counter() - began
+    summary = {
+        "shard_id": shard_id,
+        "uri": final,
+        "model_uri": model_uri,
+        "models": pool.describe(),
+        "rows_by_model": _rows_by_model(table),
+        "finished": _now(),
+        **metrics.summary(),
+    }
+    _commit(storage, output_uri, shard_id, table, summary)
+    sink.summary(summary)
+    sink.event("shards.committed")
+    log.info(
+        "%s: %d rows (%d errors, %d by fallback) in %.1f s, %.1f images/s",
+        shard_id,
+        table.num_rows,
+        metrics.errors,
+        metrics.fallback,
+        metrics.seconds,
+        metrics.images_per_s,
+    )
+    return ShardResult(shard_id, final, table.num_rows, False, summary)
+
+
+def _rows_by_model(table: pa.Table) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for role, version in zip(
+        table.column("scored_by").to_pylist(),
+        table.column("model_version").to_pylist(),
+        strict=True,
+    ):
+        if role:
+            name = f"{role}:{version}"
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _commit(
+    storage: Storage, output_uri: str, shard: str, table: pa.Table, summary: dict[str, Any]
+) -> None:
+    """Summary first, then the Parquet under a temporary key, then the commit: a shard
+    is committed exactly when ``shards/<id>.parquet`` exists, and then its summary does."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    storage.write(join(output_uri, "_summary", f"{shard}.json"), json.dumps(summary).encode())
+    tmp = join(output_uri, "_tmp", f"{shard}.{uuid.uuid4().hex[:12]}.parquet")
+    storage.write(tmp, buffer.getvalue())
+    storage.move(tmp, shard_uri(output_uri, shard))
+
+
+def _read_summary(storage: Storage, output_uri: str, shard: str) -> dict[str, Any]:
+    try:
+        return dict(json.loads(storage.read(join(output_uri, "_summary", f"{shard}.json"))))
+    except NotFound:
+        return {}
+
+
+def _sink(config: ScoringConfig) -> StatsdSink:
+    return StatsdSink(config.statsd.host, config.statsd.port, config.statsd.prefix)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- finishing a run ---------------------------------------------------------------------
+
+
+def finalize_scoring(
+    output_uri: str,
+    shard_ids: Sequence[str] | None = None,
+    *,
+    storage: Storage | None = None,
+    sink: StatsdSink | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check every shard is committed, then write ``_manifest.json`` and ``_SUCCESS``
+    (last). The expected shards are ``shard_ids``, else the plan's. ``ScoringError``
+    names the missing shards (nothing written)."""
+    storage = storage or Storage()
+    output_uri = normalize_uri(output_uri)
+    expected = list(shard_ids) if shard_ids is not None else _planned_ids(storage, output_uri)
+    committed = {
+        Path(uri).name.removesuffix(".parquet")
+        for uri in storage.list(join(output_uri, "shards"))
+        if uri.endswith(".parquet")
+    }
+    missing = sorted(set(expected) - committed)
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise ScoringError(f"{output_uri}: {len(missing)} shards not committed: {shown}")
+    merged = ScoringMetrics()
+    shards = []
+    for shard in expected:
+        summary = _read_summary(storage, output_uri, shard)
+        merged.merge_summary(summary)
+        shards.append(
+            {
+                "shard_id": shard,
+                "uri": shard_uri(output_uri, shard),
+                "rows": summary.get("images"),
+                "rows_by_model": summary.get("rows_by_model", {}),
+            }
+        )
+    manifest = {
+        "output_uri": output_uri,
+        "finished": _now(),
+        "rows": sum(int(s["rows"] or 0) for s in shards),
+        "shards": shards,
+        "metrics": merged.summary(),
+        **(extra or {}),
+    }
+    storage.write(join(output_uri, "_manifest.json"), json.dumps(manifest, indent=2).encode())
+    storage.delete_prefix(join(output_uri, "_tmp"))
+    storage.write(join(output_uri, "_SUCCESS"), b"")
+    if sink is not None:
+        sink.summary(manifest["metrics"], scope="run")
+    return manifest
+
+
+def _planned_ids(storage: Storage, output_uri: str) -> list[str]:
+    plan_uri = join(output_uri, "_plan.json")
+    if not storage.exists(plan_uri):
+        raise ScoringError(f"{output_uri} has no _plan.json: give the shard ids to expect")
+    return [s["shard_id"] for s in json.loads(storage.read(plan_uri))["shards"]]
+
+
+def score_batch(
+    model_uri: str,
+    input_uri: str,
+    output_uri: str,
+    *,
+    config: ScoringConfig | None = None,
+    storage: Storage | None = None,
+    loader: ModelLoader | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> dict[str, Any]:
+    """Plan, score every shard in this process, finalize; return the manifest (the run
+    summary). A rerun into the same output skips committed shards."""
+    config = config or ScoringConfig()
+    storage = storage or Storage()
+    sink = _sink(config)
+    began = time.perf_counter()
+    input_uri, output_uri = normalize_uri(input_uri), normalize_uri(output_uri)
+    # no pinning here: the pool loads each model once per process, so one run scores
+    # with one version; tasks of a DAG share a version through pin_model_uri
+    primary = model_uri
+    fallback = config.fallback_uri or fallback_for(model_uri, config.fallback_alias)
+    shards = plan_shards(
+        input_uri, output_uri, config.shard_size, suffixes=config.suffixes, storage=storage
+    )
+    pool = ModelPool(primary, fallback, config, sink=sink, loader=loader)
+    results = []
+    for shard in shards:
+        report = (lambda n, s=shard.shard_id: progress(s, n)) if progress else None
+        results.append(
+            score_shard(
+                primary,
+                shard.keys,
+                output_uri,
+                shard.shard_id,
+                config=config,
+                pool=pool,
+                storage=storage,
+                sink=sink,
+                progress=report,
+            )
+        )
+    extra = {
+        "model_uri": model_uri,
+        "fallback_uri": fallback,
+        "input_uri": input_uri,
+        "models": pool.describe(),
+        "skipped_shards": [r.shard_id for r in results if r.skipped],
+        "wall_seconds": round(time.perf_counter() - began, 3),
+    }
+    return finalize_scoring(
+        output_uri, [s.shard_id for s in shards], storage=storage, sink=sink, extra=extra
+    )

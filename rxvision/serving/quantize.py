@@ -1,0 +1,213 @@
+"""Quantization of the serving model: measured, and kept only when accuracy holds.
+
+- ``dynamic_quantize``: the seed's ``torch.ao.quantization.quantize_dynamic`` on
+  ``nn.Linear``. Dynamic quantization covers Linear/RNN layers only, so on a CNN it
+  touches the final classifier layer alone; the report says which modules and what
+  share of the weights it quantized, so that nobody mistakes it for a CNN speed-up.
+- ``static_int8``: static INT8 post-training quantization with ONNX Runtime (QDQ
+  format, per-channel weights) calibrated by a ``CalibrationDataReader`` over
+  validation images; the INT8 model is kept only when its top-1 is at most
+  ``max_drop_points`` (default 1 point) below the fp32 model's on the same images.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from torch import nn
+
+from rxvision.serving.model import OnnxPredictor, Predictor, ServingModel
+
+log = logging.getLogger(__name__)
+
+MAX_TOP1_DROP_POINTS = 1.0
+CALIBRATION_BATCH = 16
+
+
+@dataclass(frozen=True)
+class DynamicQuantReport:
+    """Which modules dynamic quantization replaced, and what share of the weights."""
+
+    quantized_modules: list[str]
+    linear_layers: int
+    conv_layers: int
+    quantized_params: int
+    total_params: int
+
+    @property
+    def quantized_fraction(self) -> float:
+        """Share of the float model's parameters that became INT8."""
+        return self.quantized_params / self.total_params if self.total_params else 0.0
+
+    def describe(self) -> str:
+        """One line for logs and benchmark reports."""
+        return (
+            f"dynamic quantization replaced {len(self.quantized_modules)} of "
+            f"{self.linear_layers} Linear layers ({', '.join(self.quantized_modules) or 'none'}) "
+            f"and none of {self.conv_layers} Conv layers: "
+            f"{self.quantized_fraction:.2%} of the parameters"
+        )
+
+
+def dynamic_quantize(model: ServingModel) -> tuple[nn.Module, DynamicQuantReport]:
+    """The seed's dynamic INT8 quantization (Linear layers), on a copy; CPU only."""
+    source = copy.deepcopy(model).cpu().eval()
+    linears = {n: m for n, m in source.named_modules() if isinstance(m, nn.Linear)}
+    convs = sum(1 for m in source.modules() if isinstance(m, nn.Conv2d))
+    total = sum(p.numel() for p in source.parameters())
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated for torchao (not a dependency); the seed's
+        # API is measured as it is
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        quantized = torch.ao.quantization.quantize_dynamic(source, {nn.Linear}, dtype=torch.qint8)
+    replaced = [
+        name
+        for name, module in quantized.named_modules()
+        if name in linears and not isinstance(module, nn.Linear)
+    ]
+    params = sum(p.numel() for n in replaced for p in linears[n].parameters())
+    report = DynamicQuantReport(replaced, len(linears), convs, params, total)
+    log.info("%s", report.describe())
+    return quantized, report
+
+
+class BatchCalibrationReader(CalibrationDataReader):
+    """Feeds calibration batches (NCHW float32 arrays) to ONNX Runtime's calibrator."""
+
+    def __init__(self, batches: Iterable[np.ndarray], input_name: str = "images") -> None:
+        self.batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
+        self.input_name = input_name
+        self.position = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next batch, or None when all were read."""
+        if self.position >= len(self.batches):
+            return None
+        batch = self.batches[self.position]
+        self.position += 1
+        return {self.input_name: batch}
+
+    def rewind(self) -> None:
+        """Start again from the first batch."""
+        self.position = 0
+
+
+def cpu_has_vnni() -> bool:
+    """Whether the CPU has VNNI (int8 dot products without 16-bit saturation)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_vnni" in text or " avx_vnni" in text or " amx_int8" in text
+
+
+def static_quantize_onnx(
+    onnx_path: Path,
+    calibration: Sequence[np.ndarray],
+    out_path: Path,
+    *,
+    per_channel: bool = True,
+    reduce_range: bool | None = None,
+) -> Path:
+    """Static INT8 (QDQ) of an fp32 ONNX model, calibrated (min-max) on ``calibration``.
+
+    ``reduce_range`` (7-bit weights) defaults to on for x86 CPUs without VNNI, where
+    ONNX Runtime's u8s8 kernels can saturate 16-bit intermediate sums.
+    """
+    reduce = (not cpu_has_vnni()) if reduce_range is None else reduce_range
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # shape inference and graph fusions first, as ONNX Runtime recommends for QDQ
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out_path),
+            BatchCalibrationReader(calibration),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            reduce_range=reduce,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    return out_path
+
+
+def top1_accuracy(
+    predictor: Predictor, images: torch.Tensor, labels: np.ndarray, batch_size: int = 32
+) -> float:
+    """Share of ``images`` whose argmax logit is the label."""
+    if len(images) == 0:
+        return 0.0
+    hits = 0
+    for start in range(0, len(images), batch_size):
+        logits = predictor.predict(images[start : start + batch_size])
+        hits += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
+    return hits / len(images)
+
+
+@dataclass(frozen=True)
+class Int8Decision:
+    """Whether the static INT8 model is kept, and the top-1 figures that decided it."""
+
+    kept: bool
+    top1_fp32: float
+    top1_int8: float
+    max_drop_points: float
+    path: Path | None
+
+    @property
+    def drop_points(self) -> float:
+        """Top-1 lost, in percentage points (negative: INT8 did better)."""
+        return (self.top1_fp32 - self.top1_int8) * 100
+
+    def describe(self) -> str:
+        """One line for logs."""
+        verdict = "kept" if self.kept else "discarded"
+        return (
+            f"static int8: top-1 {self.top1_int8:.4f} vs fp32 {self.top1_fp32:.4f} "
+            f"({self.drop_points:+.2f} points lost, limit {self.max_drop_points}): {verdict}"
+        )
+
+
+def static_int8(
+    onnx_path: Path,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    out_path: Path,
+    *,
+    calibration_images: int = 64,
+    max_drop_points: float = MAX_TOP1_DROP_POINTS,
+) -> Int8Decision:
+    """Quantize ``onnx_path`` calibrated on (up to ``calibration_images`` of) the
+    validation ``images``; keep it only when top-1 on all of them holds."""
+    calib = images[:calibration_images].numpy()
+    batches = [calib[i : i + CALIBRATION_BATCH] for i in range(0, len(calib), CALIBRATION_BATCH)]
+    static_quantize_onnx(onnx_path, batches, out_path)
+    cpu = torch.device("cpu")
+    fp32 = top1_accuracy(OnnxPredictor(onnx_path, cpu), images, labels)
+    int8 = top1_accuracy(OnnxPredictor(out_path, cpu, runtime="onnxruntime-int8"), images, labels)
+    kept = (fp32 - int8) * 100 <= max_drop_points
+    if not kept:
+        out_path.unlink(missing_ok=True)
+    decision = Int8Decision(kept, fp32, int8, max_drop_points, out_path if kept else None)
+    log.info("%s", decision.describe())
+    return decision

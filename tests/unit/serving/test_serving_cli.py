@@ -1,0 +1,62 @@
+"""The ``model`` and ``score`` command groups answer --help and parse their options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from typer.testing import CliRunner
+
+from rxvision.cli import model as model_cli
+from rxvision.cli import score as score_cli
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("command", ["register", "promote", "rollback", "list", "export"])
+def test_model_commands_have_help(command: str) -> None:
+    result = CliRunner().invoke(model_cli.app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+
+
+def test_score_help_and_required_options() -> None:
+    runner = CliRunner()
+    assert runner.invoke(score_cli.app, ["--help"]).exit_code == 0
+    missing = runner.invoke(score_cli.app, ["--input", "s3://b/in"])
+    assert missing.exit_code != 0 and "--output" in missing.output
+
+
+def test_score_makes_one_library_call(tmp_path: Path) -> None:
+    manifest = {
+        "rows": 3,
+        "shards": [{}],
+        "output_uri": "s3://b/out",
+        "metrics": {"errors": 1, "fallback_count": 0, "images_per_s": 2.0},
+    }
+    with mock.patch("rxvision.serving.batch.score_batch", return_value=manifest) as call:
+        result = CliRunner().invoke(
+            score_cli.app,
+            [
+                "--model",
+                "models:/pills@champion",
+                "--input",
+                "s3://b/in",
+                "--output",
+                "s3://b/out",
+                "--summary",
+                str(tmp_path / "s.json"),
+                "batch_size=8",
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    args, kwargs = call.call_args
+    assert args == ("models:/pills@champion", "s3://b/in", "s3://b/out")
+    assert kwargs["config"].batch_size == 8
+    assert (tmp_path / "s.json").is_file()
+
+
+def test_register_needs_a_summary_or_a_model_uri() -> None:
+    result = CliRunner().invoke(model_cli.app, ["register"])
+    assert result.exit_code != 0
+    assert "give --summary" in str(result.exception)
