@@ -61,6 +61,12 @@ class Home:
         """Scratch space for servers that leave sockets behind."""
         return self.root / "tmp"
 
+    def local_mlflow_uri(self) -> str:
+        """The MLflow store used when no tracking server is configured (SQLite in the home)."""
+        folder = self.root / "mlflow"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / 'mlflow.db'}"
+
     def ensure(self) -> Home:
         """Create the home's folders (private to the user) and return self."""
         for path in (

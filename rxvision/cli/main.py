@@ -53,6 +53,12 @@ _register_groups()
 def main() -> None:
     """Console entry point: run the app, turning ``RxVisionError`` into its exit code."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        # One local store for every command (train logs there, score and model read it),
+        # so the CLI works on a laptop with no tracking server.
+        from rxvision.home import Home
+
+        os.environ["MLFLOW_TRACKING_URI"] = Home.from_env().local_mlflow_uri()
     try:
         # Without standalone mode click returns the code of typer.Exit instead of exiting.
         code = app(standalone_mode=False)

@@ -42,9 +42,7 @@ def resolve_tracking_uri(config: MlflowTracking, home: Home) -> tuple[str, bool]
     uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri, False
-    folder = home.root / "mlflow"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}", True
+    return home.local_mlflow_uri(), True
 
 
 def git_commit() -> str | None:
