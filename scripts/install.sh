@@ -37,7 +37,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "install: installing the locked dependencies into .venv (a cold install takes ~5-8 min)"
 start=$SECONDS
-# The lock is the whole pinned closure (pip freeze), so no resolving: --no-deps; then
+# The lock is the whole pinned closure (pip freeze --all, setuptools included: torch needs
+# a newer one than a fresh venv has), so no resolving: --no-deps; then
 # `pip check` proves nothing is missing. -e . adds the project itself.
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements.lock 2>&1 \
   | grep -v "^WARNING: Location" || true

@@ -50,8 +50,18 @@ def _root(
 _register_groups()
 
 
-def main() -> None:
-    """Console entry point: run the app, turning ``RxVisionError`` into its exit code."""
+def run_app(typer_app: typer.Typer, *, configure_logging: bool = True) -> None:
+    """Run a typer app as a program: ``RxVisionError`` and ``typer.Exit`` become exit codes.
+
+    Also used by the modules that run alone (``python -m rxvision.cli.train``), so every
+    entry point maps errors and picks the MLflow store the same way.
+    """
+    if configure_logging:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         # One local store for every command (train logs there, score and model read it),
@@ -61,7 +71,7 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = Home.from_env().local_mlflow_uri()
     try:
         # Without standalone mode click returns the code of typer.Exit instead of exiting.
-        code = app(standalone_mode=False)
+        code = typer_app(standalone_mode=False)
     except RxVisionError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise SystemExit(exc.exit_code) from None
@@ -77,3 +87,8 @@ def main() -> None:
             raise SystemExit(code) from None
         raise
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def main() -> None:
+    """Console entry point of ``rxvision`` (its root callback configures logging)."""
+    run_app(app, configure_logging=False)

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from rxvision.errors import RxVisionError
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +73,10 @@ app.callback(invoke_without_command=True)(score)
 
 
 def main() -> None:
-    """Run ``score`` alone, mapping ``RxVisionError`` to its exit code."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        app(standalone_mode=False)
-    except RxVisionError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(exc.exit_code) from None
+    """Run ``score`` alone (``python -m rxvision.cli.score``)."""
+    from rxvision.cli.main import run_app
+
+    run_app(app)
 
 
 if __name__ == "__main__":

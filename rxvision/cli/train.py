@@ -7,13 +7,10 @@ rxvision.cli.train`` runs the command alone (with the same error-to-exit-code ma
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from rxvision.errors import RxVisionError
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +70,10 @@ app.command()(train)
 
 
 def main() -> None:
-    """Run ``train`` alone, mapping ``RxVisionError`` to its exit code."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        app(standalone_mode=False)
-    except RxVisionError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(exc.exit_code) from None
+    """Run ``train`` alone (``python -m rxvision.cli.train``)."""
+    from rxvision.cli.main import run_app
+
+    run_app(app)
 
 
 if __name__ == "__main__":
