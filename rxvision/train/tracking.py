@@ -235,6 +235,10 @@ class RunTracker:
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classes)))]),
         )
         mlflow.set_tracking_uri(self.uri)
+        # The fluent API refuses to resume a run of another experiment than the process's
+        # active one (set_experiment elsewhere in the process): make ours the active one.
+        run = self.client.get_run(self.active_run_id)
+        mlflow.set_experiment(experiment_id=run.info.experiment_id)
         with mlflow.start_run(run_id=self.active_run_id):
             info = mlflow.pytorch.log_model(
                 pytorch_model=net,

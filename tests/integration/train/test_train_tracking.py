@@ -37,23 +37,27 @@ def tracked_run(stack: LocalStack, tiny_pills: Path) -> Iterator[TrackedRun]:
     """One tiny run: 2 epochs, a step checkpoint every 2 steps, into the stack."""
     patch = pytest.MonkeyPatch()
     env = stack.client_env()
-    for key, value in env.items():
-        patch.setenv(key, value)
-    patch.setenv("RXVISION_HOME", str(stack.home.root))
-    cfg = load_train_config(
-        CPU_QUICK,
-        [*TINY, "training.epochs=2", "checkpoint.every_n_steps=2", f"checkpoint.root={BUCKET}"],
-    )
-    result = train(
-        cfg,
-        tiny_pills,
-        run_id="it-tracked",
-        snapshot_rev="snapshot-2024-05-01",
-        snapshot_hash="c0ffee" * 10,
-        progress_bar=False,
-    )
-    yield TrackedRun(result, cfg, tiny_pills, env["MLFLOW_TRACKING_URI"])
-    patch.undo()
+    # undo() in finally: a failed run must not leave the stack's endpoint in the
+    # environment of every later test (moto unit tests then hit the real S3 and get 403).
+    try:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.setenv("RXVISION_HOME", str(stack.home.root))
+        cfg = load_train_config(
+            CPU_QUICK,
+            [*TINY, "training.epochs=2", "checkpoint.every_n_steps=2", f"checkpoint.root={BUCKET}"],
+        )
+        result = train(
+            cfg,
+            tiny_pills,
+            run_id="it-tracked",
+            snapshot_rev="snapshot-2024-05-01",
+            snapshot_hash="c0ffee" * 10,
+            progress_bar=False,
+        )
+        yield TrackedRun(result, cfg, tiny_pills, env["MLFLOW_TRACKING_URI"])
+    finally:
+        patch.undo()
 
 
 def test_run_is_tracked_in_mlflow(tracked_run: TrackedRun) -> None:
