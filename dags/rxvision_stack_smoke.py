@@ -6,31 +6,33 @@ executor or the DAG folder is misconfigured.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import dag, task
+from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
+
+from rxvision.pipeline.config import load_pipeline_config
+
+CFG = load_pipeline_config()
+S = CFG.smoke
 
 
 @dag(
-    dag_id="rxvision_stack_smoke",
-    schedule=None,
+    dag_id=S.dag_id,
+    schedule=S.schedule,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     tags=["rxvision", "smoke"],
     doc_md=__doc__,
-    default_args={
-        "owner": "ml-platform",
-        "retries": 1,
-        "retry_delay": timedelta(seconds=5),
-        "execution_timeout": timedelta(minutes=2),
-    },
+    default_args=default_args(CFG),
+    deadline=task_deadline_alerts(S),
 )
 def rxvision_stack_smoke() -> None:
-    @task
+    @task(**task_limits(CFG, S, "ping"))
     def ping() -> str:
         return "pong"
 
-    @task
+    @task(**task_limits(CFG, S, "echo"))
     def echo(value: str) -> str:
         if value != "pong":
             raise ValueError(f"expected 'pong' from ping, got {value!r}")

@@ -25,6 +25,7 @@ def _register_groups() -> None:
     from rxvision.cli import config as config_cli
     from rxvision.cli import data as data_cli
     from rxvision.cli import model as model_cli
+    from rxvision.cli import pipeline as pipeline_cli
     from rxvision.cli import score as score_cli
     from rxvision.cli import stack as stack_cli
     from rxvision.cli.train import train as train_cmd
@@ -35,6 +36,8 @@ def _register_groups() -> None:
     app.add_typer(model_cli.app, name="model")
     app.command("score")(score_cli.score)
     app.add_typer(config_cli.app, name="config")
+    app.add_typer(pipeline_cli.app, name="pipeline")
+    app.command("status")(pipeline_cli.status)
 
 
 @app.callback()

@@ -6,6 +6,7 @@ rxvision.cli.train`` runs the command alone (with the same error-to-exit-code ma
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +32,8 @@ def train(
         list[str] | None, typer.Argument(help="Config overrides: training.epochs=3 ...")
     ] = None,
     summary: Annotated[
-        Path | None, typer.Option("--summary", help="Write the run's summary JSON here.")
+        str | None,
+        typer.Option("--summary", help="Write the run's summary JSON here (a path or s3://)."),
     ] = None,
     run_id: Annotated[
         str | None,
@@ -56,13 +58,29 @@ def train(
     if not result.is_global_zero:
         return  # a DDP rank started by Lightning: rank 0 reports
     if summary is not None:
-        result.write(summary)
+        write_summary(result.summary(), summary)
     top1 = result.metrics.get("val_top1")
     typer.echo(
         f"run {result.run_id}: step {result.global_step}/{result.max_steps}, "
         f"val top-1 {top1 if top1 is None else round(top1, 4)}, model {result.model_uri}",
         err=True,
     )
+
+
+def write_summary(summary: dict[str, object], target: str) -> None:
+    """Write the summary JSON to a file (atomically) or an ``s3://`` object."""
+    body = json.dumps(summary, indent=2, sort_keys=True)
+    if target.startswith("s3://"):
+        from rxvision.storage.s3 import S3Store
+
+        S3Store().put_bytes(target, body.encode())
+    else:
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp")
+        temp.write_text(body)
+        temp.replace(path)
+    log.info("summary written to %s", target)
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

@@ -176,6 +176,11 @@ def product_catalog(classes: int) -> list[Product]:
     return [_product(index) for index in range(classes)]
 
 
+def distinct_catalog(classes: int) -> list[Product]:
+    """``classes`` products no two of which are a look-alike pair (the pairs' first halves)."""
+    return [_product(2 * index) for index in range(classes)]
+
+
 def _product(index: int) -> Product:
     group, variant = divmod(index, 2)
     # 7 shapes and 12 colours are coprime, so the first 84 groups all differ in shape or colour.
@@ -218,19 +223,22 @@ def generate_dataset(
     workers: int | None = None,
     progress: ProgressFn | None = None,
     overwrite: bool = False,
+    lookalikes: bool = True,
 ) -> SynthResult:
     """Draw ``classes`` x ``per_class`` pill photographs of ``size`` px into ``out``.
 
     ``workers``: processes that draw (default: all cores for large sets, 1 for small
     ones); the files do not depend on it. ``progress(done, total)`` is called as files are
     written. ``overwrite`` replaces an earlier synthetic dataset in ``out``; any other
-    non-empty folder is refused. With several workers, a calling script needs the usual
+    non-empty folder is refused. ``lookalikes=False`` draws only products that differ in
+    shape or colour (one of each look-alike pair): learnable from scratch on a CPU.
+    With several workers, a calling script needs the usual
     ``if __name__ == "__main__":`` guard (workers re-import the main module).
     """
     _check_args(classes=classes, per_class=per_class, size=size, seed=seed, defects=defects)
     started = time.perf_counter()
     _prepare_out(out, overwrite=overwrite)
-    products = product_catalog(classes)
+    products = product_catalog(classes) if lookalikes else distinct_catalog(classes)
     imbalanced = products[-1] if defects else None
     jobs = list(_plan_jobs(out, products, per_class, size, seed, imbalanced))
     total = len(jobs) + (len(_DEFECT_PLAN) if defects else 0)

@@ -205,8 +205,7 @@ class ModelRegistry:
             return version
         meta = (metadata or VersionMetadata()).filled_from(self._discover_metadata(run_id))
         summary = EvalSummary.from_metrics(metrics, self.config.gates, split=meta.eval_split)
-        baseline = self._champion_baseline(summary.split, champion_evaluator)
-        report = evaluate_gates(summary, self.config.gates, baseline)
+        report = self._judge(summary, champion_evaluator)
         self.last_report = report
         for criterion in report.criteria:
             log.info("gate %s", criterion.describe())
@@ -215,6 +214,23 @@ class ModelRegistry:
         if summary.top1 is not None:
             tags[f"{TAG_PREFIX}eval.top1"] = f"{summary.top1:.6f}"
         return self._create_version(source, run_id, model_id, tags)
+
+    def check_gates(
+        self,
+        model_uri: str,
+        metrics: Mapping[str, float],
+        *,
+        champion_evaluator: ChampionEvaluator | None = None,
+    ) -> GateReport:
+        """Judge a model against the gates (and the champion) without registering it."""
+        _, run_id, _ = self._resolve_source(model_uri)
+        meta = self._discover_metadata(run_id)
+        summary = EvalSummary.from_metrics(metrics, self.config.gates, split=meta.eval_split)
+        return self._judge(summary, champion_evaluator)
+
+    def _judge(self, summary: EvalSummary, evaluator: ChampionEvaluator | None) -> GateReport:
+        baseline = self._champion_baseline(summary.split, evaluator)
+        return evaluate_gates(summary, self.config.gates, baseline)
 
     def register_summary(
         self,

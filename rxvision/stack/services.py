@@ -249,10 +249,15 @@ def airflow_connections(layout: StackLayout) -> dict[str, str]:
         },
     }
     mlflow = {"conn_type": "http", "host": layout.mlflow_uri}
-    return {
+    conns = {
         "AIRFLOW_CONN_RXVISION_S3": json.dumps(s3),
         "AIRFLOW_CONN_RXVISION_MLFLOW": json.dumps(mlflow),
     }
+    # on-call's webhook (Slack / PagerDuty-style); tests point it at a local receiver
+    webhook = os.environ.get("RXVISION_ALERT_WEBHOOK_URL")
+    if webhook:
+        conns["AIRFLOW_CONN_RXVISION_ALERTS"] = json.dumps({"conn_type": "http", "host": webhook})
+    return conns
 
 
 def airflow_env(layout: StackLayout) -> dict[str, str]:

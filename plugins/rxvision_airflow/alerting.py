@@ -1,0 +1,72 @@
+"""Alerts from Airflow: task failures, SLA misses, refused models (sinks in
+``rxvision.pipeline.alerts``; the webhook URL from an Airflow connection)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from rxvision.pipeline.alerts import Alert, AlertSinks
+from rxvision.pipeline.config import PipelineConfig, load_pipeline_config
+from rxvision_airflow.connections import s3_env, webhook_url
+
+log = logging.getLogger(__name__)
+
+
+def build_sinks(cfg: PipelineConfig) -> AlertSinks:
+    """Log, statsd (``STATSD_HOST``/``STATSD_PORT``), the webhook connection and S3 records."""
+    from rxvision.storage.s3 import S3Config, S3Store
+
+    env = s3_env(cfg.connections.s3)
+    store = None
+    if env:
+        store = S3Store(
+            S3Config(
+                endpoint_url=env.get("AWS_ENDPOINT_URL_S3"),
+                access_key=env.get("AWS_ACCESS_KEY_ID"),
+                secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
+                region=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+            )
+        )
+    return AlertSinks(
+        webhook_url=webhook_url(cfg.connections.alerts),
+        statsd_host=os.environ.get("STATSD_HOST"),
+        statsd_port=int(os.environ.get("STATSD_PORT") or 8125),
+        prefix=cfg.statsd_prefix,
+        records_uri=cfg.alerts_uri,
+        store=store,
+    )
+
+
+def send(alert: Alert, cfg: PipelineConfig | None = None) -> dict[str, str]:
+    """Deliver one alert (never raises: an alerting failure must not fail a task)."""
+    try:
+        return build_sinks(cfg or load_pipeline_config()).send(alert)
+    except Exception:
+        log.exception("could not deliver alert %s", alert.dedupe_key)
+        return {"error": "not delivered"}
+
+
+def on_task_failure(context: dict[str, Any]) -> None:
+    """``on_failure_callback`` of every task: page on-call with the error and the log."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag_run = context.get("dag_run")
+    error = context.get("exception")
+    dag_id = getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", "?")
+    task_id = getattr(ti, "task_id", "?")
+    map_index = getattr(ti, "map_index", -1)
+    if map_index is not None and map_index >= 0:
+        task_id = f"{task_id}[{map_index}]"
+    run_id = getattr(ti, "run_id", None) or getattr(dag_run, "run_id", "?")
+    send(
+        Alert(
+            kind="task_failed",
+            dag_id=str(dag_id),
+            run_id=str(run_id),
+            task_id=str(task_id),
+            summary=f"{task_id} failed after {getattr(ti, 'try_number', '?')} tries: {error}",
+            severity="error",
+            details={"log_url": getattr(ti, "log_url", None), "error": str(error)[:2000]},
+        )
+    )

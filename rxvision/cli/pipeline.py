@@ -1,0 +1,114 @@
+"""``rxvision pipeline run`` (the main job through Airflow) and ``rxvision status``."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rxvision.orchestration.airflow_client import AirflowClient
+from rxvision.pipeline.config import load_pipeline_config
+
+app = typer.Typer(help="Run the DAGs end to end through the local stack.", no_args_is_help=True)
+console = Console()
+
+
+def airflow_client() -> AirflowClient:
+    """The Airflow REST API: ``RXVISION_AIRFLOW_API_URL`` with ``RXVISION_AIRFLOW_USER`` /
+    ``RXVISION_AIRFLOW_PASSWORD`` when set, else the local stack's admin."""
+    url, password = (
+        os.environ.get("RXVISION_AIRFLOW_API_URL"),
+        os.environ.get("RXVISION_AIRFLOW_PASSWORD"),
+    )
+    if url and password:
+        return AirflowClient(url, os.environ.get("RXVISION_AIRFLOW_USER", "admin"), password)
+    from rxvision.stack.local_stack import LocalStack
+    from rxvision.stack.selfcheck import airflow_client as stack_client
+
+    return stack_client(LocalStack())
+
+
+def _use_stack_env() -> None:
+    # the local stack's endpoints, unless the caller pointed the variables elsewhere
+    if os.environ.get("AWS_ENDPOINT_URL_S3"):
+        return
+    from rxvision.stack.local_stack import LocalStack
+
+    stack = LocalStack()
+    if stack.ports_file.is_file():
+        for key, value in stack.client_env().items():
+            os.environ.setdefault(key, value)
+        os.environ["MLFLOW_TRACKING_URI"] = stack.client_env()["MLFLOW_TRACKING_URI"]
+
+
+@app.command("run")
+def run(
+    timeout: float = typer.Option(1800, help="Seconds to wait for the DAG runs."),
+    summary: str | None = typer.Option(
+        None, "--summary", help="Write the run's summary JSON here."
+    ),
+) -> None:
+    """Snapshot the synthetic pills, trigger the nightly DAG through the REST API, wait for
+    it and for the scoring DAG its new champion starts; print the status."""
+    from rxvision.pipeline.end_to_end import run_pipeline
+
+    _use_stack_env()
+    cfg = load_pipeline_config()
+    result = run_pipeline(airflow_client(), cfg, timeout_s=timeout, say=console.print)
+    if summary:
+        with open(summary, "w") as fh:
+            json.dump(result, fh, indent=2)
+    console.print(f"pipeline done in {result['seconds']:.0f}s")
+    _print_status(_collect())
+
+
+def _collect() -> dict[str, Any]:
+    from rxvision.pipeline.status import collect_status
+
+    cfg = load_pipeline_config()
+    try:
+        client: AirflowClient | None = airflow_client()
+    except Exception:
+        client = None
+    return collect_status(cfg, client)
+
+
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The champion, each DAG's last run, SLA misses and the latest predictions."""
+    _use_stack_env()
+    info = _collect()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    _print_status(info)
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    table = Table(title="RxVision status", show_header=True)
+    table.add_column("what")
+    table.add_column("state")
+    champ = info.get("champion")
+    if champ and "error" not in champ:
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in champ["metrics"].items())
+        table.add_row("champion", f"{champ['name']} v{champ['version']} ({metrics})")
+    else:
+        table.add_row("champion", str((champ or {}).get("error", "none yet")))
+    for dag_id, run in (info.get("dag_runs") or {}).items():
+        if isinstance(run, dict) and "run_id" in run:
+            table.add_row(dag_id, f"{run['state']} ({run['run_id']})")
+        else:
+            table.add_row(dag_id, "no runs" if run is None else str(run))
+    sla = info.get("sla_misses") or {}
+    table.add_row("SLA misses", str(sla.get("count", sla.get("error", "?"))))
+    pred = info.get("predictions")
+    if pred and "error" not in pred:
+        table.add_row(
+            "predictions", f"{pred['rows']} rows, error rate {pred['error_rate']}: {pred['uri']}"
+        )
+    else:
+        table.add_row("predictions", str((pred or {}).get("error", "none yet")))
+    console.print(table)

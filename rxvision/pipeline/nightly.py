@@ -1,0 +1,274 @@
+"""The nightly retraining steps, one function per Airflow task.
+
+Each takes and returns plain JSON-ready values (they travel as XComs), reads its
+endpoints from the standard variables (``AWS_ENDPOINT_URL_S3``, ``MLFLOW_TRACKING_URI``)
+and is safe to retry: a second call finds the work done and returns the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rxvision.config.schema import DataConfig
+from rxvision.data.feature_store import feature_key, list_image_folder
+from rxvision.data.settings import (
+    feature_store,
+    load_data_config,
+    preprocess_config,
+    snapshot_store,
+    validation_policy,
+)
+from rxvision.data.validation import DataValidator
+from rxvision.errors import DataValidationError, RxVisionError
+from rxvision.home import Home
+from rxvision.pipeline.config import NightlySettings
+from rxvision.storage.s3 import S3Store
+
+log = logging.getLogger(__name__)
+
+# images per class used to check each export's parity with the eager model
+EXPORT_IMAGES_PER_CLASS = 8
+
+
+class NotPromoted(RxVisionError):
+    """The production gates refused the new model: the champion stays."""
+
+    exit_code = 7
+
+
+def safe_id(text: str) -> str:
+    """``text`` made safe for object keys and run ids (Airflow run ids hold ``:`` and ``+``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def train_run_id(dag_id: str, dag_run_id: str) -> str:
+    """The training run id of a DAG run: the same on every retry, so a retry resumes."""
+    digest = hashlib.sha256(f"{dag_id}/{dag_run_id}".encode()).hexdigest()[:12]
+    return f"af-{digest}"
+
+
+def summary_uri(settings: NightlySettings, run_id: str) -> str:
+    """Where the train task's container writes its summary JSON."""
+    return f"{settings.runs_uri.rstrip('/')}/{run_id}/train_summary.json"
+
+
+def local_snapshot_dir(content_hash: str, home: Home | None = None) -> Path:
+    """This worker's verified copy of a snapshot (shared by the tasks that run here)."""
+    home = home or Home.from_env()
+    return home.cache_dir / "snapshots" / content_hash[:16]
+
+
+# --- tasks -------------------------------------------------------------------------------
+
+
+def resolve_snapshot(rev: str | None = None, data_cfg: DataConfig | None = None) -> dict[str, Any]:
+    """The snapshot to train on: ``rev`` when given, else the newest tag."""
+    cfg = data_cfg or load_data_config()
+    store = snapshot_store(cfg)
+    tag = rev or store.latest()
+    info = store.info(tag)
+    log.info("snapshot %s: %d images, content %s", tag, info.images, info.content_hash[:12])
+    return {
+        "rev": tag,
+        "content_hash": info.content_hash,
+        "images": info.images,
+        "classes": list(info.classes),
+    }
+
+
+def pull_snapshot(rev: str, data_cfg: DataConfig | None = None) -> dict[str, Any]:
+    """Pull and verify snapshot ``rev`` into this worker's cache (a no-op when there)."""
+    cfg = data_cfg or load_data_config()
+    store = snapshot_store(cfg)
+    info = store.info(rev)
+    out = local_snapshot_dir(info.content_hash)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    store.pull(rev, out)
+    log.info("snapshot %s verified at %s", rev, out)
+    return {"rev": rev, "content_hash": info.content_hash, "path": str(out)}
+
+
+def validate_snapshot(
+    rev: str, report_uri: str, data_cfg: DataConfig | None = None, workers: int | None = None
+) -> dict[str, Any]:
+    """Validate the snapshot, store the JSON report at ``report_uri`` (always, pass or
+    fail), and raise ``DataValidationError`` naming the report when it fails."""
+    cfg = data_cfg or load_data_config()
+    local = Path(pull_snapshot(rev, cfg)["path"])
+    result = DataValidator(validation_policy(cfg), workers=workers).validate_dataset(local)
+    report = result.to_report()
+    report["snapshot_rev"] = rev
+    S3Store().put_bytes(report_uri, json.dumps(report, indent=2).encode())
+    s = result.summary
+    log.info(
+        "validation of %s: %d files, %d ok, %d rejected, %d quarantined; report %s",
+        rev,
+        s.files,
+        s.images_ok,
+        s.rejected,
+        s.quarantined,
+        report_uri,
+    )
+    if not result.ok:
+        try:
+            result.raise_for_failure()
+        except DataValidationError as exc:
+            raise DataValidationError(f"{exc} (report: {report_uri})") from exc
+    return {
+        "report_uri": report_uri,
+        "ok": result.ok,
+        "files": s.files,
+        "images_ok": s.images_ok,
+        "rejected": s.rejected,
+        "quarantined": s.quarantined,
+        "images_per_second": round(s.images_per_second, 1),
+    }
+
+
+def preprocess(rev: str, report_uri: str, data_cfg: DataConfig | None = None) -> dict[str, Any]:
+    """Materialise the snapshot's features (only the files validation accepted); a
+    feature set already in the store is a cache hit and nothing is computed."""
+    cfg = data_cfg or load_data_config()
+    store, features, pre = snapshot_store(cfg), feature_store(cfg), preprocess_config(cfg)
+    info = store.info(rev)
+    report = json.loads(S3Store().get_bytes(report_uri))
+    accepted = report.get("accepted")
+    snapshot_hash = info.content_hash
+    if accepted is not None and report.get("quarantined"):
+        # a quarantined subset is another dataset: its features get their own key
+        subset = hashlib.sha256("\n".join(sorted(accepted)).encode()).hexdigest()[:16]
+        snapshot_hash = f"{info.content_hash}-q{subset}"
+    key = feature_key(snapshot_hash, pre)
+    found = features.manifest(key)
+    if found is not None:
+        log.info("feature store hit for %s: %s", rev, features.prefix(key))
+        return {"features_uri": features.prefix(key), "cache_hit": True, "images": found.images}
+    local = Path(pull_snapshot(rev, cfg)["path"])
+    items = list_image_folder(local)
+    if accepted is not None:
+        keep = set(accepted)
+        items = [(path, label) for path, label in items if path in keep]
+    manifest, built = features.materialize(
+        local, snapshot_hash, pre, items=items, workers=cfg.feature_store.workers
+    )
+    log.info(
+        "features of %s at %s (%d images)", rev, features.prefix(manifest.key), manifest.images
+    )
+    return {
+        "features_uri": features.prefix(manifest.key),
+        "cache_hit": not built,
+        "images": manifest.images,
+    }
+
+
+def read_train_summary(uri: str) -> dict[str, Any]:
+    """The summary the train task wrote (``rxvision train --summary s3://...``)."""
+    summary: dict[str, Any] = json.loads(S3Store().get_bytes(uri))
+    if not summary.get("model_uri"):
+        raise RxVisionError(f"{uri}: the training run logged no model (no model_uri)")
+    return summary
+
+
+def evaluate(summary_uri_: str) -> dict[str, Any]:
+    """The trained model's validation metrics and what the production gates will say."""
+    from rxvision.registry.model_registry import ModelRegistry, load_registry_config
+
+    summary = read_train_summary(summary_uri_)
+    metrics = {k: float(v) for k, v in dict(summary.get("metrics") or {}).items()}
+    registry = ModelRegistry(load_registry_config())
+    report = registry.check_gates(str(summary["model_uri"]), metrics)
+    for criterion in report.criteria:
+        log.info("gate %s", criterion.describe())
+    return {
+        "run_id": summary.get("run_id"),
+        "model_uri": summary["model_uri"],
+        "val_top1": metrics.get("val_top1"),
+        "gates_pass": report.passed,
+        "gates": [c.describe() for c in report.criteria],
+    }
+
+
+def register_and_promote(
+    summary_uri_: str,
+    snapshot: dict[str, Any],
+    *,
+    dag_run_id: str | None = None,
+    container_image: str | None = None,
+) -> dict[str, Any]:
+    """Register the model behind the gates, export and parity-check its serving formats,
+    then make it the champion (the old champion becomes the fallback).
+
+    Raises ``NotPromoted`` when the gates refuse it (nothing registered). Retry-safe:
+    the same training run maps to the same version, and promoting the champion again
+    changes nothing.
+    """
+    from rxvision.registry.gates import ModelQualityError
+    from rxvision.registry.model_registry import (
+        ModelRegistry,
+        VersionMetadata,
+        load_registry_config,
+    )
+    from rxvision.serving.model import export_version
+
+    summary = read_train_summary(summary_uri_)
+    registry = ModelRegistry(load_registry_config())
+    meta = VersionMetadata(
+        snapshot_rev=snapshot.get("rev"),
+        snapshot_hash=snapshot.get("content_hash"),
+        dag_run_id=dag_run_id,
+        container_image=container_image,
+    )
+    try:
+        version = registry.register_summary(summary, meta)
+    except ModelQualityError as exc:
+        raise NotPromoted(str(exc)) from exc
+    uri = f"models:/{registry.name}/{version}"
+    with tempfile.TemporaryDirectory(prefix="rxv-export-") as tmp:
+        sample = export_sample(Path(pull_snapshot(str(snapshot["rev"]))["path"]), Path(tmp))
+        exports = export_version(uri, image_folder=sample, work_dir=Path(tmp))
+    change = registry.promote(version)
+    log.info("%s is the champion (fallback %s)", uri, change.fallback)
+    return {
+        "name": registry.name,
+        "version": version,
+        "model_uri": uri,
+        "fallback_version": change.fallback,
+        "changed": change.changed,
+        "val_top1": (summary.get("metrics") or {}).get("val_top1"),
+        "exports": [e.runtime for e in exports.exports],
+    }
+
+
+def export_sample(snapshot_dir: Path, out: Path, per_class: int = EXPORT_IMAGES_PER_CLASS) -> Path:
+    """A small ImageFolder (links) of each class's first images, for export parity."""
+    sample = out / "sample"
+    taken: dict[str, int] = {}
+    for rel, label in list_image_folder(snapshot_dir):
+        if taken.get(label, 0) >= per_class:
+            continue
+        target = sample / label / Path(rel).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(snapshot_dir / rel)
+        taken[label] = taken.get(label, 0) + 1
+    return sample
+
+
+def champion_trained_on(content_hash: str) -> str | None:
+    """The champion's version when it was trained on this very snapshot content."""
+    from rxvision.registry.model_registry import (
+        TAG_PREFIX,
+        ModelRegistry,
+        load_registry_config,
+    )
+
+    registry = ModelRegistry(load_registry_config())
+    champion = registry.get_alias(registry.config.aliases.champion)
+    if champion and champion.tags.get(f"{TAG_PREFIX}dataset.content_hash") == content_hash:
+        return champion.version
+    return None
