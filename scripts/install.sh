@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests and the stack use, installed when missing and we are root.
-APT_PACKAGES=(${RXVISION_APT_PACKAGES:-})
+# Debian packages the tests and the stack use, installed when missing and we are root:
+# the Docker engine for the training container, debootstrap for its base image (no image
+# registry is needed). RXVISION_APT_PACKAGES="" installs none.
+APT_PACKAGES=(${RXVISION_APT_PACKAGES-docker.io debootstrap})
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

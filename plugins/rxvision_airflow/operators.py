@@ -105,6 +105,12 @@ class RxVisionTrainOperator(DockerOperator):
         for name in ("STATSD_HOST", "STATSD_PORT", "AWS_DEFAULT_REGION"):
             if os.environ.get(name):
                 env.setdefault(name, os.environ[name])
+        # lineage: the container has no git; the worker's checkout knows the commit
+        from rxvision.train.tracking import git_commit
+
+        commit = git_commit()
+        if commit:
+            env.setdefault("RXVISION_GIT_COMMIT", commit)
         return {k: v for k, v in env.items() if v}
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -137,7 +143,7 @@ class RxVisionTrainOperator(DockerOperator):
             self.mounts = [*self.mounts, *dev_mounts()]
 
     def _gpu_requests(self) -> list[DeviceRequest] | None:
-        wanted = self.pipeline_config.train_launcher.gpus.strip().lower()
+        wanted = str(self.pipeline_config.train_launcher.gpus).strip().lower()
         if wanted in ("0", "none", "no"):
             self.log.info("no GPUs requested (train_launcher.gpus=%s)", wanted)
             return None

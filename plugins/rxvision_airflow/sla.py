@@ -71,9 +71,10 @@ def sla_verdict(states: list[str]) -> str:
 
 
 def _dag_run_id(context: dict[str, Any] | None) -> str | None:
+    # the scheduler sends the run as the REST API's DAGRunResponse: ``dag_run_id``
     dag_run = (context or {}).get("dag_run") or {}
     if isinstance(dag_run, dict):
-        return dag_run.get("run_id")
+        return dag_run.get("dag_run_id") or dag_run.get("run_id")
     return getattr(dag_run, "run_id", None)
 
 

@@ -91,7 +91,8 @@ class TrainLauncher(_Strict):
     image: str = "rxvision-train:dev"
     docker_url: str | None = None
     network_mode: str = "host"
-    gpus: str = "auto"
+    # auto, none, or a count
+    gpus: str | int = "auto"
     shm_size: str = "2g"
 
 
@@ -107,7 +108,7 @@ class PipelineConfig(_Strict):
     nightly: NightlySettings
     scoring: ScoringSettings
     smoke: DagSettings = DagSettings(dag_id="rxvision_stack_smoke", sla_s={"ping": 60, "echo": 60})
-    drill: DagSettings = DagSettings(dag_id="rxvision_sla_drill", sla_s={"on_time": 30, "late": 8})
+    drill: DagSettings = DagSettings(dag_id="rxvision_sla_drill", sla_s={"on_time": 20, "late": 15})
     train_launcher: TrainLauncher = TrainLauncher()
 
     def hard_limit(self, budget: timedelta) -> timedelta:

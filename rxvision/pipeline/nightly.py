@@ -42,6 +42,22 @@ class NotPromoted(RxVisionError):
     exit_code = 7
 
 
+def send_gauges(scope: str, values: dict[str, float | int | None]) -> None:
+    """Gauges ``rxvision.<scope>.<name>`` to ``STATSD_HOST`` (a no-op without one)."""
+    import os
+
+    import statsd
+
+    host = os.environ.get("STATSD_HOST")
+    if not host:
+        return
+    client = statsd.StatsClient(host, int(os.environ.get("STATSD_PORT") or 8125), prefix="rxvision")
+    with client.pipeline() as pipe:
+        for name, value in values.items():
+            if value is not None:
+                pipe.gauge(f"{scope}.{name}", float(value))
+
+
 def safe_id(text: str) -> str:
     """``text`` made safe for object keys and run ids (Airflow run ids hold ``:`` and ``+``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
@@ -115,6 +131,16 @@ def validate_snapshot(
         s.quarantined,
         report_uri,
     )
+    send_gauges(
+        "validation",
+        {
+            "files": s.files,
+            "images_ok": s.images_ok,
+            "rejected": s.rejected,
+            "quarantined": s.quarantined,
+            "images_per_s": s.images_per_second,
+        },
+    )
     if not result.ok:
         try:
             result.raise_for_failure()
@@ -185,10 +211,21 @@ def evaluate(summary_uri_: str) -> dict[str, Any]:
     report = registry.check_gates(str(summary["model_uri"]), metrics)
     for criterion in report.criteria:
         log.info("gate %s", criterion.describe())
+    extra = dict(summary.get("extra") or {})
+    send_gauges(
+        "train",
+        {
+            "val_top1": metrics.get("val_top1"),
+            "val_ece": metrics.get("val_ece"),
+            "samples_per_s": extra.get("samples_per_s"),
+            "fit_seconds": extra.get("fit_seconds"),
+        },
+    )
     return {
         "run_id": summary.get("run_id"),
         "model_uri": summary["model_uri"],
         "val_top1": metrics.get("val_top1"),
+        "samples_per_s": extra.get("samples_per_s"),
         "gates_pass": report.passed,
         "gates": [c.describe() for c in report.criteria],
     }

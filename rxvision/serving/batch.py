@@ -395,9 +395,30 @@ def _fetch(
         item.error = exc.reason
     except NotFound as exc:
         item.error = f"{MISSING}: {exc}"
-    except Exception as exc:  # network and S3 errors: one row, not the batch
-        item.error = f"{DOWNLOAD_FAILED}: {type(exc).__name__}: {exc}"
+    except Exception as exc:
+        if storage_unavailable(exc):
+            # the store, not this object: abort the shard (nothing committed) so the
+            # task's retry scores it, rather than commit every image as an error row
+            raise StorageUnavailable(f"storage unreachable reading {key}: {exc}") from exc
+        item.error = f"{DOWNLOAD_FAILED}: {type(exc).__name__}: {exc}"  # this object only
     return item
+
+
+class StorageUnavailable(ScoringError):
+    """The object store itself failed (connection refused, 5xx): retry the shard later."""
+
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store is down rather than that one object is bad."""
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return status >= 500
+    return False
 
 
 def _stream(

@@ -25,7 +25,15 @@ out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
 for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "file": dag.fileloc, "tags": sorted(dag.tags or []), "doc_md": bool(dag.doc_md),
+        "deadlines": {d.name: {"interval": d.interval.total_seconds(),
+                               "callback": d.callback.path, "kwargs": d.callback.kwargs}
+                      for d in (dag.deadline or [])},
         "tasks": [{"task_id": t.task_id, "retries": t.retries, "owner": t.owner,
+                   "backoff": t.retry_exponential_backoff,
+                   "on_failure": [getattr(c, "__qualname__", str(c))
+                                  for c in (t.on_failure_callback or [])]
+                   if isinstance(t.on_failure_callback, list)
+                   else [getattr(t.on_failure_callback, "__qualname__", None)],
                    "execution_timeout": t.execution_timeout.total_seconds()
                    if t.execution_timeout else None} for t in dag.tasks],
     }
@@ -81,3 +89,38 @@ def test_every_task_has_retries_owner_and_timeout(dagbag: dict[str, Any]) -> Non
             assert task["retries"] >= 1, where
             assert task["owner"] not in ("", "airflow"), where
             assert task["execution_timeout"], where
+
+
+def test_every_task_has_backoff_and_a_failure_alert(dagbag: dict[str, Any]) -> None:
+    for dag_id, dag in dagbag["dags"].items():
+        for task in dag["tasks"]:
+            where = f"{dag_id}.{task['task_id']}"
+            assert task["backoff"] and task["backoff"] > 1, where
+            assert "on_task_failure" in task["on_failure"], where
+
+
+def test_every_task_has_its_deadline_alert(dagbag: dict[str, Any]) -> None:
+    """One DeadlineAlert per task, due at the task's cumulative budget, whose callback
+    lives in an importable module (the triggerer cannot import DAG files)."""
+    from rxvision.pipeline.config import load_pipeline_config
+
+    settings = {s.dag_id: s for s in load_pipeline_config().dags()}
+    for dag_id, dag in dagbag["dags"].items():
+        due = settings[dag_id].cumulative_budgets()
+        assert set(dag["deadlines"]) == {f"task_sla:{t['task_id']}" for t in dag["tasks"]}, dag_id
+        for task in dag["tasks"]:
+            alert = dag["deadlines"][f"task_sla:{task['task_id']}"]
+            assert alert["interval"] == due[task["task_id"]].total_seconds()
+            assert alert["callback"] == "rxvision_airflow.sla.task_sla_callback"
+            assert alert["kwargs"]["task_id"] == task["task_id"]
+            # the hard limit sits above the SLA budget: the alert comes first
+            assert task["execution_timeout"] > settings[dag_id].sla_s[task["task_id"]]
+
+
+def test_pipeline_dags_are_scheduled_as_configured(dagbag: dict[str, Any]) -> None:
+    from rxvision.pipeline.config import load_pipeline_config
+
+    cfg = load_pipeline_config()
+    assert set(dagbag["dags"]) == {s.dag_id for s in cfg.dags()}
+    nightly = dagbag["dags"][cfg.nightly.dag_id]
+    assert [t["task_id"] for t in nightly["tasks"]] == list(cfg.nightly.sla_s)

@@ -21,6 +21,7 @@ from rxvision.serving.batch import (
     ScoringConfig,
     ScoringError,
     Storage,
+    StorageUnavailable,
     decode_image,
     fallback_for,
     finalize_scoring,
@@ -133,6 +134,57 @@ def test_shard_rows_schema_errors_and_commit(
     assert summary["latency_ms"]["image"]["count"] == 10
     assert summary["latency_ms"]["batch"]["p99"] is not None
     assert not list((output / "_tmp").glob("*"))  # committed: nothing left in _tmp
+
+
+class FlakyStorage(Storage):
+    """Local files, but the store goes away after ``ok`` reads (as S3 does when killed)."""
+
+    def __init__(self, ok: int, error: Exception) -> None:
+        super().__init__()
+        self.ok, self.error = ok, error
+
+    def read(self, uri: str) -> bytes:
+        if self.ok <= 0:
+            raise self.error
+        self.ok -= 1
+        return super().read(uri)
+
+
+def test_store_outage_aborts_the_shard_instead_of_error_rows(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    output = tmp_path / "out"
+    keys = [k for s in list_input_shards(str(image_dir), 100) for k in s.keys]
+    pool = ModelPool(
+        "models:/tiny/1", None, config, loader=loader_of({"models:/tiny/1": loaded_model()})
+    )
+    down = EndpointConnectionError(endpoint_url="http://127.0.0.1:1/bucket")
+    with pytest.raises(StorageUnavailable, match="storage unreachable reading"):
+        score_shard(
+            "models:/tiny/1",
+            keys,
+            str(output),
+            "shard-00000",
+            config=config,
+            pool=pool,
+            storage=FlakyStorage(4, down),
+        )
+    assert not (output / "shards").exists() or not list((output / "shards").glob("*"))
+    # a per-object failure (here: permission denied) stays one error row
+    result = score_shard(
+        "models:/tiny/1",
+        keys,
+        str(output),
+        "shard-00000",
+        config=config,
+        pool=pool,
+        storage=FlakyStorage(len(keys) - 1, PermissionError("denied")),
+    )
+    rows = pq.read_table(result.uri).to_pylist()
+    assert len(rows) == len(keys)
+    assert rows[-1]["error"].startswith("download_failed: PermissionError")
 
 
 def test_decode_image_names_the_reason() -> None:

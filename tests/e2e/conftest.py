@@ -1,0 +1,91 @@
+"""One stack for the e2e tier: real SeaweedFS, MLflow, Airflow (scheduler, triggerer,
+dag-processor, api-server), statsd, a Docker engine running the training image, and a
+local webhook receiver as on-call's pager. Up once for the e2e package, then down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import WebhookReceiver, rxvision
+
+from rxvision.config.schema import StackConfig, StackPorts
+from rxvision.home import Home, repo_root
+from rxvision.orchestration.airflow_client import AirflowClient
+from rxvision.stack.local_stack import LocalStack
+from rxvision.stack.process import load_sessions, stack_pids
+from rxvision.stack.selfcheck import airflow_client
+
+PORT_SHIFT = 1900
+TRAIN_IMAGE = "rxvision-train:dev"
+# small shards: the scoring DAG fans out over several mapped tasks
+ENV = {"RXVISION_SCORING_SHARD_SIZE": "16", "RXVISION_TRAIN_LAUNCHER": "docker-dev"}
+
+
+def ensure_train_image() -> None:
+    """Build the training image when the engine lacks it (idempotent, ~1 min cold)."""
+    have = subprocess.run(["docker", "image", "inspect", TRAIN_IMAGE], capture_output=True)
+    if have.returncode == 0:
+        return
+    proc = subprocess.run(
+        [str(repo_root() / "scripts" / "build-images.sh")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="package")
+def webhook() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="package")
+def e2e_stack(
+    tmp_path_factory: pytest.TempPathFactory, webhook: WebhookReceiver
+) -> Iterator[LocalStack]:
+    """The stack, with the webhook connection and small scoring shards."""
+    ensure_train_image()
+    home = Home(Path(tmp_path_factory.mktemp("rxe"))).ensure()
+    ports = StackPorts(**{k: v + PORT_SHIFT for k, v in StackPorts().model_dump().items()})
+    stack = LocalStack(home, StackConfig(ports=ports))
+    env = {**ENV, "RXVISION_ALERT_WEBHOOK_URL": webhook.url}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # Airflow's processes inherit them at `up`
+    sessions_file = home.run_dir / "sessions.json"
+    try:
+        stack.up(timeout_s=240)
+        yield stack
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        sessions = load_sessions(sessions_file)
+        stack.down()
+        left = stack_pids(stack.stack_id, sessions)
+        assert not left, f"stack down left processes behind: {left}"
+
+
+@pytest.fixture(scope="package")
+def e2e_env(e2e_stack: LocalStack) -> dict[str, str]:
+    """An environment for the ``rxvision`` CLI against the e2e stack."""
+    return {**os.environ, **ENV, **e2e_stack.client_env()}
+
+
+@pytest.fixture(scope="package")
+def client(e2e_stack: LocalStack) -> AirflowClient:
+    return airflow_client(e2e_stack)
+
+
+@pytest.fixture(scope="package")
+def main_job(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The README's main job on the e2e stack: `rxvision pipeline run`."""
+    out = tmp_path_factory.mktemp("main") / "summary.json"
+    rxvision(e2e_env, "pipeline", "run", "--timeout", "1200", "--summary", str(out), timeout=1500)
+    return dict(json.loads(out.read_text()))

@@ -1,0 +1,102 @@
+"""Helpers of the e2e tests (imported by name: tests are not a package)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from rxvision.home import repo_root
+from rxvision.storage.s3 import S3Store
+
+MODEL = "rxvision-pill-classifier"
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint that keeps every JSON body POSTed to it (on-call's webhook)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        lock = threading.Lock()
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    received.append(json.loads(body or b"{}"))
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Where to POST."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def alerts(self, kind: str | None = None, dag_id: str | None = None) -> list[dict[str, Any]]:
+        """Received bodies, filtered by class (``sla_miss``) and DAG."""
+        out = []
+        for body in list(self.received):
+            payload = body.get("payload", {})
+            if kind and payload.get("class") != kind:
+                continue
+            if dag_id and payload.get("component") != dag_id:
+                continue
+            out.append(body)
+        return out
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
+    """Poll until ``predicate()`` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def rxvision(
+    env: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``rxvision`` CLI; fail with its output when it fails."""
+    proc = subprocess.run(
+        [str(repo_root() / ".venv" / "bin" / "rxvision"), *args],
+        env=env,
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, (
+        f"rxvision {' '.join(args)}: exit {proc.returncode}\n"
+        f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
+    return proc
+
+
+def read_parquet(store: S3Store, uri: str) -> list[dict[str, Any]]:
+    """The rows of one Parquet object."""
+    return list(pq.read_table(io.BytesIO(store.get_bytes(uri))).to_pylist())

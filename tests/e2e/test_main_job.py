@@ -1,0 +1,124 @@
+"""The README's main job, for real: the synthetic snapshot, the nightly DAG run by the
+scheduler (training in the Docker container), the champion in MLflow, the scoring DAG
+started by the champion Asset, Parquet predictions in S3, status and metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import MODEL, read_parquet, rxvision
+from mlflow.tracking import MlflowClient
+
+from rxvision.pipeline.config import load_pipeline_config
+from rxvision.stack.local_stack import LocalStack
+from rxvision.storage.s3 import S3Store
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+CFG = load_pipeline_config()
+NIGHTLY_TASKS = list(CFG.nightly.sla_s)
+
+
+def test_nightly_then_asset_triggered_scoring(main_job: dict[str, Any]) -> None:
+    nightly = main_job["nightly"]
+    assert nightly["state"] == "success"
+    assert nightly["tasks"] == {task: "success" for task in NIGHTLY_TASKS}
+    assert nightly["promoted"] is True
+    scoring = main_job["scoring"]
+    assert scoring["state"] == "success" and scoring["asset_triggered"] is True
+    assert scoring["run_id"].startswith("asset_triggered__")
+
+
+def test_training_ran_in_the_container(main_job: dict[str, Any], e2e_stack: LocalStack) -> None:
+    run_dir = f"run_id={main_job['nightly']['run_id']}"
+    logs = e2e_stack.home.root / "airflow" / "logs" / f"dag_id={CFG.nightly.dag_id}" / run_dir
+    text = "".join(p.read_text() for p in (logs / "task_id=train").glob("*.log"))
+    assert "docker-dev launcher" in text
+    assert "Starting docker container from image rxvision-train:dev" in text
+    assert "summary written to s3://" in text
+    # credentials go in as private_environment: never in the log
+    assert e2e_stack.creds.s3_secret_key not in text
+
+
+def test_champion_registered_with_lineage(
+    main_job: dict[str, Any], e2e_env: dict[str, str]
+) -> None:
+    client = MlflowClient(e2e_env["MLFLOW_TRACKING_URI"])
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    tags = champion.tags
+    assert tags["rxvision.dataset.snapshot_rev"] == main_job["snapshot"]["tag"]
+    assert tags["rxvision.airflow.dag_run_id"] == main_job["nightly"]["run_id"]
+    assert tags["rxvision.container.image"] == "rxvision-train:dev"
+    assert float(tags["rxvision.eval.top1"]) >= CFG_MIN_TOP1
+    assert tags["rxvision.git.commit"]
+    # the serving exports were checked for parity and logged with the version
+    for runtime in ("torchscript", "onnxruntime"):
+        assert float(tags[f"rxvision.serving.{runtime}.max_abs_diff"]) <= float(
+            tags[f"rxvision.serving.{runtime}.tolerance"]
+        )
+
+
+CFG_MIN_TOP1 = 0.8
+
+
+def test_predictions_on_s3(
+    main_job: dict[str, Any], e2e_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in (
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+    ):
+        monkeypatch.setenv(key, e2e_env[key])
+    store = S3Store()
+    latest = json.loads(store.get_bytes(CFG.scoring.latest_uri))
+    out = latest["uri"]
+    assert store.exists(f"{out}/_SUCCESS")
+    manifest = json.loads(store.get_bytes(f"{out}/_manifest.json"))
+    assert len(manifest["shards"]) == 4  # 61 images in shards of 16: four mapped tasks
+    rows = [r for s in manifest["shards"] for r in read_parquet(store, s["uri"])]
+    keys = [r["key"] for r in rows]
+    assert len(rows) == latest["rows"] == 61 and len(set(keys)) == 61
+    errors = [r for r in rows if r["error"]]
+    assert [Path(r["key"]).name for r in errors] == ["corrupt-0001.jpg"]
+    good = [r for r in rows if not r["error"]]
+    for row in good:
+        assert row["model_version"].endswith("/1") or row["model_version"] == "1", row
+        assert row["label"] == row["topk_labels"][0]
+        assert 0 <= row["confidence"] <= 1 and isinstance(row["needs_review"], bool)
+    # the incoming keys are <product>/img-N.jpg: the champion should read them right
+    correct = sum(r["label"] == r["key"].split("/")[-2] for r in good)
+    assert correct / len(good) >= 0.9
+
+
+def test_status_json(main_job: dict[str, Any], e2e_env: dict[str, str]) -> None:
+    status = json.loads(rxvision(e2e_env, "status", "--json").stdout)
+    assert status["champion"]["name"] == MODEL and status["champion"]["version"] == "1"
+    assert status["champion"]["metrics"]["val_top1"] >= CFG_MIN_TOP1
+    runs = status["dag_runs"]
+    assert runs[CFG.nightly.dag_id]["state"] == "success"
+    assert runs[CFG.scoring.dag_id]["state"] == "success"
+    assert status["predictions"]["rows"] == 61
+    assert status["predictions"]["uri"].startswith("s3://rxvision-predictions/runs/")
+    assert status["predictions"]["error_rate"] == pytest.approx(1 / 61, abs=1e-4)
+    assert isinstance(status["sla_misses"]["count"], int)
+
+
+def test_metrics_under_one_prefix(main_job: dict[str, Any], e2e_stack: LocalStack) -> None:
+    metrics = e2e_stack.metrics()
+    names = set(metrics["counters"]) | set(metrics["gauges"]) | set(metrics["timers"])
+    for expected in (
+        "rxvision.airflow.ti.finish",  # Airflow's own
+        "rxvision.validation.files",
+        "rxvision.train.samples_per_s",
+        "rxvision.scoring.images",
+        f"rxvision.task.duration.{CFG.nightly.dag_id}.train",
+        f"rxvision.task.duration.{CFG.scoring.dag_id}.score_shard",
+    ):
+        assert expected in names, expected
+    assert metrics["gauges"]["rxvision.validation.files"] == main_job["snapshot"]["images"]
+    assert all(name.startswith("rxvision.") for name in names)
