@@ -25,12 +25,12 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
-from rxvision_airflow.assets import CHAMPION
-from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
-from rxvision_airflow.task_runtime import rxvision_task
 
 from rxvision.pipeline import scoring
 from rxvision.pipeline.config import load_pipeline_config
+from rxvision_airflow.assets import CHAMPION
+from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
+from rxvision_airflow.task_runtime import rxvision_task
 
 CFG = load_pipeline_config()
 S = CFG.scoring

@@ -37,14 +37,14 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.trigger import CronTriggerTimetable
+
+from rxvision.pipeline import nightly
+from rxvision.pipeline.config import load_pipeline_config
 from rxvision_airflow.alerting import send
 from rxvision_airflow.assets import CHAMPION
 from rxvision_airflow.operators import RxVisionTrainOperator
 from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
 from rxvision_airflow.task_runtime import rxvision_task
-
-from rxvision.pipeline import nightly
-from rxvision.pipeline.config import load_pipeline_config
 
 CFG = load_pipeline_config()
 S = CFG.nightly

@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Param, dag, task
-from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
 
 from rxvision.pipeline.config import load_pipeline_config
+from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
 
 CFG = load_pipeline_config()
 S = CFG.drill

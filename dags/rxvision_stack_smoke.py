@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import dag, task
-from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
 
 from rxvision.pipeline.config import load_pipeline_config
+from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
 
 CFG = load_pipeline_config()
 S = CFG.smoke

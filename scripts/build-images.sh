@@ -18,7 +18,7 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
     # the libraries a CPython build and torch's wheels link against, plus python3 for
     # images that install into the base's own interpreter
     debootstrap --variant=minbase \
-        --include=ca-certificates,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,zlib1g,libgomp1,libstdc++6,python3,python3-pip \
+        --include=ca-certificates,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,zlib1g,libgomp1,libstdc++6,python3,python3-pip,python3-venv \
         bookworm "$work/rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
         || { tail -n 30 "$work/debootstrap.log" >&2; exit 3; }
     rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb
@@ -28,14 +28,23 @@ fi
 docker build -q -f docker/train-dev.Dockerfile --build-arg BASE_IMAGE="$BASE" \
     -t rxvision-train:dev docker/ >/dev/null
 echo "built rxvision-train:dev"
+# RUN --mount (the CA secret) needs BuildKit: Debian's docker.io client has it built in,
+# a newer client needs the buildx plugin instead
+buildkit_docker() {
+    if [ -x /usr/bin/docker ] && /usr/bin/docker --version | grep -q '^Docker version 20\.'; then
+        DOCKER_BUILDKIT=1 /usr/bin/docker "$@"
+    else
+        DOCKER_BUILDKIT=1 docker "$@"
+    fi
+}
 case "${1:-}" in
 --production)
-    DOCKER_BUILDKIT=1 docker build -q -f docker/train.Dockerfile --target system \
+    buildkit_docker build -q -f docker/train.Dockerfile --target system \
         --build-arg BASE_IMAGE="$BASE" -t rxvision-train:system . >/dev/null
     echo "built rxvision-train:system (docker/train.Dockerfile up to the pip install)"
     ;;
 --production-full)
-    DOCKER_BUILDKIT=1 docker build -f docker/train.Dockerfile --build-arg BASE_IMAGE="$BASE" \
+    buildkit_docker build -f docker/train.Dockerfile --build-arg BASE_IMAGE="$BASE" \
         -t rxvision-train:latest .
     ;;
 esac

@@ -11,10 +11,9 @@ import pytest
 
 pytest.importorskip("airflow.sdk")
 
-from rxvision_airflow import sla
-
 from rxvision.pipeline.alerts import Alert
 from rxvision.pipeline.config import DagSettings, load_pipeline_config
+from rxvision_airflow import sla
 
 pytestmark = pytest.mark.unit
 

@@ -10,10 +10,9 @@ import pytest
 
 pytest.importorskip("airflow.providers.docker")
 
-from rxvision_airflow.operators import RxVisionTrainOperator, dev_mounts, parse_size
-
 from rxvision.home import repo_root
 from rxvision.pipeline.config import load_pipeline_config
+from rxvision_airflow.operators import RxVisionTrainOperator, dev_mounts, parse_size
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,70 @@
+"""The training images on the real Docker engine: the dev image runs `rxvision train`
+as a non-root user from the mounted venv; the production Dockerfile's system stage
+builds on the locally assembled base (no registry)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+
+from rxvision.home import repo_root
+
+pytestmark = pytest.mark.docker
+
+pytest.importorskip("airflow.providers.docker")
+from rxvision_airflow.operators import dev_mounts  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def images() -> docker.DockerClient:
+    proc = subprocess.run(
+        [str(repo_root() / "scripts" / "build-images.sh"), "--production"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return docker.from_env()
+
+
+def test_dev_image_runs_rxvision_train_as_non_root(images: docker.DockerClient) -> None:
+    rxvision = str(Path(sys.prefix) / "bin" / "rxvision")
+    out = images.containers.run(
+        "rxvision-train:dev",
+        entrypoint=["/bin/sh", "-c", f'id -u; "{rxvision}" train --help'],
+        mounts=dev_mounts(),
+        remove=True,
+        network_mode="none",
+    ).decode()
+    uid, _, help_text = out.partition("\n")
+    assert uid.strip() == "10001"
+    assert "--config" in help_text and "--run-id" in help_text
+
+
+def test_dev_image_cannot_write_the_mounted_checkout(images: docker.DockerClient) -> None:
+    target = repo_root() / "should-not-exist.txt"
+    with pytest.raises(docker.errors.ContainerError):
+        images.containers.run(
+            "rxvision-train:dev",
+            entrypoint=["/bin/sh", "-c", f"touch {target}"],
+            mounts=dev_mounts(),
+            remove=True,
+            network_mode="none",
+        )
+    assert not target.exists()
+
+
+def test_production_system_stage_builds_on_the_local_base(images: docker.DockerClient) -> None:
+    out = images.containers.run(
+        "rxvision-train:system",
+        entrypoint=["/opt/venv/bin/python", "-c", "import sys; print(sys.version_info[:2])"],
+        remove=True,
+        network_mode="none",
+    ).decode()
+    assert out.strip() == "(3, 11)"
+    config = images.images.get("rxvision-train:system").attrs["Config"]
+    assert "RXVISION_HOME=/var/lib/rxvision" in config["Env"]
