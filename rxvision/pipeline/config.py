@@ -103,7 +103,8 @@ class PipelineConfig(_Strict):
     connections: Connections = Connections()
     retries: Retries = Retries()
     hard_limit_factor: float = Field(3.0, ge=1.0)
-    alerts_uri: str = "s3://rxvision-artifacts/alerts"
+    # null: alerts are not recorded (status then shows no SLA misses)
+    alerts_uri: str | None = "s3://rxvision-artifacts/alerts"
     statsd_prefix: str = "rxvision"
     nightly: NightlySettings
     scoring: ScoringSettings

@@ -62,8 +62,10 @@ def last_runs(client: AirflowClient, dag_ids: list[str]) -> dict[str, dict[str, 
     return out
 
 
-def sla_misses(alerts_uri: str, limit: int = 10) -> dict[str, Any]:
+def sla_misses(alerts_uri: str | None, limit: int = 10) -> dict[str, Any]:
     """SLA alerts on record: the count and the newest ``limit``."""
+    if alerts_uri is None:
+        return {"count": None, "recent": [], "note": "alerts_uri is null: not recorded"}
     misses = [a for a in list_alerts(alerts_uri) if a.get("kind") == "sla_miss"]
     misses.sort(key=lambda a: str(a.get("created")), reverse=True)
     return {
