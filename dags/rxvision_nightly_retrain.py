@@ -13,8 +13,8 @@ Tasks, and what to do when one fails:
 - `pull_snapshot`: pulls it from S3 (DVC) and verifies every file's hash. S3 down: the
   retry usually fixes it; objects missing: push the snapshot again.
 - `validate`: resolution, RGB, corruption, class balance; the JSON report goes to S3
-  (its URI is in the log and the XCom). Read the report: each failed criterion names
-  the files.
+  ("Validation report" link on the task). Read the report: each failed criterion
+  names the files.
 - `preprocess`: builds the feature store shards (a cache hit does nothing). S3 or disk
   errors: clear and rerun, it is safe.
 - `train`: `rxvision train` in the GPU container (DockerOperator). A retry resumes from
@@ -45,6 +45,7 @@ from rxvision_airflow.assets import CHAMPION
 from rxvision_airflow.operators import RxVisionTrainOperator
 from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
 from rxvision_airflow.task_runtime import rxvision_task
+from rxvision_airflow.validation import ValidateSnapshotOperator
 
 CFG = load_pipeline_config()
 S = CFG.nightly
@@ -67,6 +68,7 @@ def _run_id() -> str:
     user_defined_macros={
         "rxv_train_run_id": nightly.train_run_id,
         "rxv_summary_uri": lambda run: nightly.summary_uri(S, run),
+        "rxv_report_uri": lambda run: f"{S.reports_uri.rstrip('/')}/{nightly.safe_id(run)}.json",
     },
     params={
         "snapshot_rev": Param(
@@ -99,12 +101,6 @@ def rxvision_nightly_retrain() -> None:
         with rxvision_task(CFG):
             return nightly.pull_snapshot(snapshot["rev"])
 
-    @task(**task_limits(CFG, S, "validate"))
-    def validate(snapshot: dict[str, Any], pulled: dict[str, Any]) -> dict[str, Any]:
-        uri = f"{S.reports_uri.rstrip('/')}/{nightly.safe_id(_run_id())}/{snapshot['rev']}.json"
-        with rxvision_task(CFG):
-            return nightly.validate_snapshot(snapshot["rev"], uri)
-
     @task(**task_limits(CFG, S, "preprocess"))
     def preprocess(snapshot: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
         with rxvision_task(CFG):
@@ -112,8 +108,14 @@ def rxvision_nightly_retrain() -> None:
 
     snapshot = resolve_snapshot()
     pulled = pull_snapshot(snapshot)
-    report = validate(snapshot, pulled)
-    features = preprocess(snapshot, report)
+    report = ValidateSnapshotOperator(
+        task_id="validate",
+        snapshot_rev="{{ ti.xcom_pull(task_ids='resolve_snapshot')['rev'] }}",
+        report_uri="{{ rxv_report_uri(run_id) }}",
+        **task_limits(CFG, S, "validate"),
+    )
+    pulled >> report
+    features = preprocess(snapshot, report.output)
 
     train = RxVisionTrainOperator(
         task_id="train",

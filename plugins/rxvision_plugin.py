@@ -1,4 +1,5 @@
-"""Registers RxVision's Airflow plugin: the task-duration listener (SLA accounting)."""
+"""Registers RxVision's Airflow plugin: the task-duration listener (SLA accounting) and
+the operator links (the API server shows links only of registered classes)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from typing import Any, ClassVar
 from airflow.plugins_manager import AirflowPlugin
 
 from rxvision_airflow import listener
+from rxvision_airflow.validation import ValidationReportLink
 
 
 class RxVisionPlugin(AirflowPlugin):
-    """RxVision's listeners (operators and callbacks are imported from ``rxvision_airflow``)."""
+    """RxVision's listener and links (operators and callbacks are imported from
+    ``rxvision_airflow``)."""
 
     name = "rxvision"
     listeners: ClassVar[list[Any]] = [listener]
+    operator_extra_links: ClassVar[list[Any]] = [ValidationReportLink()]

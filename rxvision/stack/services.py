@@ -81,6 +81,8 @@ def client_env(layout: StackLayout) -> dict[str, str]:
         "AWS_DEFAULT_REGION": layout.config.s3.region,
         "MLFLOW_TRACKING_URI": layout.mlflow_uri,
         "MLFLOW_S3_ENDPOINT_URL": layout.s3_endpoint,
+        # one stream per artifact: see rxvision/__init__.py
+        "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
         "RXVISION_AIRFLOW_API_URL": layout.airflow_url,
         "STATSD_HOST": HOST,
         "STATSD_PORT": str(layout.ports["statsd"]),

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from e2e_helpers import MODEL, read_parquet, rxvision
 from mlflow.tracking import MlflowClient
 
+from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
@@ -30,6 +32,20 @@ def test_nightly_then_asset_triggered_scoring(main_job: dict[str, Any]) -> None:
     scoring = main_job["scoring"]
     assert scoring["state"] == "success" and scoring["asset_triggered"] is True
     assert scoring["run_id"].startswith("asset_triggered__")
+
+
+def test_validation_report_is_linked_from_the_task(
+    main_job: dict[str, Any], client: AirflowClient
+) -> None:
+    run_id = main_job["nightly"]["run_id"]
+    links = client.request(
+        "GET", f"/dags/{CFG.nightly.dag_id}/dagRuns/{run_id}/taskInstances/validate/links"
+    )
+    url = links["Validation report"]
+    assert url.startswith("http://127.0.0.1:") and "X-Amz-Signature=" in url
+    report = requests.get(url, timeout=10).json()  # presigned: no credentials needed
+    assert report["ok"] is True and report["snapshot_rev"] == main_job["snapshot"]["tag"]
+    assert report["summary"]["files"] == main_job["snapshot"]["images"]
 
 
 def test_training_ran_in_the_container(main_job: dict[str, Any], e2e_stack: LocalStack) -> None:
