@@ -41,7 +41,7 @@ def test_validation_report_is_linked_from_the_task(
     links = client.request(
         "GET", f"/dags/{CFG.nightly.dag_id}/dagRuns/{run_id}/taskInstances/validate/links"
     )
-    url = links["Validation report"]
+    url = links["extra_links"]["Validation report"]
     assert url.startswith("http://127.0.0.1:") and "X-Amz-Signature=" in url
     report = requests.get(url, timeout=10).json()  # presigned: no credentials needed
     assert report["ok"] is True and report["snapshot_rev"] == main_job["snapshot"]["tag"]
