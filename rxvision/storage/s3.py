@@ -73,7 +73,10 @@ class S3Store:
     def client(self) -> Any:
         """The boto3 S3 client (built on first use, not in ``__init__``)."""
         cfg = self.config
-        return boto3.client(
+        # A session of its own: boto3's default session caches the credentials it first
+        # found in the environment for the whole process, so a store made after the
+        # variables changed (another stack, a rotated key) would sign with stale ones.
+        return boto3.session.Session().client(
             "s3",
             endpoint_url=cfg.endpoint_url,
             aws_access_key_id=cfg.access_key,

@@ -106,6 +106,10 @@ def test_every_task_has_its_deadline_alert(dagbag: dict[str, Any]) -> None:
 
     settings = {s.dag_id: s for s in load_pipeline_config().dags()}
     for dag_id, dag in dagbag["dags"].items():
+        if "smoke" in dag["tags"]:
+            # `airflow dags test` runs it, and fails on DAGs with deadline alerts
+            assert dag["deadlines"] == {}, dag_id
+            continue
         due = settings[dag_id].cumulative_budgets()
         assert set(dag["deadlines"]) == {f"task_sla:{t['task_id']}" for t in dag["tasks"]}, dag_id
         for task in dag["tasks"]:
@@ -113,6 +117,9 @@ def test_every_task_has_its_deadline_alert(dagbag: dict[str, Any]) -> None:
             assert alert["interval"] == due[task["task_id"]].total_seconds()
             assert alert["callback"] == "rxvision_airflow.sla.task_sla_callback"
             assert alert["kwargs"]["task_id"] == task["task_id"]
+
+    for dag_id, dag in dagbag["dags"].items():
+        for task in dag["tasks"]:
             # the hard limit sits above the SLA budget: the alert comes first
             assert task["execution_timeout"] > settings[dag_id].sla_s[task["task_id"]]
 

@@ -1,0 +1,61 @@
+"""Render bench/results/*.json as the Markdown that BENCHMARKS.md records: per benchmark,
+the machine, the command, and median / range / ratio to the baseline.
+
+    .venv/bin/python bench/report.py [bench/results] > /tmp/results.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ORDER = [
+    "data_loading",
+    "validator",
+    "snapshot_pull",
+    "train_step",
+    "scoring",
+    "scoring_job",
+    "orchestration",
+    "gpu_train",
+    "gpu_input",
+]
+
+
+def render(data: dict[str, Any]) -> str:
+    m = data.get("machine", {})
+    lines = [
+        f"### {data['bench']}",
+        "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch {m.get('torch', '?')}"
+        + (f", GPU {m['gpu']}" if m.get("gpu") else "")
+        + f"; {data.get('finished', '')}. Command: `{data.get('command', '')}`.",
+        "",
+        f"| case | median ({data['unit']}) | min | max | spread | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["results"]:
+        ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-"
+        lines.append(
+            f"| {r['name']} | {r['median']:.1f} | {r['low']:.1f} | {r['high']:.1f} | "
+            f"{r['spread_pct']:.0f}% | {ratio} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
+    found = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+    for name in [n for n in ORDER if n in found] + sorted(set(found) - set(ORDER)):
+        data = found[name]
+        if "results" in data and isinstance(data["results"], list) and "bench" in data:
+            print(render(data))
+        else:
+            print(f"### {name}\n\n(not in the harness format: see bench/results/{name}.json)\n")
+
+
+if __name__ == "__main__":
+    main()
