@@ -37,7 +37,7 @@ S = CFG.drill
     doc_md=__doc__,
     default_args=default_args(CFG),
     deadline=task_deadline_alerts(S),
-    params={"sleep_s": Param(35, type="number", minimum=0, description="How long `late` sleeps")},
+    params={"sleep_s": Param(50, type="number", minimum=0, description="How long `late` sleeps")},
 )
 def rxvision_sla_drill() -> None:
     @task(**task_limits(CFG, S, "on_time"))

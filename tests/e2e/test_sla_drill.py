@@ -20,10 +20,10 @@ def test_late_task_pages_on_call_and_on_time_task_does_not(
     client: AirflowClient, webhook: WebhookReceiver, e2e_stack: LocalStack
 ) -> None:
     due = DRILL.cumulative_budgets()
-    # `late` starts a few seconds into the run, so sleeping until its deadline outlives
-    # it; it stays within its hard limit; `on_time`'s deadline passes while it sleeps
-    sleep_s = due["late"].total_seconds()
-    assert sleep_s < DRILL.sla_s["late"] * load_pipeline_config().hard_limit_factor
+    # `late` sleeps 10 s past its deadline (the triggerer runs a callback ~2 s after it is
+    # due) and stays within its hard limit; `on_time`'s deadline passes while it sleeps
+    sleep_s = due["late"].total_seconds() + 10
+    assert sleep_s + 5 < DRILL.sla_s["late"] * load_pipeline_config().hard_limit_factor
     client.wait_for_dag(DRILL.dag_id, timeout_s=180)
     run_id = client.trigger(DRILL.dag_id, {"sleep_s": sleep_s})
     assert client.wait_for_run(DRILL.dag_id, run_id, timeout_s=300) == "success"
