@@ -4,6 +4,8 @@
 #   rxvision-train:dev      docker/train-dev.Dockerfile on that base (host venv mounted)
 # With --production, also build docker/train.Dockerfile's system layers on the same base
 # (the locked pip install needs PyPI and ~6 GB; --production-full builds it all).
+# RXVISION_EXTRA_CA=/path/ca.crt passes extra CA certificates (a TLS-intercepting proxy)
+# to the build as a secret: they never land in a layer.
 # Idempotent: an existing base image is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +46,10 @@ case "${1:-}" in
     echo "built rxvision-train:system (docker/train.Dockerfile up to the pip install)"
     ;;
 --production-full)
+    secret=()
+    if [ -n "${RXVISION_EXTRA_CA:-}" ]; then secret=(--secret "id=extra_ca,src=$RXVISION_EXTRA_CA"); fi
     buildkit_docker build -f docker/train.Dockerfile --build-arg BASE_IMAGE="$BASE" \
+        --build-arg GIT_COMMIT="$(git rev-parse HEAD 2>/dev/null || true)" "${secret[@]}" \
         -t rxvision-train:latest .
     ;;
 esac
