@@ -8,7 +8,12 @@ export PATH="$PWD/.venv/bin:$PATH"
 # The docker and e2e tiers run the training image on a real engine: start dockerd and
 # build the images when this machine can (under CI=true, a tier that cannot run fails).
 if command -v dockerd >/dev/null 2>&1 || docker info >/dev/null 2>&1; then
-  echo "== docker engine and images"; scripts/build-images.sh
+  echo "== docker engine and images"
+  if scripts/docker-engine.sh | grep -qx started; then
+    # an engine this run started is stopped when the run ends
+    trap 'scripts/docker-engine.sh stop' EXIT
+  fi
+  scripts/build-images.sh
 fi
 echo "== ruff check";        ruff check .
 echo "== ruff format";       ruff format --check .
