@@ -126,6 +126,7 @@ def rxvision_nightly_retrain() -> None:
         snapshot_hash="{{ ti.xcom_pull(task_ids='resolve_snapshot')['content_hash'] }}",
         overrides="{{ 'training.epochs=' ~ params.epochs if params.epochs else '' }}",
         pipeline_config=CFG,
+        queue=CFG.train_launcher.queue,
         **task_limits(CFG, S, "train"),
     )
     features >> train

@@ -6,10 +6,19 @@ pools started with spawn or forkserver (the validator's decode workers) re-impor
 ``__main__`` in each child, and importing Airflow there fails: the task process holds
 no database URL by design. Hiding the main module's path for the task's duration lets
 the children start from ``rxvision`` alone.
+
+On a Celery worker the task process is forked from a prefork pool process, which
+multiprocessing marks daemonic; daemonic processes may not start children ("daemonic
+processes are not allowed to have children"), and Celery's billiard leaves its own authkey
+type, which multiprocessing refuses to pickle to a forkserver. The task process is its
+own process, supervised by Airflow, and the pools it starts are joined before it returns:
+for the task's duration it is a plain multiprocessing parent.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +45,25 @@ def main_module_hidden() -> Iterator[None]:
 
 
 @contextmanager
+def children_allowed() -> Iterator[None]:
+    """Let a task forked from a Celery pool process start process pools in this block."""
+    process = multiprocessing.current_process()
+    config = process._config  # type: ignore[attr-defined]
+    saved = {k: config[k] for k in ("daemon", "authkey") if k in config}
+    config["daemon"] = False
+    # The same key as multiprocessing's own AuthenticationString: the current process may
+    # be billiard's, whose authkey setter would wrap it in billiard's type again.
+    key = bytes(config.get("authkey") or os.urandom(32))
+    config["authkey"] = multiprocessing.process.AuthenticationString(key)
+    try:
+        yield
+    finally:
+        config.update(saved)
+
+
+@contextmanager
 def rxvision_task(cfg: PipelineConfig) -> Iterator[dict[str, str]]:
-    """Connections as variables plus a pool-safe ``__main__``, for the block."""
-    with main_module_hidden(), connection_env(cfg) as env:
+    """Connections as variables, a pool-safe ``__main__``, and process pools allowed on
+    Celery workers, for the block."""
+    with main_module_hidden(), children_allowed(), connection_env(cfg) as env:
         yield env

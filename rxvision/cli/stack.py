@@ -20,10 +20,16 @@ console = Console()
 @app.command("up")
 def up(
     timeout: float = typer.Option(240, help="Seconds to wait for each server's health."),
+    profile: str | None = typer.Option(
+        None,
+        help="local: LocalExecutor on SQLite. scale: CeleryExecutor with Redis, Postgres for "
+        "Airflow and MLflow, and the Celery workers of configs/stack.yaml. Default: the "
+        "profile this home last ran, else local.",
+    ),
 ) -> None:
     """Start every server not yet running and wait until each is healthy (idempotent)."""
-    stack = LocalStack()
-    with console.status("starting the stack (SeaweedFS, statsd, MLflow, Airflow)…"):
+    stack = LocalStack(profile=profile)
+    with console.status(f"starting the stack ({stack.profile} profile)…"):
         report = stack.up(timeout_s=timeout)
     for name, (old, new) in report.moved_ports.items():
         console.print(f"[yellow]port {old} for {name} was taken: using {new}[/]")
@@ -82,7 +88,11 @@ def env() -> None:
 
 @app.command("logs")
 def logs(
-    server: str = typer.Argument(..., help=f"One of: {', '.join(SERVER_NAMES)}."),
+    server: str = typer.Argument(
+        ...,
+        help=f"One of: {', '.join(SERVER_NAMES)}; with --profile scale also postgres, "
+        "redis, airflow-worker-NAME.",
+    ),
     lines: int = typer.Option(50, "-n", help="How many lines."),
     follow: bool = typer.Option(False, "-f", help="Keep printing new lines."),
 ) -> None:

@@ -86,6 +86,30 @@ class AirflowStack(_Strict):
     admin_user: str = "admin"
 
 
+class CeleryWorker(_Strict):
+    """One Celery worker of the ``scale`` profile: the queues it consumes."""
+
+    queues: list[str] = Field(min_length=1)
+    concurrency: int = Field(2, ge=1)
+
+
+def _default_workers() -> dict[str, CeleryWorker]:
+    return {
+        "default": CeleryWorker(queues=["default"], concurrency=2),
+        "gpu": CeleryWorker(queues=["gpu"], concurrency=1),
+    }
+
+
+class ScaleStack(_Strict):
+    """The ``scale`` profile: CeleryExecutor, Redis broker, Postgres for Airflow and MLflow."""
+
+    workers: dict[str, CeleryWorker] = Field(default_factory=_default_workers)
+    # A task whose worker died is failed (and retried) after this long without a heartbeat.
+    task_heartbeat_timeout_s: int = Field(300, ge=10)
+    # A task queued this long without a worker starting it is requeued (a lost message).
+    task_queued_timeout_s: int = Field(600, ge=30)
+
+
 class StackPorts(_Strict):
     s3: int = Field(27333, ge=1024, le=65535)
     weed_master: int = Field(27336, ge=1024, le=65535)
@@ -96,6 +120,8 @@ class StackPorts(_Strict):
     airflow_worker_logs: int = Field(27382, ge=1024, le=65535)
     airflow_trigger_logs: int = Field(27384, ge=1024, le=65535)
     statsd: int = Field(27325, ge=1024, le=65535)
+    postgres: int = Field(27390, ge=1024, le=65535)
+    redis: int = Field(27392, ge=1024, le=65535)
 
 
 class StackConfig(_Strict):
@@ -104,6 +130,7 @@ class StackConfig(_Strict):
     s3: S3Stack = Field(default_factory=S3Stack)
     mlflow: MlflowStack = Field(default_factory=MlflowStack)
     airflow: AirflowStack = Field(default_factory=AirflowStack)
+    scale: ScaleStack = Field(default_factory=ScaleStack)
     ports: StackPorts = Field(default_factory=StackPorts)
 
 

@@ -94,6 +94,9 @@ class TrainLauncher(_Strict):
     # auto, none, or a count
     gpus: str | int = "auto"
     shm_size: str = "2g"
+    # The Celery queue of the train task: the GPU workers consume it (the scale profile).
+    # LocalExecutor ignores queues.
+    queue: str = "gpu"
 
 
 class PipelineConfig(_Strict):

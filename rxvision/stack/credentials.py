@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -21,6 +21,9 @@ class StackCredentials:
     airflow_secret_key: str
     airflow_jwt_secret: str
     airflow_fernet_key: str
+    # Added with the ``scale`` profile; a home created before gets them on its next load.
+    postgres_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    redis_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @classmethod
     def generate(cls) -> StackCredentials:
@@ -46,12 +49,20 @@ def load_or_create_credentials(path: Path) -> tuple[StackCredentials, bool]:
     Returns the credentials and whether they were created now.
     """
     if path.is_file():
-        return StackCredentials(**json.loads(path.read_text())), False
+        stored = json.loads(path.read_text())
+        creds = StackCredentials(**stored)
+        if set(stored) != {f.name for f in fields(StackCredentials)}:
+            _write_private(path, creds)  # keep the secrets generated for new fields
+        return creds, False
     creds = StackCredentials.generate()
+    _write_private(path, creds)
+    return creds, True
+
+
+def _write_private(path: Path, creds: StackCredentials) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Create with 0600 from the start: never a moment where the file is world-readable.
     fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(asdict(creds), fh, indent=2)
     path.with_suffix(".tmp").replace(path)
-    return creds, True

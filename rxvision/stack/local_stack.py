@@ -11,6 +11,7 @@ import functools
 import hashlib
 import logging
 import shlex
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from rxvision.config.load import load_config
 from rxvision.config.schema import StackConfig
 from rxvision.errors import StackError
 from rxvision.home import Home, repo_root
-from rxvision.stack import services
+from rxvision.stack import scale, services
 from rxvision.stack.credentials import StackCredentials, load_or_create_credentials
 from rxvision.stack.ports import (
     PortRegistry,
@@ -44,8 +45,11 @@ SERVER_NAMES = (
     "mlflow",
     *tuple(f"airflow-{c}" for c in services.AIRFLOW_COMPONENTS),
 )
+PROFILES = ("local", "scale")
 # Which ports each server holds, so a running server keeps its ports.
-SERVER_PORTS = {
+SERVER_PORTS: dict[str, tuple[str, ...]] = {
+    "postgres": ("postgres",),
+    "redis": ("redis",),
     "seaweedfs": ("s3", "weed_master", "weed_volume", "weed_filer"),
     "statsd": ("statsd",),
     "mlflow": ("mlflow",),
@@ -72,14 +76,28 @@ class UpReport:
     seconds: float = 0.0
 
 
+def server_names(profile: str, config: StackConfig) -> tuple[str, ...]:
+    """The servers of a profile, in start order."""
+    if profile == "local":
+        return SERVER_NAMES
+    workers = tuple(scale.worker_server_name(w) for w in config.scale.workers)
+    return ("postgres", "redis", *SERVER_NAMES, *workers)
+
+
 class LocalStack:
-    """The servers of one home."""
+    """The servers of one home.
+
+    ``profile`` ``local`` (the default) runs Airflow's LocalExecutor on SQLite; ``scale``
+    adds Postgres, Redis and Celery workers (``rxvision.stack.scale``). A home remembers the
+    profile it was last brought up with.
+    """
 
     def __init__(
         self,
         home: Home | None = None,
         config: StackConfig | None = None,
         port_registry: PortRegistry | None = None,
+        profile: str | None = None,
     ) -> None:
         self.home = (home or Home.from_env()).ensure()
         self.config = config or load_config(default_stack_config_path(), StackConfig)
@@ -87,6 +105,32 @@ class LocalStack:
         self._creds: StackCredentials | None = None
         self.credentials_created = False
         self.port_registry = port_registry or PortRegistry()
+        if profile is not None and profile not in PROFILES:
+            raise StackError(f"unknown stack profile {profile!r}; known: {', '.join(PROFILES)}")
+        self._profile = profile
+
+    @property
+    def profile_file(self) -> Path:
+        return self.home.stack_dir / "profile"
+
+    @property
+    def profile(self) -> str:
+        """The profile asked for, else the one the home was last brought up with."""
+        if self._profile is not None:
+            return self._profile
+        if self.profile_file.is_file():
+            recorded = self.profile_file.read_text().strip()
+            if recorded in PROFILES:
+                return recorded
+        return "local"
+
+    def servers(self) -> tuple[str, ...]:
+        """This stack's servers, in start order."""
+        return server_names(self.profile, self.config)
+
+    def _all_known_servers(self) -> tuple[str, ...]:
+        # `down` stops whatever runs, whichever profile started it.
+        return server_names("scale", self.config)
 
     # --- layout ---------------------------------------------------------------------------
 
@@ -105,7 +149,7 @@ class LocalStack:
     def layout(self, ports: dict[str, int] | None = None) -> services.StackLayout:
         """The current layout (recorded ports, else the config's first choices)."""
         chosen = ports or {**self.config.ports.model_dump(), **load_ports(self.ports_file)}
-        return services.StackLayout(self.home, self.config, chosen, self.creds)
+        return services.StackLayout(self.home, self.config, chosen, self.creds, self.profile)
 
     def process(self, name: str, layout: services.StackLayout | None = None) -> ManagedProcess:
         """The managed process of one server."""
@@ -120,9 +164,16 @@ class LocalStack:
             return services.statsd_spec(layout)
         if name == "mlflow":
             return services.mlflow_spec(layout)
+        if name == "postgres":
+            return scale.postgres_spec(layout)
+        if name == "redis":
+            return scale.redis_spec(layout)
+        for worker, settings in self.config.scale.workers.items():
+            if name == scale.worker_server_name(worker):
+                return scale.celery_worker_spec(layout, worker, settings)
         if name.startswith("airflow-"):
             return services.airflow_spec(layout, name.removeprefix("airflow-"))
-        raise StackError(f"unknown server {name!r}; known: {', '.join(SERVER_NAMES)}")
+        raise StackError(f"unknown server {name!r}; known: {', '.join(self.servers())}")
 
     def _pid_of(self, name: str) -> int | None:
         # A PID check needs no spec (and so no weed binary or config) to be built.
@@ -146,8 +197,8 @@ class LocalStack:
         with self.port_registry.locked():
             recorded = load_ports(self.ports_file)
             wanted = {**self.config.ports.model_dump(), **recorded}
-            running = {n for n in SERVER_NAMES if self._pid_of(n) is not None}
-            held = {port for n in running for port in SERVER_PORTS[n]}
+            running = {n for n in self._all_known_servers() if self._pid_of(n) is not None}
+            held = {port for n in running for port in SERVER_PORTS.get(n, ())}
             chosen: dict[str, int] = {}
             moved: dict[str, tuple[int, int]] = {}
             taken: set[int] = set()
@@ -186,15 +237,19 @@ class LocalStack:
         """Start every server that is not running; return once all are healthy."""
         began = time.monotonic()
         report = UpReport()
+        self._check_profile_switch()
         _ = self.creds
         report.credentials_created = self.credentials_created
         ports, report.moved_ports = self.choose_ports()
+        self.profile_file.write_text(self.profile + "\n")
         layout = self.layout(ports)
         for name, (old, new) in report.moved_ports.items():
             log.warning("port %d for %s is taken: using %d", old, name, new)
 
         self._ensure_started("statsd", layout, report)
         self._ensure_started("seaweedfs", layout, report)
+        if self.profile == "scale":
+            self._up_postgres_and_redis(layout, report, timeout_s)
         migrate = self._start_airflow_migrate(layout)
         self._wait("seaweedfs", layout, lambda: self._s3_ready(layout), timeout_s)
         self._create_buckets(layout)
@@ -209,8 +264,47 @@ class LocalStack:
         self._wait(
             "airflow-api-server", layout, lambda: services.airflow_healthy(layout), timeout_s
         )
+        if self.profile == "scale":
+            self._up_celery_workers(layout, report, timeout_s)
         report.seconds = time.monotonic() - began
         return report
+
+    def _check_profile_switch(self) -> None:
+        running = [n for n in self._all_known_servers() if self._pid_of(n) is not None]
+        recorded = LocalStack(self.home, self.config, self.port_registry).profile
+        if running and recorded != self.profile:
+            raise StackError(
+                f"the stack of {self.home.root} runs with profile {recorded!r}: "
+                f"run `rxvision stack down` before `up --profile {self.profile}`"
+            )
+
+    def _up_postgres_and_redis(
+        self, layout: services.StackLayout, report: UpReport, timeout_s: float
+    ) -> None:
+        if self._pid_of("postgres") is None:
+            scale.init_postgres_cluster(layout)
+        self._ensure_started("postgres", layout, report)
+        self._ensure_started("redis", layout, report)
+        self._wait("postgres", layout, lambda: scale.postgres_ready(layout), timeout_s)
+        created = scale.create_databases(layout)
+        if created:
+            log.info("created Postgres databases: %s", ", ".join(created))
+        self._wait("redis", layout, lambda: scale.redis_ready(layout), 60)
+
+    def _up_celery_workers(
+        self, layout: services.StackLayout, report: UpReport, timeout_s: float
+    ) -> None:
+        workers = self.config.scale.workers
+        for worker in workers:
+            self._ensure_started(scale.worker_server_name(worker), layout, report)
+        for worker in workers:
+            node = scale.celery_node_name(worker)
+            self._wait(
+                scale.worker_server_name(worker),
+                layout,
+                lambda node=node: node in scale.celery_workers_answering(layout),
+                timeout_s,
+            )
 
     def _ensure_started(self, name: str, layout: services.StackLayout, report: UpReport) -> None:
         if self._pid_of(name) is not None:
@@ -276,7 +370,7 @@ class LocalStack:
     def down(self) -> list[str]:
         """Stop every server of this home (reverse start order); return those stopped."""
         stopped = []
-        for name in reversed(SERVER_NAMES):
+        for name in reversed(self._all_known_servers()):
             pid = self._pid_of(name)
             if pid is not None:
                 stub = self.process_stub(name)
@@ -290,8 +384,13 @@ class LocalStack:
 
     def process_stub(self, name: str) -> ManagedProcess:
         """A handle to stop a server without rebuilding its command line."""
-        grace = {"seaweedfs": 1.0, "statsd": 3.0}.get(name, 15.0)
-        spec = services.ProcessSpec(name, [], {}, self.home.root, stop_grace_s=grace)
+        grace = {"seaweedfs": 1.0, "statsd": 3.0, "redis": 5.0, "postgres": 20.0}.get(name, 15.0)
+        if name.startswith("airflow-worker-"):
+            grace = 30.0
+        sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
+        spec = services.ProcessSpec(
+            name, [], {}, self.home.root, stop_grace_s=grace, stop_signal=sig
+        )
         return ManagedProcess(spec, self.home.run_dir, self.home.logs_dir, self.stack_id)
 
     def _clean_sockets(self) -> None:
@@ -309,11 +408,20 @@ class LocalStack:
             "statsd": _safe(lambda: services.statsd_ready(layout)),
             "mlflow": _safe(lambda: services.mlflow_healthy(layout)),
         }
+        if self.profile == "scale":
+            health["postgres"] = _safe(lambda: scale.postgres_ready(layout))
+            health["redis"] = _safe(lambda: scale.redis_ready(layout))
+            answering = _safe_set(lambda: scale.celery_workers_answering(layout))
+            for worker in self.config.scale.workers:
+                name = scale.worker_server_name(worker)
+                health[name] = scale.celery_node_name(worker) in answering
         airflow = services.airflow_health(layout)
         servers = {}
-        for name in SERVER_NAMES:
+        for name in self.servers():
             pid = self._pid_of(name)
-            if name.startswith("airflow-"):
+            if name in health:
+                healthy = bool(health[name])
+            elif name.startswith("airflow-"):
                 part = {
                     "airflow-api-server": "metadatabase",
                     "airflow-scheduler": "scheduler",
@@ -322,23 +430,32 @@ class LocalStack:
                 }[name]
                 healthy = airflow.get(part) == "healthy"
             else:
-                healthy = bool(health[name])
+                healthy = False
             servers[name] = {
                 "pid": pid,
                 "running": pid is not None,
                 "healthy": pid is not None and healthy,
             }
-        return {"home": str(self.home.root), "servers": servers, "urls": self.urls(layout)}
+        return {
+            "home": str(self.home.root),
+            "profile": self.profile,
+            "servers": servers,
+            "urls": self.urls(layout),
+        }
 
     def urls(self, layout: services.StackLayout | None = None) -> dict[str, str]:
         """Where a person looks: Airflow UI, MLflow UI, the S3 endpoint, statsd."""
         layout = layout or self.layout()
-        return {
+        urls = {
             "airflow": layout.airflow_url,
             "mlflow": layout.mlflow_uri,
             "s3": layout.s3_endpoint,
             "statsd": f"udp://{services.HOST}:{layout.ports['statsd']}",
         }
+        if self.profile == "scale":  # no passwords: those stay in the home's credentials
+            urls["postgres"] = f"postgresql://{services.HOST}:{layout.ports['postgres']}"
+            urls["redis"] = f"redis://{services.HOST}:{layout.ports['redis']}"
+        return urls
 
     def client_env(self) -> dict[str, str]:
         """The standard variables for clients of this stack."""
@@ -354,8 +471,9 @@ class LocalStack:
 
     def log_path(self, name: str) -> Path:
         """The log file of one server."""
-        if name not in SERVER_NAMES and name != "airflow-db-migrate":
-            raise StackError(f"unknown server {name!r}; known: {', '.join(SERVER_NAMES)}")
+        known = self._all_known_servers()
+        if name not in known and name != "airflow-db-migrate":
+            raise StackError(f"unknown server {name!r}; known: {', '.join(known)}")
         return self.home.logs_dir / f"{name}.log"
 
     def metrics(self) -> dict[str, Any]:
@@ -375,6 +493,13 @@ def _ports_free(name: str, port: int) -> bool:
 
 def _ports_of(name: str, port: int) -> tuple[int, ...]:
     return (port, port + 1) if name in PAIRED_PORTS else (port,)
+
+
+def _safe_set(check: Any) -> set[str]:
+    try:
+        return set(check())
+    except Exception:
+        return set()
 
 
 def _safe(check: Any) -> bool:

@@ -38,6 +38,8 @@ class ProcessSpec:
     env: dict[str, str]
     cwd: Path
     stop_grace_s: float = 10.0
+    # Postgres takes SIGINT as "fast shutdown"; its SIGTERM waits for clients to leave.
+    stop_signal: signal.Signals = signal.SIGTERM
 
 
 def _read_environ(pid: int) -> bytes:
@@ -159,7 +161,7 @@ class ManagedProcess:
         pid = self.pid()
         if pid is None:
             return False
-        _signal_group(pid, signal.SIGTERM)
+        _signal_group(pid, self.spec.stop_signal)
         if not wait_until(lambda: not is_alive(pid), self.spec.stop_grace_s):
             log.warning(
                 "%s: still running after %.0fs, killing", self.spec.name, self.spec.stop_grace_s

@@ -7,6 +7,7 @@ RXVISION_HOME. The flags follow DESIGN.md (measured on these machines).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +33,13 @@ class StackLayout:
     config: StackConfig
     ports: dict[str, int]
     creds: StackCredentials
+    # "local": LocalExecutor on SQLite; "scale": CeleryExecutor, Redis, Postgres (scale.py)
+    profile: str = "local"
+
+    @property
+    def stack_id(self) -> str:
+        """A short id of the home, carried by every process of its stack."""
+        return hashlib.sha256(str(self.home.root).encode()).hexdigest()[:16]
 
     @property
     def s3_endpoint(self) -> str:
@@ -63,7 +71,8 @@ def bin_dir() -> Path:
     return Path(sys.executable).parent
 
 
-def _base_env(layout: StackLayout) -> dict[str, str]:
+def base_env(layout: StackLayout) -> dict[str, str]:
+    """The environment every server starts from: the venv first on PATH, TMPDIR in the home."""
     env = dict(os.environ)
     env["PATH"] = f"{bin_dir()}{os.pathsep}{env.get('PATH', '')}"
     env["RXVISION_HOME"] = str(layout.home.root)
@@ -128,7 +137,7 @@ def seaweed_spec(layout: StackLayout) -> ProcessSpec:
     p = layout.ports
     data = layout.home.data_dir / "seaweedfs"
     data.mkdir(parents=True, exist_ok=True)
-    env = _base_env(layout)
+    env = base_env(layout)
     # Else the third bucket fails with "No writable volumes" (DESIGN.md).
     env["WEED_MASTER_VOLUME_GROWTH_COPY_1"] = "1"
     argv = [
@@ -188,14 +197,19 @@ def statsd_spec(layout: StackLayout) -> ProcessSpec:
         f"--host={HOST}",
         f"--state={layout.statsd_state}",
     ]
-    return ProcessSpec("statsd", argv, _base_env(layout), layout.home.root, stop_grace_s=3)
+    return ProcessSpec("statsd", argv, base_env(layout), layout.home.root, stop_grace_s=3)
 
 
 # --- MLflow -----------------------------------------------------------------------------
 
 
 def mlflow_backend_uri(layout: StackLayout) -> str:
-    """The MLflow backend store: config's URI, else SQLite in the home."""
+    """The MLflow backend store: the stack's Postgres under the ``scale`` profile, else
+    config's URI, else SQLite in the home."""
+    if layout.profile == "scale":
+        from rxvision.stack.scale import postgres_uri
+
+        return postgres_uri(layout, "mlflow", "postgresql+psycopg2")
     if layout.config.mlflow.backend_store_uri:
         return layout.config.mlflow.backend_store_uri
     db = layout.home.data_dir / "mlflow" / "mlflow.db"
@@ -205,7 +219,7 @@ def mlflow_backend_uri(layout: StackLayout) -> str:
 
 def mlflow_spec(layout: StackLayout) -> ProcessSpec:
     """A lean MLflow server (one worker, job execution off) proxying artifacts to S3."""
-    env = _base_env(layout)
+    env = base_env(layout)
     env.update(
         {
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -213,12 +227,13 @@ def mlflow_spec(layout: StackLayout) -> ProcessSpec:
             "AWS_ACCESS_KEY_ID": layout.creds.s3_access_key,
             "AWS_SECRET_ACCESS_KEY": layout.creds.s3_secret_key,
             "AWS_DEFAULT_REGION": layout.config.s3.region,
+            # by environment, not argv: a Postgres URI holds a password
+            "MLFLOW_BACKEND_STORE_URI": mlflow_backend_uri(layout),
         }
     )
     argv = [
         str(bin_dir() / "mlflow"),
         "server",
-        f"--backend-store-uri={mlflow_backend_uri(layout)}",
         f"--artifacts-destination=s3://{layout.config.mlflow.artifacts_bucket}/",
         f"--host={HOST}",
         f"--port={layout.ports['mlflow']}",
@@ -233,7 +248,12 @@ AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
 def airflow_db_uri(layout: StackLayout) -> str:
-    """Airflow's metadata DB: config's URI, else SQLite in the home."""
+    """Airflow's metadata DB: the stack's Postgres under the ``scale`` profile, else
+    config's URI, else SQLite in the home."""
+    if layout.profile == "scale":
+        from rxvision.stack.scale import postgres_uri
+
+        return postgres_uri(layout, "airflow", "postgresql+psycopg2")
     if layout.config.airflow.sql_alchemy_conn:
         return layout.config.airflow.sql_alchemy_conn
     return f"sqlite:///{layout.airflow_home / 'airflow.db'}"
@@ -271,7 +291,7 @@ def airflow_env(layout: StackLayout) -> dict[str, str]:
     root = repo_root()
     p = layout.ports
     layout.airflow_home.mkdir(parents=True, exist_ok=True)
-    env = _base_env(layout)
+    env = base_env(layout)
     env.update(client_env(layout))
     env.update(airflow_connections(layout))
     env.update(
@@ -304,6 +324,10 @@ def airflow_env(layout: StackLayout) -> dict[str, str]:
             ),
         }
     )
+    if layout.profile == "scale":
+        from rxvision.stack.scale import celery_airflow_env
+
+        env.update(celery_airflow_env(layout))
     return env
 
 
