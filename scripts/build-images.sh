@@ -2,7 +2,8 @@
 # Build the images the nightly DAG's train task runs, with no image registry:
 #   rxvision-base:bookworm  Debian bookworm assembled locally (debootstrap + docker import)
 #   rxvision-train:dev      docker/train-dev.Dockerfile on that base (host venv mounted)
-# With --production, also build docker/train.Dockerfile's system layers on the same base
+# With --production, also build the system layers of docker/train.Dockerfile (and of
+# airflow.Dockerfile and score.Dockerfile, infra/compose's images) on the same base
 # (the locked pip install needs PyPI and ~6 GB; --production-full builds it all).
 # RXVISION_EXTRA_CA=/path/ca.crt passes extra CA certificates (a TLS-intercepting proxy)
 # to the build as a secret: they never land in a layer.
@@ -44,6 +45,12 @@ case "${1:-}" in
     buildkit_docker build -q -f docker/train.Dockerfile --target system \
         --build-arg BASE_IMAGE="$BASE" -t rxvision-train:system . >/dev/null
     echo "built rxvision-train:system (docker/train.Dockerfile up to the pip install)"
+    # infra/compose's Airflow and scoring images, on the same base
+    for image in airflow score; do
+        buildkit_docker build -q -f "docker/$image.Dockerfile" --target system \
+            --build-arg BASE_IMAGE="$BASE" -t "rxvision-$image:system" . >/dev/null
+        echo "built rxvision-$image:system (docker/$image.Dockerfile up to the pip install)"
+    done
     ;;
 --production-full)
     secret=()

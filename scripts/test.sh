@@ -27,4 +27,10 @@ if [ "$code" = 5 ]; then
   echo "test: pytest collected no tests: that is a failure here" >&2
   exit 1
 fi
+# The AWS resources as code (infra/aws): its own venv, since its pins clash with the lock.
+# Skipped when pytest was given a selection (e.g. `scripts/test.sh -m unit`).
+if [ "$#" = 0 ]; then
+  echo "== infra/aws (CDK synth, template assertions, cfn-lint, checkov)"
+  scripts/test-infra.sh || code=$?
+fi
 exit "$code"

@@ -1,6 +1,7 @@
 """The training images on the real Docker engine: the dev image runs `rxvision train`
 as a non-root user from the mounted venv; the production Dockerfile's system stage
-builds on the locally assembled base (no registry)."""
+builds on the locally assembled base (no registry), and so do infra/compose's Airflow
+and scoring images'."""
 
 from __future__ import annotations
 
@@ -58,13 +59,16 @@ def test_dev_image_cannot_write_the_mounted_checkout(images: docker.DockerClient
     assert not target.exists()
 
 
-def test_production_system_stage_builds_on_the_local_base(images: docker.DockerClient) -> None:
+@pytest.mark.parametrize("image", ["train", "airflow", "score"])
+def test_production_system_stage_builds_on_the_local_base(
+    images: docker.DockerClient, image: str
+) -> None:
     out = images.containers.run(
-        "rxvision-train:system",
+        f"rxvision-{image}:system",
         entrypoint=["/opt/venv/bin/python", "-c", "import sys; print(sys.version_info[:2])"],
         remove=True,
         network_mode="none",
     ).decode()
     assert out.strip() == "(3, 11)"
-    config = images.images.get("rxvision-train:system").attrs["Config"]
+    config = images.images.get(f"rxvision-{image}:system").attrs["Config"]
     assert "RXVISION_HOME=/var/lib/rxvision" in config["Env"]

@@ -6,36 +6,23 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import WebhookReceiver, rxvision
+from e2e_helpers import WebhookReceiver, ensure_train_image, rxvision
 
 from rxvision.config.schema import StackConfig, StackPorts
-from rxvision.home import Home, repo_root
+from rxvision.home import Home
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.stack.local_stack import LocalStack
 from rxvision.stack.process import load_sessions, stack_pids
 from rxvision.stack.selfcheck import airflow_client
 
 PORT_SHIFT = 1900
-TRAIN_IMAGE = "rxvision-train:dev"
 # small shards: the scoring DAG fans out over several mapped tasks
 ENV = {"RXVISION_SCORING_SHARD_SIZE": "16", "RXVISION_TRAIN_LAUNCHER": "docker-dev"}
-
-
-def ensure_train_image() -> None:
-    """Build the training image when the engine lacks it (idempotent, ~1 min cold)."""
-    have = subprocess.run(["docker", "image", "inspect", TRAIN_IMAGE], capture_output=True)
-    if have.returncode == 0:
-        return
-    proc = subprocess.run(
-        [str(repo_root() / "scripts" / "build-images.sh")], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="package")

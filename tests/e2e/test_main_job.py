@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 import requests
+from dashboard_metrics import emitted_names_from_metrics, missing_dashboard_metrics
 from e2e_helpers import MODEL, read_parquet, rxvision
 from mlflow.tracking import MlflowClient
 
+from rxvision.home import repo_root
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision.stack.local_stack import LocalStack
@@ -138,3 +140,18 @@ def test_metrics_under_one_prefix(main_job: dict[str, Any], e2e_stack: LocalStac
         assert expected in names, expected
     assert metrics["gauges"]["rxvision.validation.files"] == main_job["snapshot"]["images"]
     assert all(name.startswith("rxvision.") for name in names)
+
+
+def test_grafana_dashboard_reads_metrics_the_run_emitted(
+    main_job: dict[str, Any], e2e_stack: LocalStack
+) -> None:
+    """Each panel of infra/compose's dashboard, mapped back through the statsd exporter's
+    rules, finds its metrics among those the statsd receiver recorded in this run."""
+    compose = repo_root() / "infra" / "compose"
+    emitted = emitted_names_from_metrics(e2e_stack.metrics())
+    missing = missing_dashboard_metrics(
+        compose / "grafana" / "dashboards" / "rxvision.json",
+        compose / "statsd-mapping.yml",
+        emitted,
+    )
+    assert missing == {}, f"panels without data: {missing}"

@@ -1,4 +1,4 @@
-"""Helpers of the e2e tests (imported by name: tests are not a package)."""
+"""Helpers of the e2e and scale tests (imported by name: tests are not a package)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,18 @@ from rxvision.home import repo_root
 from rxvision.storage.s3 import S3Store
 
 MODEL = "rxvision-pill-classifier"
+TRAIN_IMAGE = "rxvision-train:dev"
+
+
+def ensure_train_image() -> None:
+    """Build the training image when the engine lacks it (idempotent, ~1 min cold)."""
+    have = subprocess.run(["docker", "image", "inspect", TRAIN_IMAGE], capture_output=True)
+    if have.returncode == 0:
+        return
+    proc = subprocess.run(
+        [str(repo_root() / "scripts" / "build-images.sh")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
 class WebhookReceiver:
@@ -100,3 +112,13 @@ def rxvision(
 def read_parquet(store: S3Store, uri: str) -> list[dict[str, Any]]:
     """The rows of one Parquet object."""
     return list(pq.read_table(io.BytesIO(store.get_bytes(uri))).to_pylist())
+
+
+def published_rows(store: S3Store, latest_uri: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The latest published scoring run (``latest.json``) and all its rows."""
+    import json
+
+    latest = json.loads(store.get_bytes(latest_uri))
+    manifest = json.loads(store.get_bytes(f"{latest['uri']}/_manifest.json"))
+    rows = [r for s in manifest["shards"] for r in read_parquet(store, s["uri"])]
+    return latest, rows
