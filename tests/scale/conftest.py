@@ -1,0 +1,77 @@
+"""The scale-out topology of the Deployment issue, for real: `stack up --profile scale`
+(CeleryExecutor, Redis broker, Postgres for Airflow and MLflow, a `default` and a `gpu`
+Celery worker), its own ports and home, the training image on the Docker engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import ensure_train_image, rxvision
+
+from rxvision.config.schema import ScaleStack, StackConfig, StackPorts
+from rxvision.home import Home
+from rxvision.orchestration.airflow_client import AirflowClient
+from rxvision.stack import scale
+from rxvision.stack.local_stack import LocalStack
+from rxvision.stack.process import load_sessions, stack_pids
+from rxvision.stack.selfcheck import airflow_client
+
+PORT_SHIFT = 2100
+# 61 images in shards of 8: the scoring DAG maps score_shard over 8 shards
+ENV = {"RXVISION_SCORING_SHARD_SIZE": "8", "RXVISION_TRAIN_LAUNCHER": "docker-dev"}
+# A dead worker's task fails (and is retried) after 30 s without a heartbeat, not 300 s.
+SCALE = ScaleStack(task_heartbeat_timeout_s=30, task_queued_timeout_s=120)
+
+
+@pytest.fixture(scope="package")
+def scale_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The scale profile's stack, brought up once for the package and down after."""
+    ensure_train_image()
+    home = Home(Path(tmp_path_factory.mktemp("rxs"))).ensure()
+    ports = StackPorts(**{k: v + PORT_SHIFT for k, v in StackPorts().model_dump().items()})
+    stack = LocalStack(home, StackConfig(ports=ports, scale=SCALE), profile="scale")
+    saved = {k: os.environ.get(k) for k in ENV}
+    os.environ.update(ENV)  # Airflow's processes inherit them at `up`
+    sessions_file = home.run_dir / "sessions.json"
+    try:
+        stack.up(timeout_s=300)
+        yield stack
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        sessions = load_sessions(sessions_file)
+        pg_data = scale.postgres_data_dir(stack.layout())
+        stack.down()
+        left = stack_pids(stack.stack_id, sessions)
+        shutil.rmtree(pg_data, ignore_errors=True)
+        assert not left, f"stack down left processes behind: {left}"
+
+
+@pytest.fixture(scope="package")
+def scale_env(scale_stack: LocalStack) -> dict[str, str]:
+    """An environment for the ``rxvision`` CLI against the scale stack."""
+    return {**os.environ, **ENV, **scale_stack.client_env()}
+
+
+@pytest.fixture(scope="package")
+def scale_client(scale_stack: LocalStack) -> AirflowClient:
+    return airflow_client(scale_stack)
+
+
+@pytest.fixture(scope="package")
+def scale_main_job(
+    scale_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The README's main job on the scale stack: nightly DAG, then the scoring DAG."""
+    out = tmp_path_factory.mktemp("scale-main") / "summary.json"
+    rxvision(scale_env, "pipeline", "run", "--timeout", "1500", "--summary", str(out), timeout=1800)
+    return dict(json.loads(out.read_text()))
