@@ -59,20 +59,20 @@ def rxvision_batch_scoring() -> None:
     def plan_shards(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         run_id = str(get_current_context()["run_id"])
         input_uri = (params or {}).get("input_uri") or S.input_uri
-        with rxvision_task(CFG):
+        with rxvision_task(CFG, "scoring"):
             return scoring.plan(input_uri, scoring.output_uri(S, run_id))
 
     @task(
         map_index_template="{{ item['shard']['shard_id'] }}", **task_limits(CFG, S, "score_shard")
     )
     def score_shard(item: dict[str, Any]) -> dict[str, Any]:
-        with rxvision_task(CFG):
+        with rxvision_task(CFG, "scoring"):
             return scoring.score(item)
 
     @task(**task_limits(CFG, S, "publish"))
     def publish(planned: list[dict[str, Any]], scored: list[dict[str, Any]]) -> dict[str, Any]:
         run_id = str(get_current_context()["run_id"])
-        with rxvision_task(CFG):
+        with rxvision_task(CFG, "scoring"):
             return scoring.publish(planned, S.latest_uri, dag_run_id=run_id)
 
     planned = plan_shards()

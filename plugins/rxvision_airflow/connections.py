@@ -4,6 +4,11 @@ The ``rxvision`` library reads ``AWS_*``, ``AWS_ENDPOINT_URL_S3`` and
 ``MLFLOW_TRACKING_URI``; tasks build those from the connections named in
 ``configs/pipeline.yaml`` (never from DAG code). A missing connection leaves the
 worker's own environment in charge (an instance profile, a mounted config).
+
+An ``aws`` connection with ``role_arn`` in its extra (the Amazon provider's convention,
+with optional ``assume_role_kwargs``) is used through ``sts:AssumeRole``: the task gets
+that role's temporary credentials, so each component (training, scoring) runs with its
+own least-privilege role while the worker's own role may only assume them.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ def _connection(conn_id: str) -> Any | None:
 
 
 def s3_env(conn_id: str) -> dict[str, str]:
-    """``AWS_*`` variables from an ``aws`` connection (login/password, extra endpoint_url)."""
+    """``AWS_*`` variables from an ``aws`` connection (login/password, extra endpoint_url;
+    with extra ``role_arn``, the assumed role's temporary credentials)."""
     conn = _connection(conn_id)
     if conn is None:
         return {}
@@ -46,6 +52,8 @@ def s3_env(conn_id: str) -> dict[str, str]:
         env["AWS_SECRET_ACCESS_KEY"] = conn.password
     if extra.get("aws_session_token"):
         env["AWS_SESSION_TOKEN"] = str(extra["aws_session_token"])
+    if extra.get("role_arn"):
+        env = assumed_role_env(conn_id, env, extra)
     endpoint = extra.get("endpoint_url") or (
         extra.get("service_config", {}).get("s3", {}) or {}
     ).get("endpoint_url")
@@ -55,6 +63,36 @@ def s3_env(conn_id: str) -> dict[str, str]:
     if extra.get("region_name"):
         env["AWS_DEFAULT_REGION"] = str(extra["region_name"])
     return env
+
+
+def assumed_role_env(conn_id: str, base: dict[str, str], extra: dict[str, Any]) -> dict[str, str]:
+    """Temporary credentials of the connection's ``role_arn``, obtained with ``base``'s
+    keys (or the worker's own credentials when the connection has none)."""
+    kwargs = dict(extra.get("assume_role_kwargs") or {})
+    kwargs.setdefault("RoleSessionName", f"rxvision-{conn_id}")
+    creds = sts_client(base, extra).assume_role(RoleArn=str(extra["role_arn"]), **kwargs)[
+        "Credentials"
+    ]
+    log.info("connection %r: assumed %s until %s", conn_id, extra["role_arn"], creds["Expiration"])
+    return {
+        "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": creds["SessionToken"],
+    }
+
+
+def sts_client(base: dict[str, str], extra: dict[str, Any]) -> Any:
+    """An STS client with the connection's own keys (none: the worker's credentials) and
+    its ``service_config.sts.endpoint_url`` when set."""
+    import boto3
+
+    endpoint = (extra.get("service_config", {}).get("sts", {}) or {}).get("endpoint_url")
+    return boto3.session.Session(
+        aws_access_key_id=base.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=base.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=base.get("AWS_SESSION_TOKEN"),
+        region_name=extra.get("region_name") or "us-east-1",
+    ).client("sts", endpoint_url=endpoint)
 
 
 def mlflow_env(conn_id: str) -> dict[str, str]:
@@ -79,9 +117,11 @@ def webhook_url(conn_id: str) -> str | None:
     return f"{conn.schema or 'https'}://{conn.host}{port}"
 
 
-def task_env(cfg: PipelineConfig) -> dict[str, str]:
-    """Every variable the library needs, from the configured connections."""
-    return {**s3_env(cfg.connections.s3), **mlflow_env(cfg.connections.mlflow)}
+def task_env(cfg: PipelineConfig, component: str = "worker") -> dict[str, str]:
+    """Every variable the library needs, from the connections configured for the
+    component (``worker``, ``training``, ``scoring``)."""
+    s3 = s3_env(cfg.connections.s3_for(component))
+    return {**s3, **mlflow_env(cfg.connections.mlflow)}
 
 
 def split_secrets(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -92,9 +132,10 @@ def split_secrets(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
 
 
 @contextmanager
-def connection_env(cfg: PipelineConfig) -> Iterator[dict[str, str]]:
-    """Set the connections' variables in this process for the block, then restore."""
-    env = task_env(cfg)
+def connection_env(cfg: PipelineConfig, component: str = "worker") -> Iterator[dict[str, str]]:
+    """Set the component's connection variables in this process for the block, then
+    restore."""
+    env = task_env(cfg, component)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

@@ -99,7 +99,7 @@ class RxVisionTrainOperator(DockerOperator):
 
     def run_env(self) -> dict[str, str]:
         """Connections' variables plus where checkpoints and metrics go."""
-        env = task_env(self.pipeline_config)
+        env = task_env(self.pipeline_config, "training")
         env.setdefault("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
         env["RXVISION_CHECKPOINT_ROOT"] = self.pipeline_config.nightly.checkpoint_root
         for name in ("STATSD_HOST", "STATSD_PORT", "AWS_DEFAULT_REGION"):

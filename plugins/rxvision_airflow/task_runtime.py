@@ -62,8 +62,8 @@ def children_allowed() -> Iterator[None]:
 
 
 @contextmanager
-def rxvision_task(cfg: PipelineConfig) -> Iterator[dict[str, str]]:
+def rxvision_task(cfg: PipelineConfig, component: str = "worker") -> Iterator[dict[str, str]]:
     """Connections as variables, a pool-safe ``__main__``, and process pools allowed on
     Celery workers, for the block."""
-    with main_module_hidden(), children_allowed(), connection_env(cfg) as env:
+    with main_module_hidden(), children_allowed(), connection_env(cfg, component) as env:
         yield env

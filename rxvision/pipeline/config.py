@@ -23,8 +23,19 @@ class Connections(_Strict):
     """Airflow connection ids the adapters read endpoints and credentials from."""
 
     s3: str = "rxvision_s3"
+    # The S3 connections of the training container and the scoring tasks, each with its
+    # own role_arn in production; null: the same as ``s3``.
+    s3_training: str | None = None
+    s3_scoring: str | None = None
     mlflow: str = "rxvision_mlflow"
     alerts: str = "rxvision_alerts"
+
+    def s3_for(self, component: str) -> str:
+        """The S3 connection id of ``worker`` (data prep, alerts), ``training`` or ``scoring``."""
+        per_component = {"worker": None, "training": self.s3_training, "scoring": self.s3_scoring}
+        if component not in per_component:
+            raise ValueError(f"unknown component {component!r}; known: {', '.join(per_component)}")
+        return per_component[component] or self.s3
 
 
 class Retries(_Strict):

@@ -4,8 +4,11 @@
   ones it rotates out), writes artifacts;
 - scoring: reads models from the artifacts bucket and new images under ``incoming/`` of
   the data bucket, writes predictions (and deletes only its own ``_tmp/`` commit files);
-- Airflow workers: read the data bucket (listing shards, resolving snapshots) and assume
-  the two roles above for the tasks that run as them. Nothing else.
+- Airflow workers: what the tasks that run in the worker itself do (read the data bucket
+  to resolve and pull snapshots; write the feature store under ``features/``; write
+  validation reports and alert records, read training summaries, in the artifacts
+  bucket), and assume the two roles above for the tasks that run as them (their
+  connections name the role: ``role_arn``, see ``rxvision_airflow.connections``).
 
 Actions are named one by one (no ``*``); resources are the buckets' ARNs or prefixes.
 """
@@ -92,11 +95,32 @@ def scoring_statements(buckets: BucketSet) -> list[iam.PolicyStatement]:
 def worker_statements(
     buckets: BucketSet, assumable: Sequence[iam.IRole]
 ) -> list[iam.PolicyStatement]:
-    """Airflow workers: read the data bucket, assume exactly the component roles."""
+    """Airflow workers: data prep and alerts in-process, assume exactly the component roles."""
+    list_artifacts = statement("ListAlerts", ["s3:ListBucket"], [buckets.artifacts.bucket_arn])
+    # `rxvision status` and the alert dedupe list the alert records only
+    list_artifacts.add_condition("StringLike", {"s3:prefix": ["alerts/*"]})
     return [
         statement("AssumeComponentRoles", ["sts:AssumeRole"], [r.role_arn for r in assumable]),
         statement("ListData", ["s3:ListBucket"], [buckets.data.bucket_arn]),
         statement("ReadData", ["s3:GetObject"], [buckets.data.arn_for_objects("*")]),
+        # the feature store commits an attempt's shards, then deletes the attempt's prefix
+        statement(
+            "WriteFeatures",
+            ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+            [buckets.data.arn_for_objects("features/*")],
+        ),
+        statement(
+            "ReportsAndAlerts",
+            ["s3:GetObject", "s3:PutObject"],
+            [
+                buckets.artifacts.arn_for_objects("validation/*"),
+                buckets.artifacts.arn_for_objects("alerts/*"),
+            ],
+        ),
+        statement(
+            "ReadTrainingSummaries", ["s3:GetObject"], [buckets.artifacts.arn_for_objects("runs/*")]
+        ),
+        list_artifacts,
     ]
 
 

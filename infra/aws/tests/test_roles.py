@@ -108,7 +108,9 @@ def test_scoring_role_statements_are_exact(default: Synth, ids: Ids) -> None:
     }
 
 
-def test_worker_may_only_assume_the_two_roles_and_read_data(default: Synth, ids: Ids) -> None:
+def test_worker_may_assume_the_two_roles_and_do_its_own_tasks_only(
+    default: Synth, ids: Ids
+) -> None:
     template = default.json("RxVision")
     policy = template["Resources"][ids.worker_policy]["Properties"]
     assert policy["Roles"] == [{"Ref": ids.worker}]
@@ -117,6 +119,20 @@ def test_worker_may_only_assume_the_two_roles_and_read_data(default: Synth, ids:
         "AssumeComponentRoles": allow(["sts:AssumeRole"], [arn(ids.training), arn(ids.scoring)]),
         "ListData": allow(["s3:ListBucket"], [arn(b["data"])]),
         "ReadData": allow(["s3:GetObject"], [objects(b["data"])]),
+        "WriteFeatures": allow(
+            ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+            [objects(b["data"], "features/*")],
+        ),
+        "ReportsAndAlerts": allow(
+            ["s3:GetObject", "s3:PutObject"],
+            [objects(b["artifacts"], "validation/*"), objects(b["artifacts"], "alerts/*")],
+        ),
+        "ReadTrainingSummaries": allow(["s3:GetObject"], [objects(b["artifacts"], "runs/*")]),
+        "ListAlerts": allow(
+            ["s3:ListBucket"],
+            [arn(b["artifacts"])],
+            Condition={"StringLike": {"s3:prefix": ["alerts/*"]}},
+        ),
     }
     assert "Policies" not in template["Resources"][ids.worker]["Properties"]
     # no other policy in the stack is attached to the worker role
