@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import WebhookReceiver, ensure_train_image, rxvision
+from e2e_helpers import WebhookReceiver, ensure_train_image, rxvision, stack_up
 
 from rxvision.config.schema import StackConfig, StackPorts
 from rxvision.home import Home
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.stack.local_stack import LocalStack
-from rxvision.stack.process import load_sessions, stack_pids
 from rxvision.stack.selfcheck import airflow_client
 
 PORT_SHIFT = 1900
@@ -41,22 +40,8 @@ def e2e_stack(
     ports = StackPorts(**{k: v + PORT_SHIFT for k, v in StackPorts().model_dump().items()})
     stack = LocalStack(home, StackConfig(ports=ports))
     env = {**ENV, "RXVISION_ALERT_WEBHOOK_URL": webhook.url}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # Airflow's processes inherit them at `up`
-    sessions_file = home.run_dir / "sessions.json"
-    try:
-        stack.up(timeout_s=240)
+    with stack_up(stack, env, timeout_s=240):
         yield stack
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        sessions = load_sessions(sessions_file)
-        stack.down()
-        left = stack_pids(stack.stack_id, sessions)
-        assert not left, f"stack down left processes behind: {left}"
 
 
 @pytest.fixture(scope="package")

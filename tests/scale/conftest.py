@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import ensure_train_image, rxvision
+from e2e_helpers import ensure_train_image, rxvision, stack_up
 
 from rxvision.config.schema import ScaleStack, StackConfig, StackPorts
 from rxvision.home import Home
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.stack import scale
 from rxvision.stack.local_stack import LocalStack
-from rxvision.stack.process import load_sessions, stack_pids
 from rxvision.stack.selfcheck import airflow_client
 
 PORT_SHIFT = 2100
@@ -36,24 +35,12 @@ def scale_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     home = Home(Path(tmp_path_factory.mktemp("rxs"))).ensure()
     ports = StackPorts(**{k: v + PORT_SHIFT for k, v in StackPorts().model_dump().items()})
     stack = LocalStack(home, StackConfig(ports=ports, scale=SCALE), profile="scale")
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)  # Airflow's processes inherit them at `up`
-    sessions_file = home.run_dir / "sessions.json"
+    pg_data = scale.postgres_data_dir(stack.layout())
     try:
-        stack.up(timeout_s=300)
-        yield stack
+        with stack_up(stack, ENV, timeout_s=300):
+            yield stack
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        sessions = load_sessions(sessions_file)
-        pg_data = scale.postgres_data_dir(stack.layout())
-        stack.down()
-        left = stack_pids(stack.stack_id, sessions)
         shutil.rmtree(pg_data, ignore_errors=True)
-        assert not left, f"stack down left processes behind: {left}"
 
 
 @pytest.fixture(scope="package")

@@ -7,17 +7,39 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
 from rxvision.home import repo_root
+from rxvision.stack.local_stack import LocalStack
+from rxvision.stack.process import load_sessions, stack_pids
 from rxvision.storage.s3 import S3Store
 
 MODEL = "rxvision-pill-classifier"
 TRAIN_IMAGE = "rxvision-train:dev"
+
+
+@contextmanager
+def stack_up(stack: LocalStack, env: dict[str, str], timeout_s: float) -> Iterator[LocalStack]:
+    """``stack`` up with ``env`` set (its servers inherit it) for the block; then down,
+    failing if any process of the stack is left behind."""
+    sessions_file = stack.home.run_dir / "sessions.json"
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            stack.up(timeout_s=timeout_s)
+            yield stack
+    finally:
+        sessions = load_sessions(sessions_file)
+        stack.down()
+        left = stack_pids(stack.stack_id, sessions)
+        assert not left, f"stack down left processes behind: {left}"
 
 
 def ensure_train_image() -> None:
