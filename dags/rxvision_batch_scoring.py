@@ -24,11 +24,11 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.timetables.assets import AssetOrTimeSchedule
-from airflow.timetables.trigger import CronTriggerTimetable
 
 from rxvision.pipeline import scoring
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision_airflow.assets import CHAMPION
+from rxvision_airflow.schedules import next_cron_time_only
 from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
 from rxvision_airflow.task_runtime import rxvision_task
 
@@ -38,10 +38,9 @@ S = CFG.scoring
 
 @dag(
     dag_id=S.dag_id,
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(S.schedule, timezone="UTC"), assets=[CHAMPION]
-    ),
-    # no start_date: the first run is the next scheduled time, not a missed one at deploy
+    schedule=AssetOrTimeSchedule(timetable=next_cron_time_only(S.schedule), assets=[CHAMPION]),
+    # no start_date, and next_cron_time_only: the first run is the next cron time, not
+    # one that passed before the deploy
     catchup=False,
     max_active_runs=1,
     default_args=default_args(CFG),

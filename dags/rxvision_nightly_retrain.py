@@ -36,13 +36,13 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
-from airflow.timetables.trigger import CronTriggerTimetable
 
 from rxvision.pipeline import nightly
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision_airflow.alerting import send
 from rxvision_airflow.assets import CHAMPION
 from rxvision_airflow.operators import RxVisionTrainOperator
+from rxvision_airflow.schedules import next_cron_time_only
 from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
 from rxvision_airflow.task_runtime import rxvision_task
 from rxvision_airflow.validation import ValidateSnapshotOperator
@@ -57,8 +57,9 @@ def _run_id() -> str:
 
 @dag(
     dag_id=S.dag_id,
-    schedule=CronTriggerTimetable(S.schedule, timezone="UTC"),
-    # no start_date: the first run is the next scheduled time, not a missed one at deploy
+    schedule=next_cron_time_only(S.schedule),
+    # no start_date, and next_cron_time_only: the first run is the next cron time, not
+    # one that passed before the deploy
     catchup=False,
     max_active_runs=1,
     default_args=default_args(CFG),

@@ -40,8 +40,35 @@ for dag_id, dag in bag.dags.items():
 print(json.dumps(out))
 """
 
+# The first scheduled run of each DAG, as the scheduler computes it from the serialized
+# DAG, when the DAG is deployed at each quarter hour of a day: (deploy time, run_after).
+FIRST_RUNS = """
+import json, sys
+import pendulum
+import airflow.timetables.trigger as trigger
+from airflow.dag_processing.dagbag import DagBag
+from airflow.serialization.serialized_objects import DagSerialization
+from airflow.timetables.base import TimeRestriction
+bag = DagBag(dag_folder=sys.argv[1])
+day = pendulum.datetime(2026, 11, 27, tz="UTC")
+out = {}
+for dag_id, dag in bag.dags.items():
+    timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable
+    runs = []
+    for quarter in range(96):
+        now = day.add(minutes=15 * quarter)
+        trigger.utcnow = lambda now=now: now
+        info = timetable.next_dagrun_info(
+            last_automated_data_interval=None,
+            restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
+        )
+        runs.append([now.isoformat(), info.run_after.isoformat() if info else None])
+    out[dag_id] = runs
+print(json.dumps(out))
+"""
 
-def parse_dags(tmp_path: Path) -> dict[str, Any]:
+
+def parse_dags(tmp_path: Path, script: str = PARSE) -> dict[str, Any]:
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path),
@@ -51,7 +78,7 @@ def parse_dags(tmp_path: Path) -> dict[str, Any]:
         "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'plugins'}",
     }
     proc = subprocess.run(
-        [sys.executable, "-c", PARSE, str(REPO / "dags")],
+        [sys.executable, "-c", script, str(REPO / "dags")],
         env=env,
         capture_output=True,
         text=True,
@@ -131,3 +158,20 @@ def test_pipeline_dags_are_scheduled_as_configured(dagbag: dict[str, Any]) -> No
     assert set(dagbag["dags"]) == {s.dag_id for s in cfg.dags()}
     nightly = dagbag["dags"][cfg.nightly.dag_id]
     assert [t["task_id"] for t in nightly["tasks"]] == list(cfg.nightly.sla_s)
+
+
+def test_a_deploy_never_starts_a_run_for_a_cron_time_already_past(tmp_path: Path) -> None:
+    """Deployed at 02:15, the nightly DAG waits for tomorrow's 02:00 (Airflow's default
+    would retrain at once for today's): for every quarter hour of a day, every scheduled
+    DAG's first run is at or after the deploy."""
+    from rxvision.pipeline.config import load_pipeline_config
+
+    first_runs = parse_dags(tmp_path, FIRST_RUNS)
+    scheduled = {s.dag_id for s in load_pipeline_config().dags() if s.schedule}
+    assert scheduled and scheduled <= set(first_runs)
+    for dag_id in scheduled:
+        early = [(now, run) for now, run in first_runs[dag_id] if run is None or run < now]
+        assert early == [], f"{dag_id}: first run before the deploy: {early[:3]}"
+    # and they do run: deployed at 02:15, the nightly run is the next day's 02:00
+    nightly = dict(first_runs[load_pipeline_config().nightly.dag_id])
+    assert nightly["2026-11-27T02:15:00+00:00"] == "2026-11-28T02:00:00+00:00"

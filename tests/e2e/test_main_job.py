@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 from dashboard_metrics import emitted_names_from_metrics, missing_dashboard_metrics
-from e2e_helpers import MODEL, read_parquet, rxvision
+from e2e_helpers import MODEL, read_parquet, rxvision, wait_for
 from mlflow.tracking import MlflowClient
 
 from rxvision.home import repo_root
@@ -126,29 +126,49 @@ def test_status_json(main_job: dict[str, Any], e2e_env: dict[str, str]) -> None:
     assert isinstance(status["sla_misses"]["count"], int)
 
 
-def test_metrics_under_one_prefix(main_job: dict[str, Any], e2e_stack: LocalStack) -> None:
-    metrics = e2e_stack.metrics()
-    names = set(metrics["counters"]) | set(metrics["gauges"]) | set(metrics["timers"])
-    for expected in (
-        "rxvision.airflow.ti.finish",  # Airflow's own
-        "rxvision.validation.files",
-        "rxvision.train.samples_per_s",
-        "rxvision.scoring.images",
-        f"rxvision.task.duration.{CFG.nightly.dag_id}.train",
-        f"rxvision.task.duration.{CFG.scoring.dag_id}.score_shard",
-    ):
+EXPECTED_METRICS = (
+    "rxvision.airflow.ti.finish",  # Airflow's own
+    "rxvision.validation.files",
+    "rxvision.train.samples_per_s",
+    "rxvision.scoring.images",
+    f"rxvision.task.duration.{CFG.nightly.dag_id}.train",
+    f"rxvision.task.duration.{CFG.scoring.dag_id}.score_shard",
+)
+
+
+def _metric_names(metrics: dict[str, Any]) -> set[str]:
+    return set(metrics["counters"]) | set(metrics["gauges"]) | set(metrics["timers"])
+
+
+@pytest.fixture(scope="module")
+def run_metrics(main_job: dict[str, Any], e2e_stack: LocalStack) -> dict[str, Any]:
+    """The receiver's metrics once the last task's listener datagrams have landed (they
+    are sent after the task reports success, and the receiver saves every 0.5 s)."""
+
+    def settled() -> dict[str, Any] | None:
+        metrics = e2e_stack.metrics()
+        return metrics if set(EXPECTED_METRICS) <= _metric_names(metrics) else None
+
+    return wait_for(
+        settled,
+        timeout=30,
+        what="the main job's metrics at the statsd receiver",
+    )
+
+
+def test_metrics_under_one_prefix(main_job: dict[str, Any], run_metrics: dict[str, Any]) -> None:
+    names = _metric_names(run_metrics)
+    for expected in EXPECTED_METRICS:
         assert expected in names, expected
-    assert metrics["gauges"]["rxvision.validation.files"] == main_job["snapshot"]["images"]
+    assert run_metrics["gauges"]["rxvision.validation.files"] == main_job["snapshot"]["images"]
     assert all(name.startswith("rxvision.") for name in names)
 
 
-def test_grafana_dashboard_reads_metrics_the_run_emitted(
-    main_job: dict[str, Any], e2e_stack: LocalStack
-) -> None:
+def test_grafana_dashboard_reads_metrics_the_run_emitted(run_metrics: dict[str, Any]) -> None:
     """Each panel of infra/compose's dashboard, mapped back through the statsd exporter's
     rules, finds its metrics among those the statsd receiver recorded in this run."""
     compose = repo_root() / "infra" / "compose"
-    emitted = emitted_names_from_metrics(e2e_stack.metrics())
+    emitted = emitted_names_from_metrics(run_metrics)
     missing = missing_dashboard_metrics(
         compose / "grafana" / "dashboards" / "rxvision.json",
         compose / "statsd-mapping.yml",
