@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="JSON (default: bench/results/)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
@@ -154,7 +155,12 @@ def main() -> None:
         harness.measure(cases, repeats=args.repeats, warmup=0)
         rows = harness.summarize(cases, baseline=cases[0].name)
         harness.report(
-            "gpu_input", rows, unit="images/s", baseline=cases[0].name, params=vars(args)
+            "gpu_input",
+            rows,
+            unit="images/s",
+            baseline=cases[0].name,
+            params={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            out=args.out,
         )
         if rows[1].ratio is not None:
             verdict = (
