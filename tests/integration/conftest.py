@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e_helpers import stack_up
 
 from rxvision.config.schema import StackConfig, StackPorts
 from rxvision.home import Home
 from rxvision.stack.local_stack import LocalStack
-from rxvision.stack.process import load_sessions, stack_pids
 
 PORT_SHIFT = 1700
 
@@ -35,15 +35,8 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
 def stack(stack_home: Home) -> Iterator[LocalStack]:
     """The stack, up for the whole session; down (and checked empty) at the end."""
     local = LocalStack(stack_home, StackConfig(ports=shifted_ports()))
-    sessions_file = stack_home.run_dir / "sessions.json"
-    try:
-        local.up(timeout_s=240)
+    with stack_up(local, {}, timeout_s=240):
         yield local
-    finally:
-        sessions = load_sessions(sessions_file)
-        local.down()
-        left = stack_pids(local.stack_id, sessions)
-        assert not left, f"stack down left processes behind: {left}"
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Helpers of the e2e and scale tests (imported by name: tests are not a package)."""
+"""Helpers of the stack-backed tests: integration, e2e and scale (imported by name: tests
+are not a package)."""
 
 from __future__ import annotations
 
