@@ -27,13 +27,15 @@ def test_taken_port_is_skipped() -> None:
         assert next_free_port(port, set()) > port
 
 
+# Bases sit below Linux's ephemeral range (32768-60999): there any outgoing connection of
+# a busy machine can hold a port for a moment, and a test of the registry must not move.
 def ports_from(base: int) -> StackPorts:
     names = list(StackPorts().model_dump())
     return StackPorts(**{n: base + 2 * i for i, n in enumerate(names)})
 
 
 def test_two_homes_never_share_a_port(tmp_path: Path) -> None:
-    cfg = StackConfig(ports=ports_from(next_free_port(36100, set())))
+    cfg = StackConfig(ports=ports_from(next_free_port(31100, set())))
     first = LocalStack(Home(tmp_path / "a"), cfg)
     ports_a, _ = first.choose_ports()
     # Hold home A's ports as its running servers would.
@@ -58,7 +60,7 @@ def test_two_homes_never_share_a_port(tmp_path: Path) -> None:
 
 
 def test_paired_grpc_port_counts_as_taken(tmp_path: Path) -> None:
-    cfg = StackConfig(ports=ports_from(next_free_port(36300, set())))
+    cfg = StackConfig(ports=ports_from(next_free_port(31300, set())))
     s3 = cfg.ports.s3
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", s3 + 1))  # S3's gRPC companion port
@@ -69,7 +71,7 @@ def test_paired_grpc_port_counts_as_taken(tmp_path: Path) -> None:
 
 def test_a_stopped_homes_ports_stay_its_own(tmp_path: Path) -> None:
     registry = PortRegistry(tmp_path / "registry")
-    cfg = StackConfig(ports=ports_from(next_free_port(36500, set())))
+    cfg = StackConfig(ports=ports_from(next_free_port(31500, set())))
     ports_a, _ = LocalStack(Home(tmp_path / "a"), cfg, registry).choose_ports()
     # Nothing listens (home A is down), yet home B must not take A's ports.
     ports_b, _ = LocalStack(Home(tmp_path / "b"), cfg, registry).choose_ports()
@@ -82,7 +84,7 @@ def test_a_deleted_homes_ports_are_free_again(tmp_path: Path) -> None:
     import shutil
 
     registry = PortRegistry(tmp_path / "registry")
-    cfg = StackConfig(ports=ports_from(next_free_port(36700, set())))
+    cfg = StackConfig(ports=ports_from(next_free_port(31700, set())))
     ports_a, _ = LocalStack(Home(tmp_path / "a"), cfg, registry).choose_ports()
     shutil.rmtree(tmp_path / "a")
     ports_b, moved = LocalStack(Home(tmp_path / "b"), cfg, registry).choose_ports()

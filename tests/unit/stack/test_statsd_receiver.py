@@ -50,7 +50,7 @@ def test_state_round_trips_through_json() -> None:
 
 
 def test_receiver_process_keeps_udp_metrics(tmp_path: Path) -> None:
-    port = next_free_port(39500, set(), udp=True)
+    port = next_free_port(31900, set(), udp=True)
     state = tmp_path / "metrics.json"
     proc = subprocess.Popen(
         [
