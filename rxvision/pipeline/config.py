@@ -7,7 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rxvision.config.load import load_config
 from rxvision.home import repo_root
@@ -55,6 +56,15 @@ class DagSettings(_Strict):
     # cron; null: only triggered by hand (or by an Asset, where the DAG says so)
     schedule: str | None = None
     sla_s: dict[str, float]
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_is_cron(cls, value: str | None) -> str | None:
+        # Checked here, so a bad RXVISION_*_SCHEDULE names its key instead of breaking the
+        # DAG file's import in the dag-processor.
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r}")
+        return value
 
     def budget(self, task_id: str) -> timedelta:
         """The task's own SLA budget; ``KeyError`` names a task with none."""

@@ -5,6 +5,7 @@ started by the champion Asset, Parquet predictions in S3, status and metrics."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,13 @@ def test_grafana_dashboard_reads_metrics_the_run_emitted(run_metrics: dict[str, 
         emitted,
     )
     assert missing == {}, f"panels without data: {missing}"
+
+
+def test_no_scheduled_run_can_interleave(main_job: dict[str, Any], client: AirflowClient) -> None:
+    # The stack's crons sit 12 h away (stack_up), so this run's checks see only the runs
+    # the test triggered, whatever the hour CI runs at.
+    soon = datetime.now(UTC) + timedelta(hours=11)
+    for settings in (CFG.nightly, CFG.scoring):
+        dag = client.request("GET", f"/dags/{settings.dag_id}")
+        assert dag["timetable_summary"] != settings.schedule
+        assert datetime.fromisoformat(dag["next_dagrun_run_after"]) > soon

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,11 +26,24 @@ MODEL = "rxvision-pill-classifier"
 TRAIN_IMAGE = "rxvision-train:dev"
 
 
+def schedules_away_from_now(now: datetime | None = None) -> dict[str, str]:
+    """The nightly and scoring crons moved 12 hours from ``now`` (UTC).
+
+    A test run that spans 02:00 or 06:00 UTC would otherwise get a real scheduled run in
+    the middle of the runs it triggers and checks; the crons' own semantics are tested
+    in tests/dags/test_dag_integrity.py."""
+    away = (now or datetime.now(UTC)) + timedelta(hours=12)
+    cron = f"{away.minute} {away.hour} * * *"
+    return {"RXVISION_NIGHTLY_SCHEDULE": cron, "RXVISION_SCORING_SCHEDULE": cron}
+
+
 @contextmanager
 def stack_up(stack: LocalStack, env: dict[str, str], timeout_s: float) -> Iterator[LocalStack]:
     """``stack`` up with ``env`` set (its servers inherit it) for the block; then down,
-    failing if any process of the stack is left behind."""
+    failing if any process of the stack is left behind. The DAGs' crons sit 12 hours
+    away, so only the runs a test triggers (and their Asset events) run."""
     sessions_file = stack.home.run_dir / "sessions.json"
+    env = {**schedules_away_from_now(), **env}
     try:
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env.items():

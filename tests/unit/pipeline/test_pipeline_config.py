@@ -27,6 +27,26 @@ def test_the_repo_config_covers_every_dag() -> None:
     assert cfg.retries.count >= 1 and cfg.retries.exponential_backoff > 1
 
 
+def test_schedules_default_to_the_nightly_crons_and_env_overrides_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = repo_root() / "configs" / "pipeline.yaml"
+    monkeypatch.delenv("RXVISION_NIGHTLY_SCHEDULE", raising=False)
+    monkeypatch.delenv("RXVISION_SCORING_SCHEDULE", raising=False)
+    cfg = load_pipeline_config(path)
+    assert (cfg.nightly.schedule, cfg.scoring.schedule) == ("0 2 * * *", "0 6 * * *")
+    monkeypatch.setenv("RXVISION_NIGHTLY_SCHEDULE", "30 23 * * 1-5")
+    monkeypatch.setenv("RXVISION_SCORING_SCHEDULE", "@hourly")
+    cfg = load_pipeline_config(path)
+    assert (cfg.nightly.schedule, cfg.scoring.schedule) == ("30 23 * * 1-5", "@hourly")
+
+
+def test_a_bad_cron_names_its_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RXVISION_SCORING_SCHEDULE", "61 6 * * *")
+    with pytest.raises(ConfigError, match=r"scoring\.schedule.*not a cron expression: '61 6"):
+        load_pipeline_config(repo_root() / "configs" / "pipeline.yaml")
+
+
 def test_cumulative_budgets_follow_config_order() -> None:
     s = DagSettings(dag_id="d", sla_s={"a": 10, "b": 5, "c": 1.5})
     assert s.cumulative_budgets() == {
