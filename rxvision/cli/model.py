@@ -138,7 +138,16 @@ def list_versions(
 @app.command()
 def export(
     model: Annotated[str, typer.Argument(help="models:/name/version or models:/name@alias.")],
-    images: Annotated[Path, typer.Option("--images", help="Validation images: DIR/<class>/*.jpg.")],
+    images: Annotated[
+        Path, typer.Option("--images", help="Held-out (test) images: DIR/<class>/*.jpg.")
+    ],
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            help="Training images for INT8 calibration (DIR/<class>/*.jpg); without: no INT8.",
+        ),
+    ] = None,
     tolerance: Annotated[float, typer.Option(help="Parity tolerance (max |logit diff|).")] = 1e-3,
     max_int8_drop: Annotated[
         float, typer.Option(help="Keep static INT8 if top-1 drops at most this (points).")
@@ -148,7 +157,11 @@ def export(
     from rxvision.serving.model import export_version
 
     result = export_version(
-        model, image_folder=images, tolerance=tolerance, max_int8_drop_points=max_int8_drop
+        model,
+        image_folder=images,
+        calibration_folder=calibration,
+        tolerance=tolerance,
+        max_int8_drop_points=max_int8_drop,
     )
     for item in result.exports:
         console.print(f"  {item.runtime}: {item.parity.describe()}", highlight=False)

@@ -24,15 +24,23 @@ from typing import Any
 
 import numpy as np
 from botocore.exceptions import ClientError
-from PIL import Image
 
+from rxvision.data.imaging import (
+    ImageDecodeError,
+    ImageSpec,
+    Resample,
+    difference_hash,
+    load_image,
+    sha256_hex,
+)
 from rxvision.errors import NotFound, RxVisionError
 from rxvision.storage.s3 import S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+# 2: rows carry their content hashes (sha256, perceptual) for content-based splits
+FORMAT_VERSION = 2
 
 Progress = Callable[[int, int], None]
 
@@ -43,18 +51,26 @@ class FeatureStoreError(RxVisionError):
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How images are stored: square RGB of ``img_size`` pixels, resized once."""
+    """How images are stored: ``rxvision.data.imaging.load_image`` at ``img_size`` px
+    (the model's preprocessing contract), ``shard_size`` images per shard."""
 
     img_size: int = 224
-    resample: str = "bilinear"
+    resample: Resample = "bilinear"
     shard_size: int = 1000
 
+    @property
+    def spec(self) -> ImageSpec:
+        """The image spec every stored image follows."""
+        return ImageSpec(img_size=self.img_size, resample=self.resample)
+
+    @classmethod
+    def for_spec(cls, spec: ImageSpec, shard_size: int = 1000) -> PreprocessConfig:
+        """The store config that materializes images as ``spec`` says."""
+        return cls(img_size=spec.img_size, resample=spec.resample, shard_size=shard_size)
+
     def config_hash(self) -> str:
-        """A stable hash of the settings that change the stored pixels."""
-        payload = json.dumps(
-            {"v": FORMAT_VERSION, "img_size": self.img_size, "resample": self.resample},
-            sort_keys=True,
-        )
+        """A stable hash of the settings that change the stored pixels and rows."""
+        payload = json.dumps({"v": FORMAT_VERSION, "spec": self.spec.to_dict()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -65,6 +81,9 @@ class ShardRecord:
     key: str
     paths: list[str]
     labels: list[str]
+    # content hashes of each row: file sha256 and 64-bit perceptual hash (16 hex digits)
+    sha256: list[str] = field(default_factory=list)
+    phash: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,28 +106,43 @@ class FeatureManifest:
         shards = [ShardRecord(**s) for s in data["shards"]]
         return cls(**{**data, "shards": shards})
 
+    @property
+    def spec(self) -> ImageSpec:
+        """The image spec of the stored pixels (refused when the set predates it)."""
+        return ImageSpec.from_dict(self.config.get("spec") or {}, source=f"feature set {self.key}")
+
 
 def feature_key(snapshot_hash: str, config: PreprocessConfig) -> str:
     """The cache key of a (snapshot, preprocessing config) pair."""
     return f"{snapshot_hash[:16]}-{config.config_hash()}"
 
 
-def load_resized(path: Path, img_size: int, resample: str = "bilinear") -> np.ndarray:
-    """Decode one image as RGB and resize it to ``img_size`` square (uint8 HWC)."""
-    method = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[resample]
+@dataclass(frozen=True)
+class DecodedBatch:
+    """Images of one decode job and their content hashes."""
+
+    pixels: np.ndarray
+    sha256: list[str]
+    phash: list[str]
+
+
+def load_row(path: Path, spec: ImageSpec) -> tuple[np.ndarray, str, str]:
+    """One image as stored (``load_image``), its file sha256 and its perceptual hash."""
     try:
-        with Image.open(path) as img:
-            # JPEG draft mode decodes at a reduced scale directly: much faster to resize.
-            img.draft("RGB", (img_size, img_size))
-            rgb = img.convert("RGB")
-            return np.asarray(rgb.resize((img_size, img_size), method), dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise FeatureStoreError(f"{path}: cannot decode image: {exc}") from exc
+        data = path.read_bytes()
+        pixels = load_image(data, spec, name=str(path))
+    except ImageDecodeError as exc:
+        raise FeatureStoreError(f"{path}: cannot decode image: {exc.reason}") from exc
+    except OSError as exc:
+        raise FeatureStoreError(f"{path}: cannot read: {exc}") from exc
+    return pixels, sha256_hex(data), f"{difference_hash(pixels):016x}"
 
 
-def _load_batch(args: tuple[list[str], int, str]) -> np.ndarray:
-    paths, img_size, resample = args
-    return np.stack([load_resized(Path(p), img_size, resample) for p in paths])
+def _load_batch(args: tuple[list[str], dict[str, Any]]) -> DecodedBatch:
+    paths, spec_dict = args
+    spec = ImageSpec(**spec_dict)
+    rows = [load_row(Path(p), spec) for p in paths]
+    return DecodedBatch(np.stack([r[0] for r in rows]), [r[1] for r in rows], [r[2] for r in rows])
 
 
 class FeatureStore:
@@ -159,7 +193,7 @@ class FeatureStore:
         manifest = FeatureManifest(
             key=key,
             snapshot_hash=snapshot_hash,
-            config=asdict(config),
+            config={"spec": config.spec.to_dict(), "shard_size": config.shard_size},
             classes=sorted({label for _, label in rows}),
             images=len(rows),
             shards=shards,
@@ -183,13 +217,19 @@ class FeatureStore:
         records, done = [], 0
         with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
             for index, chunk in enumerate(chunks):
-                array = self._decode_chunk(pool, data_dir, chunk, config, workers)
+                decoded = self._decode_chunk(pool, data_dir, chunk, config, workers)
                 shard_key = f"attempts/{attempt}/shard-{index:05d}.npy"
                 buf = io.BytesIO()
-                np.save(buf, array, allow_pickle=False)
+                np.save(buf, decoded.pixels, allow_pickle=False)
                 self.s3.put_bytes(f"{self.prefix(key)}/{shard_key}", buf.getvalue())
                 records.append(
-                    ShardRecord(shard_key, [p for p, _ in chunk], [lbl for _, lbl in chunk])
+                    ShardRecord(
+                        shard_key,
+                        [p for p, _ in chunk],
+                        [lbl for _, lbl in chunk],
+                        decoded.sha256,
+                        decoded.phash,
+                    )
                 )
                 done += len(chunk)
                 if progress:
@@ -204,14 +244,17 @@ class FeatureStore:
         chunk: list[tuple[str, str]],
         config: PreprocessConfig,
         workers: int,
-    ) -> np.ndarray:
+    ) -> DecodedBatch:
         paths = [str(data_dir / p) for p, _ in chunk]
         step = max(1, len(paths) // (workers * 4))
-        jobs = [
-            (paths[i : i + step], config.img_size, config.resample)
-            for i in range(0, len(paths), step)
-        ]
-        return np.concatenate(list(pool.map(_load_batch, jobs)))
+        spec = config.spec.to_dict()
+        jobs = [(paths[i : i + step], spec) for i in range(0, len(paths), step)]
+        parts = list(pool.map(_load_batch, jobs))
+        return DecodedBatch(
+            np.concatenate([p.pixels for p in parts]),
+            [h for p in parts for h in p.sha256],
+            [h for p in parts for h in p.phash],
+        )
 
     def _commit(self, manifest: FeatureManifest) -> FeatureManifest:
         """Write the manifest only if none exists (S3 conditional put); a writer that

@@ -4,6 +4,15 @@
 presets: one class per stage, keyword-only arguments. Scoring reuses ``EvalPreset``.
 ``ImagePreprocessor`` is the seed's dataclass; it picks one of the two.
 
+Neither resizes: images arrive at ``img_size`` from ``rxvision.data.imaging.load_image``,
+the one decode-and-resize function that training, evaluation and scoring share (a PIL
+image given here goes through it too). An array of another size is refused, never
+silently resized another way.
+
+Augmentation is seeded: ``TrainPreset(seed=...)`` and, in each DataLoader worker,
+``seed_worker_transform`` reseeds it from the worker's own torch seed, so workers draw
+different augmentations and two runs with the same seed draw the same ones.
+
 The seed's ``A.Flip`` and ``A.ShiftScaleRotate`` are deprecated in albumentations 2.x;
 here they are replaced with transforms of the same effect:
 
@@ -22,7 +31,6 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import albumentations as A
 import cv2
@@ -31,6 +39,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
+from rxvision.data.imaging import ImageSpec, PreprocessingMismatch, resize_image
 from rxvision.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,16 +95,39 @@ def shift_scale_rotate(
 
 
 class _Preset:
-    """Shared call: an HWC uint8 RGB array (or PIL image) in, a CHW float tensor out."""
+    """Shared call: an HWC uint8 RGB array of ``img_size`` (or a PIL image, decoded by
+    ``resize_image``) in, a CHW float tensor out."""
 
     transform: A.Compose
+    img_size: tuple[int, int]
 
     def __call__(self, image: np.ndarray | Image.Image) -> torch.Tensor:
         """Transform one image."""
+        height, width = self.img_size
         if isinstance(image, Image.Image):
-            image = np.asarray(image.convert("RGB"))
+            if height != width:
+                raise ConfigError(f"img_size {self.img_size}: a PIL image needs a square size")
+            image = resize_image(image, ImageSpec(img_size=height))
+        if image.shape[:2] != (height, width):
+            raise PreprocessingMismatch(
+                f"image of {image.shape[1]}x{image.shape[0]} px given to a {width}x{height} "
+                "preset: decode it with rxvision.data.imaging.load_image at the model's spec"
+            )
         tensor: torch.Tensor = self.transform(image=image)["image"]
         return tensor
+
+
+def seed_worker_transform(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Lightning's per-worker seeding of torch, NumPy and
+    ``random``, then the dataset's augmentation reseeded from this worker's torch seed
+    (forked workers would otherwise all replay the parent's augmentation sequence)."""
+    from lightning_fabric.utilities.seed import pl_worker_init_function
+
+    pl_worker_init_function(worker_id)
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if info is not None and isinstance(transform, TrainPreset):
+        transform.reseed(info.seed % 2**32)
 
 
 class TrainPreset(_Preset):
@@ -114,6 +146,7 @@ class TrainPreset(_Preset):
         shift_limit: float = 0.0625,
         scale_limit: float = 0.1,
         rotate_limit: float = 45.0,
+        seed: int | None = 0,
     ) -> None:
         height, width = _hw(img_size)
         if height != width and rotate90_p > 0:
@@ -124,7 +157,6 @@ class TrainPreset(_Preset):
         self.img_size = (height, width)
         self.transform = A.Compose(
             [
-                A.Resize(height, width),
                 A.RandomRotate90(p=rotate90_p),
                 flip(flip_p),
                 shift_scale_rotate(
@@ -135,40 +167,29 @@ class TrainPreset(_Preset):
                 ),
                 _normalize(normalize, mean, std),
                 ToTensorV2(),
-            ]
+            ],
+            seed=seed,
         )
+
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation's random stream from ``seed``."""
+        self.transform.set_random_seed(seed)
 
 
 class EvalPreset(_Preset):
-    """Deterministic transforms for validation, test and scoring.
-
-    Without ``resize_size`` the image is resized to ``img_size`` (the whole pill stays in
-    view); with it, the short side goes to ``resize_size`` and the centre ``img_size`` is
-    cropped (torchvision's 256 -> 224 style).
-    """
+    """Deterministic transforms for validation, test and scoring: normalize, to tensor
+    (the image is already at ``img_size``, from ``load_image``)."""
 
     def __init__(
         self,
         *,
         img_size: Size = 224,
-        resize_size: int | None = None,
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         normalize: bool = True,
     ) -> None:
-        height, width = _hw(img_size)
-        self.img_size = (height, width)
-        geometry: list[Any]
-        if resize_size is None:
-            geometry = [A.Resize(height, width)]
-        else:
-            if resize_size < max(height, width):
-                raise ConfigError(
-                    f"resize_size {resize_size} is smaller than img_size {img_size}: "
-                    "nothing left to crop"
-                )
-            geometry = [A.SmallestMaxSize(max_size=resize_size), A.CenterCrop(height, width)]
-        self.transform = A.Compose([*geometry, _normalize(normalize, mean, std), ToTensorV2()])
+        self.img_size = _hw(img_size)
+        self.transform = A.Compose([_normalize(normalize, mean, std), ToTensorV2()])
 
 
 @dataclass

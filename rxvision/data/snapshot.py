@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rxvision.data.layout import check_class_layout
 from rxvision.errors import SnapshotError
 
 log = logging.getLogger(__name__)
@@ -328,10 +329,12 @@ class SnapshotStore:
     ) -> tuple[SnapshotInfo, bool]:
         """Snapshot ``data_dir`` under ``tag``; return its info and whether it is new.
 
-        The same content under an existing tag is a no-op; other content is refused.
+        The same content under an existing tag is a no-op; other content is refused. A
+        folder laid out by split (``DIR/<split>/<class>/``) raises ``DataLayoutError``.
         """
         if not TAG_PATTERN.match(tag):
             raise SnapshotError(f"invalid tag {tag!r}: use letters, digits, '.', '_', '-'")
+        check_class_layout(Path(data_dir))  # DIR/<split>/<class>/: DataLayoutError
         excluded = sorted(set(exclude))
         entries = assign_shards(index_directory(data_dir, excluded), self.settings.shard_size)
         digest = content_hash(entries)

@@ -1,8 +1,9 @@
 """DataValidator: checks an image dataset against production criteria before training.
 
-Layout: ``DIR/<class>/.../<image>`` (one folder per drug product), or with splits
-``DIR/{train,val,test}/<class>/.../<image>``. Every file under a class folder is checked;
-files elsewhere are listed as ignored, never dropped silently.
+Layout: ``DIR/<class>/.../<image>`` (one folder per drug product). A root laid out by
+split, ``DIR/{train,val,test,...}/<class>/.../<image>``, is refused up front
+(``rxvision.data.layout``): RxVision makes its own splits. Every file under a class folder
+is checked; files elsewhere are listed as ignored, never dropped silently.
 
 Criteria (definitions, formulas and reason codes: docs/data-validation.md):
 
@@ -62,6 +63,7 @@ from rxvision.data.decode import (
     InspectFn,
     inspect_file,
 )
+from rxvision.data.layout import check_class_layout
 from rxvision.errors import ConfigError, DataValidationError
 
 __all__ = [
@@ -574,10 +576,15 @@ class DataValidator:
         self.progress = progress
 
     def validate_dataset(self, data_path: Path) -> ValidationResult:
-        """Check every file and the dataset as a whole; never raises for a bad file."""
+        """Check every file and the dataset as a whole; never raises for a bad file.
+
+        A folder laid out by split (``DIR/<split>/<class>/``) raises ``DataLayoutError``
+        before any file is read (``rxvision.data.layout.check_class_layout``).
+        """
         root = Path(data_path)
         if not root.is_dir():
             raise DataValidationError(f"dataset folder {root} does not exist or is not a folder")
+        check_class_layout(root)  # DIR/<split>/<class>/ is refused (DataLayoutError)
         metrics = self._compute_metrics(root)
         return self._evaluate_criteria(metrics)
 

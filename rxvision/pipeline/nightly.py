@@ -12,11 +12,14 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rxvision.config.schema import DataConfig
-from rxvision.data.feature_store import feature_key, list_image_folder
+from rxvision.data.feature_store import PreprocessConfig, feature_key, list_image_folder
+from rxvision.data.imaging import ImageSpec
 from rxvision.data.settings import (
     feature_store,
     load_data_config,
@@ -24,6 +27,7 @@ from rxvision.data.settings import (
     snapshot_store,
     validation_policy,
 )
+from rxvision.data.splits import SPLITS_ARTIFACT, TEST, TRAIN
 from rxvision.data.validation import DataValidator
 from rxvision.errors import DataValidationError, RxVisionError
 from rxvision.home import Home
@@ -32,8 +36,12 @@ from rxvision.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
 
-# images per class used to check each export's parity with the eager model
-EXPORT_IMAGES_PER_CLASS = 8
+# INT8 calibration images, taken round-robin across classes from the training split
+CALIBRATION_IMAGES = 64
+
+
+# the gate that compares with the champion (run in register, not in evaluate)
+CHAMPION_CRITERION = "max_top1_regression"
 
 
 class NotPromoted(RxVisionError):
@@ -157,11 +165,29 @@ def validate_snapshot(
     }
 
 
-def preprocess(rev: str, report_uri: str, data_cfg: DataConfig | None = None) -> dict[str, Any]:
-    """Materialise the snapshot's features (only the files validation accepted); a
-    feature set already in the store is a cache hit and nothing is computed."""
+def training_spec() -> ImageSpec:
+    """The preprocessing contract of the nightly's training config (``nightly.train_config``):
+    the feature store must hold exactly the pixels that training and scoring decode."""
+    from rxvision.pipeline.config import load_pipeline_config
+    from rxvision.train.config import load_train_config
+
+    path = load_pipeline_config().nightly.train_config_path()
+    return load_train_config(path).data.image_spec
+
+
+def preprocess(
+    rev: str,
+    report_uri: str,
+    data_cfg: DataConfig | None = None,
+    spec: ImageSpec | None = None,
+) -> dict[str, Any]:
+    """Materialise the snapshot's features (only the files validation accepted) under the
+    training config's image spec; a feature set already in the store is a cache hit and
+    nothing is computed."""
     cfg = data_cfg or load_data_config()
-    store, features, pre = snapshot_store(cfg), feature_store(cfg), preprocess_config(cfg)
+    spec = spec or training_spec()
+    pre = PreprocessConfig.for_spec(spec, shard_size=preprocess_config(cfg).shard_size)
+    store, features = snapshot_store(cfg), feature_store(cfg)
     info = store.info(rev)
     report = json.loads(S3Store().get_bytes(report_uri))
     accepted = report.get("accepted")
@@ -174,7 +200,12 @@ def preprocess(rev: str, report_uri: str, data_cfg: DataConfig | None = None) ->
     found = features.manifest(key)
     if found is not None:
         log.info("feature store hit for %s: %s", rev, features.prefix(key))
-        return {"features_uri": features.prefix(key), "cache_hit": True, "images": found.images}
+        return {
+            "features_uri": features.prefix(key),
+            "cache_hit": True,
+            "images": found.images,
+            "spec": spec.to_dict(),
+        }
     local = Path(pull_snapshot(rev, cfg)["path"])
     items = list_image_folder(local)
     if accepted is not None:
@@ -190,6 +221,7 @@ def preprocess(rev: str, report_uri: str, data_cfg: DataConfig | None = None) ->
         "features_uri": features.prefix(manifest.key),
         "cache_hit": not built,
         "images": manifest.images,
+        "spec": spec.to_dict(),
     }
 
 
@@ -202,21 +234,27 @@ def read_train_summary(uri: str) -> dict[str, Any]:
 
 
 def evaluate(summary_uri_: str) -> dict[str, Any]:
-    """The trained model's validation metrics and what the production gates will say."""
+    """The trained model's test metrics and what the absolute gates say of them (the
+    comparison with the champion runs in ``register_and_promote``, on the same images
+    for both models)."""
     from rxvision.registry.model_registry import ModelRegistry, load_registry_config
 
     summary = read_train_summary(summary_uri_)
     metrics = {k: float(v) for k, v in dict(summary.get("metrics") or {}).items()}
     registry = ModelRegistry(load_registry_config())
-    report = registry.check_gates(str(summary["model_uri"]), metrics)
-    for criterion in report.criteria:
+    report = registry.check_gates(
+        str(summary["model_uri"]), metrics, classes=list(summary.get("classes") or [])
+    )
+    gates = [c for c in report.criteria if c.name != CHAMPION_CRITERION]
+    for criterion in gates:
         log.info("gate %s", criterion.describe())
     extra = dict(summary.get("extra") or {})
     send_gauges(
         "train",
         {
             "val_top1": metrics.get("val_top1"),
-            "val_ece": metrics.get("val_ece"),
+            "test_top1": metrics.get("test_top1"),
+            "test_ece": metrics.get("test_ece"),
             "samples_per_s": extra.get("samples_per_s"),
             "fit_seconds": extra.get("fit_seconds"),
         },
@@ -225,9 +263,11 @@ def evaluate(summary_uri_: str) -> dict[str, Any]:
         "run_id": summary.get("run_id"),
         "model_uri": summary["model_uri"],
         "val_top1": metrics.get("val_top1"),
+        "test_top1": metrics.get("test_top1"),
+        "test_images": metrics.get("test_images"),
         "samples_per_s": extra.get("samples_per_s"),
-        "gates_pass": report.passed,
-        "gates": [c.describe() for c in report.criteria],
+        "gates_pass": all(c.passed for c in gates),
+        "gates": [c.describe() for c in gates],
     }
 
 
@@ -241,9 +281,12 @@ def register_and_promote(
     """Register the model behind the gates, export and parity-check its serving formats,
     then make it the champion (the old champion becomes the fallback).
 
-    Raises ``NotPromoted`` when the gates refuse it (nothing registered). Retry-safe:
-    the same training run maps to the same version, and promoting the champion again
-    changes nothing.
+    The gates read the run's test metrics; the champion and this model are both scored,
+    through the scoring path, on this run's test images that the champion never trained
+    on. Promotion is compare-and-set: it fails if the champion moved since the gate
+    compared against it. Raises ``NotPromoted`` when the gates refuse the model (nothing
+    registered). Retry-safe: the same training run maps to the same version, and
+    promoting the champion again changes nothing.
     """
     from rxvision.registry.gates import ModelQualityError
     from rxvision.registry.model_registry import (
@@ -261,39 +304,138 @@ def register_and_promote(
         dag_run_id=dag_run_id,
         container_image=container_image,
     )
-    try:
-        version = registry.register_summary(summary, meta)
-    except ModelQualityError as exc:
-        raise NotPromoted(str(exc)) from exc
-    uri = f"models:/{registry.name}/{version}"
-    with tempfile.TemporaryDirectory(prefix="rxv-export-") as tmp:
-        sample = export_sample(Path(pull_snapshot(str(snapshot["rev"]))["path"]), Path(tmp))
-        exports = export_version(uri, image_folder=sample, work_dir=Path(tmp))
-    change = registry.promote(version)
+    local = Path(pull_snapshot(str(snapshot["rev"]))["path"])
+    champion = registry.get_alias(registry.config.aliases.champion)
+    with tempfile.TemporaryDirectory(prefix="rxv-register-") as tmp:
+        held_out = held_out_images(summary, local, Path(tmp), champion_run_id=_run_of(champion))
+        log.info("%s", held_out.describe())
+        try:
+            version = registry.register_summary(summary, meta, comparator=held_out.comparator())
+        except ModelQualityError as exc:
+            raise NotPromoted(str(exc)) from exc
+        uri = f"models:/{registry.name}/{version}"
+        exports = export_version(
+            uri,
+            image_folder=held_out.test_dir,
+            calibration_folder=held_out.train_dir,
+            calibration_images=CALIBRATION_IMAGES,
+            work_dir=Path(tmp),
+        )
+    judged = registry.last_report is not None
+    if judged:
+        change = registry.promote(version, expected_champion=registry.last_champion_version)
+    else:  # a retry of a run registered before: its gates were judged then
+        change = registry.promote(version)
     log.info("%s is the champion (fallback %s)", uri, change.fallback)
+    metrics = summary.get("metrics") or {}
     return {
         "name": registry.name,
         "version": version,
         "model_uri": uri,
         "fallback_version": change.fallback,
         "changed": change.changed,
-        "val_top1": (summary.get("metrics") or {}).get("val_top1"),
+        "test_top1": metrics.get("test_top1"),
+        "val_top1": metrics.get("val_top1"),
         "exports": [e.runtime for e in exports.exports],
     }
 
 
-def export_sample(snapshot_dir: Path, out: Path, per_class: int = EXPORT_IMAGES_PER_CLASS) -> Path:
-    """A small ImageFolder (links) of each class's first images, for export parity."""
-    sample = out / "sample"
-    taken: dict[str, int] = {}
-    for rel, label in list_image_folder(snapshot_dir):
-        if taken.get(label, 0) >= per_class:
-            continue
-        target = sample / label / Path(rel).name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(snapshot_dir / rel)
-        taken[label] = taken.get(label, 0) + 1
-    return sample
+def _run_of(version: Any) -> str | None:
+    return None if version is None else version.run_id
+
+
+def read_split_record(mlflow_run_id: str) -> dict[str, Any] | None:
+    """The split record (``data/splits.json``) a training run logged, or None."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{mlflow_run_id}/{SPLITS_ARTIFACT}")
+    except (MlflowException, OSError) as exc:
+        log.warning("run %s has no split record (%s): %s", mlflow_run_id, SPLITS_ARTIFACT, exc)
+        return None
+    record: dict[str, Any] = json.loads(text)
+    return record
+
+
+@dataclass
+class HeldOutImages:
+    """A training run's held-out images as ImageFolders (links into the snapshot)."""
+
+    test_dir: Path
+    train_dir: Path
+    compare_dir: Path
+    test_images: int
+    compare_images: int
+    excluded: int
+    champion_record: bool
+
+    def comparator(self) -> Callable[[str], dict[str, float]]:
+        """Score a model URI on the comparison images (the scoring path, eager fp32)."""
+        from rxvision.serving.model import evaluate_model
+
+        if not self.compare_images:
+            raise RxVisionError(
+                "no test image is left for the champion comparison: every test image of "
+                "this run was a training image of the champion"
+            )
+        return lambda uri: evaluate_model(uri, self.compare_dir, prefix="test_")
+
+    def describe(self) -> str:
+        """One line for the log."""
+        text = (
+            f"champion comparison on {self.compare_images} of {self.test_images} test images "
+            f"({self.excluded} left out: the champion trained on them)"
+        )
+        if not self.champion_record:
+            text += "; the champion has no split record, so none could be left out"
+        return text
+
+
+def held_out_images(
+    summary: dict[str, Any], snapshot_dir: Path, out: Path, *, champion_run_id: str | None
+) -> HeldOutImages:
+    """Link the run's test and train images from ``snapshot_dir`` into ImageFolders under
+    ``out``: ``test`` (all test images: export parity and INT8 acceptance), ``train``
+    (INT8 calibration), ``compare`` (the test images the champion never trained on)."""
+    run_id = summary.get("mlflow_run_id")
+    record = read_split_record(str(run_id)) if run_id else None
+    if record is None:
+        raise RxVisionError(
+            f"training run {run_id} logged no {SPLITS_ARTIFACT}: its test images are unknown, "
+            "so it cannot be judged"
+        )
+    champion_trained: set[str] = set()
+    champion_record = champion_run_id is None
+    if champion_run_id is not None:
+        found = read_split_record(champion_run_id)
+        if found is not None:
+            champion_record = True
+            champion_trained = {r["sha256"] for r in found["rows"] if r["split"] == TRAIN}
+    dirs = {name: out / name for name in ("test", "train", "compare")}
+    counts = dict.fromkeys(dirs, 0)
+    for row in record["rows"]:
+        targets = []
+        if row["split"] == TEST:
+            targets.append("test")
+            if row["sha256"] not in champion_trained:
+                targets.append("compare")
+        elif row["split"] == TRAIN:
+            targets.append("train")
+        for name in targets:
+            link = dirs[name] / row["class"] / f"{counts[name]:06d}-{Path(row['path']).name}"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(snapshot_dir / row["path"])
+            counts[name] += 1
+    return HeldOutImages(
+        test_dir=dirs["test"],
+        train_dir=dirs["train"],
+        compare_dir=dirs["compare"],
+        test_images=counts["test"],
+        compare_images=counts["compare"],
+        excluded=counts["test"] - counts["compare"],
+        champion_record=champion_record,
+    )
 
 
 def champion_trained_on(content_hash: str) -> str | None:

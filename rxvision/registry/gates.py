@@ -1,15 +1,19 @@
 """Production gates: what a trained model must show before it enters the registry.
 
-Four criteria, thresholds from ``configs/registry.yaml`` (``gates:``):
+Four criteria, thresholds from ``configs/registry.yaml`` (``gates:``), read on the
+held-out TEST split (``test_*`` metrics: images never used to choose a checkpoint):
 
-- ``min_top1``: validation top-1 accuracy at least this;
+- ``min_top1``: test top-1 accuracy at least this;
 - ``min_class_recall``: the recall of every class at least this (one weak product is a
-  dispensing error waiting to happen, whatever the average says);
+  dispensing error waiting to happen, whatever the average says). Given the model's class
+  list, a class with no recall metric (no test image) fails the criterion by name;
 - ``max_ece``: expected calibration error at most this (the review queue trusts the
   confidence);
 - ``max_top1_regression``: top-1 no more than this below the current champion's, on the
-  same evaluation split. Scores on two different splits do not compare; such a pair is
-  skipped (or fails, with ``on_split_mismatch: fail``).
+  same images. With a comparator (``compare_on_same_images``) both models are scored on
+  the challenger's test images through the same path; without one, the champion's
+  registered top-1 is compared when it was measured on the same split, and a pair from
+  two different splits fails (or, with ``on_split_mismatch: skip``, passes unchecked).
 
 ``evaluate_gates`` returns every criterion with its value and threshold; a report with a
 failure raises ``ModelQualityError`` naming each failed one.
@@ -28,6 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from rxvision.errors import RxVisionError
 
 ECE_BINS = 15  # as torchmetrics' MulticlassCalibrationError in rxvision.train.module
+# float slack of the regression limit: 0.95 - 0.94 is 0.010000000000000009, and a drop of
+# exactly one image in 100 must meet a 0.01 limit
+EPSILON = 1e-9
 
 
 class ModelQualityError(RxVisionError):
@@ -48,14 +55,18 @@ class GateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_top1: float = Field(0.80, ge=0, le=1)
-    min_class_recall: float = Field(0.50, ge=0, le=1)
+    min_class_recall: float = Field(0.80, ge=0, le=1)
     max_ece: float = Field(0.15, ge=0, le=1)
     max_top1_regression: float = Field(0.01, ge=0, le=1)
-    on_split_mismatch: Literal["skip", "fail"] = "skip"
-    # metric keys as rxvision.train.run reports them (``val/top1`` -> ``val_top1``)
-    top1_key: str = "val_top1"
-    ece_key: str = "val_ece"
-    recall_prefix: str = "val_recall_"
+    on_split_mismatch: Literal["skip", "fail"] = "fail"
+    # metric keys of the held-out test split as rxvision.train.run reports them
+    # (``test/top1`` -> ``test_top1``); validation metrics (``val_*``) are not gated
+    top1_key: str = "test_top1"
+    ece_key: str = "test_ece"
+    recall_prefix: str = "test_recall_"
+
+
+IMAGES_KEY = "images"  # a comparator's count of the images it scored
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class Criterion:
     threshold: float
     passed: bool
     detail: str = ""
+    images: int | None = None  # how many images the value was measured on, when known
 
     def describe(self) -> str:
         """``min_top1: 0.6200 < 0.8000`` (or the detail when there is no value)."""
@@ -80,18 +92,25 @@ class Criterion:
 
 @dataclass(frozen=True)
 class EvalSummary:
-    """The metrics the gates read, from one evaluation split."""
+    """The metrics the gates read, from one evaluation split, and the model's classes
+    (empty when unknown)."""
 
     top1: float | None
     ece: float | None
     class_recall: dict[str, float]
     split: str | None = None
+    classes: tuple[str, ...] = ()
 
     @classmethod
     def from_metrics(
-        cls, metrics: Mapping[str, float], config: GateConfig, split: str | None = None
+        cls,
+        metrics: Mapping[str, float],
+        config: GateConfig,
+        split: str | None = None,
+        classes: Sequence[str] | None = None,
     ) -> EvalSummary:
-        """Pick top-1, ECE and per-class recall out of a run's metrics."""
+        """Pick top-1, ECE and per-class recall out of a run's metrics; ``classes`` (the
+        model's class names) lets ``min_class_recall`` see a class that has no recall."""
         recall = {
             key.removeprefix(config.recall_prefix): float(value)
             for key, value in metrics.items()
@@ -104,7 +123,13 @@ class EvalSummary:
             ece=None if ece is None else float(ece),
             class_recall=recall,
             split=split,
+            classes=tuple(classes or ()),
         )
+
+    @property
+    def classes_without_recall(self) -> list[str]:
+        """Classes of ``classes`` with no recall metric (no test image), in class order."""
+        return [c for c in self.classes if metric_name(c) not in self.class_recall]
 
     @property
     def min_class_recall(self) -> tuple[str, float] | None:
@@ -117,11 +142,57 @@ class EvalSummary:
 
 @dataclass(frozen=True)
 class ChampionBaseline:
-    """The current champion's top-1 and the split it was measured on."""
+    """The current champion's top-1 and what it compares with.
+
+    From the registry's tags: ``top1`` on ``split`` (compared with the challenger's own
+    top-1 only when the splits match). From a comparator: ``top1`` and
+    ``challenger_top1``, both models scored on the same ``images``; ``error`` when the
+    comparison could not be made (the criterion fails)."""
 
     version: str
     top1: float | None
     split: str | None
+    challenger_top1: float | None = None
+    images: int | None = None
+    error: str | None = None
+
+    @property
+    def rescored(self) -> bool:
+        """Whether both models were scored on the same images (by a comparator)."""
+        return self.challenger_top1 is not None or self.error is not None
+
+
+def compare_on_same_images(
+    version: str,
+    champion: Mapping[str, float],
+    challenger: Mapping[str, float],
+    config: GateConfig,
+) -> ChampionBaseline:
+    """The baseline from a comparator's two scorings (champion ``version`` and this model,
+    each ``{top1_key: ..., "images": N}``); an ``error`` baseline when either lacks its
+    top-1 or image count, or the counts differ (then they were not the same images)."""
+    key = config.top1_key
+    problems = []
+    for who, metrics in (("champion", champion), ("this model", challenger)):
+        if metrics.get(key) is None:
+            problems.append(f"no {key!r} for {who}")
+        if metrics.get(IMAGES_KEY) is None:
+            problems.append(f"no {IMAGES_KEY!r} count for {who}")
+    if not problems:
+        images, other = int(champion[IMAGES_KEY]), int(challenger[IMAGES_KEY])
+        if images != other:
+            problems.append(f"champion scored on {images} images, this model on {other}")
+        elif images < 1:
+            problems.append("no test image to compare on")
+    if problems:
+        return ChampionBaseline(version, None, None, error="; ".join(problems))
+    return ChampionBaseline(
+        version,
+        top1=float(champion[key]),
+        split=None,
+        challenger_top1=float(challenger[key]),
+        images=int(champion[IMAGES_KEY]),
+    )
 
 
 @dataclass(frozen=True)
@@ -177,14 +248,20 @@ def _check_top1(summary: EvalSummary, config: GateConfig) -> Criterion:
 
 
 def _check_class_recall(summary: EvalSummary, config: GateConfig) -> Criterion:
+    name, limit = "min_class_recall", config.min_class_recall
+    unseen = summary.classes_without_recall
+    unseen_detail = f"no test image of: {', '.join(unseen)}" if unseen else ""
     worst = summary.min_class_recall
     if worst is None:
-        return _missing("min_class_recall", config.min_class_recall, f"{config.recall_prefix}*")
-    name, value = worst
-    below = sorted(k for k, v in summary.class_recall.items() if v < config.min_class_recall)
-    detail = f"worst class {name}" + (f"; below: {', '.join(below)}" if below else "")
-    passed = value >= config.min_class_recall
-    return Criterion("min_class_recall", value, config.min_class_recall, passed, detail)
+        if unseen:
+            return Criterion(name, None, limit, False, unseen_detail)
+        return _missing(name, limit, f"{config.recall_prefix}*")
+    worst_class, value = worst
+    below = sorted(k for k, v in summary.class_recall.items() if v < limit)
+    parts = [unseen_detail] if unseen else []
+    parts.append(f"worst class {worst_class}" + (f"; below: {', '.join(below)}" if below else ""))
+    passed = value >= limit and not unseen
+    return Criterion(name, value, limit, passed, "; ".join(parts))
 
 
 def _check_ece(summary: EvalSummary, config: GateConfig) -> Criterion:
@@ -200,17 +277,40 @@ def _check_champion(
     limit = config.max_top1_regression
     if champion is None:
         return Criterion(name, None, limit, True, "no champion yet")
+    if champion.rescored:
+        return _check_rescored(champion, limit)
+    # the champion's registered top-1: comparable only when measured on the same split
+    skip = config.on_split_mismatch == "skip"
+    hint = "give a comparator to score both models on the same images"
     if champion.top1 is None or summary.top1 is None:
-        return Criterion(name, None, limit, True, f"champion v{champion.version} has no top-1")
+        who = "champion" if champion.top1 is None else "this model"
+        detail = f"{who} has no top-1 to compare (champion v{champion.version}); {hint}"
+        return Criterion(name, None, limit, skip, detail)
     if champion.split != summary.split or summary.split is None:
         detail = (
             f"champion v{champion.version} was evaluated on split {champion.split!r}, "
-            f"this model on {summary.split!r}: not comparable"
+            f"this model on {summary.split!r}: not comparable; {hint}"
         )
-        return Criterion(name, None, limit, config.on_split_mismatch == "skip", detail)
+        return Criterion(name, None, limit, skip, detail)
     drop = champion.top1 - summary.top1
-    detail = f"champion v{champion.version} top-1 {champion.top1:.4f}"
-    return Criterion(name, drop, limit, drop <= limit, detail)
+    detail = (
+        f"champion v{champion.version} top-1 {champion.top1:.4f} vs this model "
+        f"{summary.top1:.4f}, each as registered, on split {summary.split}"
+    )
+    return Criterion(name, drop, limit, drop <= limit + EPSILON, detail)
+
+
+def _check_rescored(champion: ChampionBaseline, limit: float) -> Criterion:
+    name = "max_top1_regression"
+    if champion.error is not None or champion.top1 is None or champion.challenger_top1 is None:
+        detail = f"champion v{champion.version} could not be compared: {champion.error}"
+        return Criterion(name, None, limit, False, detail)
+    drop = champion.top1 - champion.challenger_top1
+    detail = (
+        f"champion v{champion.version} top-1 {champion.top1:.4f} vs this model "
+        f"{champion.challenger_top1:.4f} on {champion.images} test images"
+    )
+    return Criterion(name, drop, limit, drop <= limit + EPSILON, detail, images=champion.images)
 
 
 # --- metrics from predictions ------------------------------------------------------------

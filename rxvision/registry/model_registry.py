@@ -6,6 +6,13 @@ them raises ``ModelQualityError`` and nothing is registered. Every version carri
 lineage as tags (dataset snapshot and content hash, git commit, config hash, package
 versions, training run, Airflow dag run, container image).
 
+The "no worse than the champion" gate is meaningful only on the same images: given a
+``comparator`` (score a model URI on the challenger's test images), the registry scores
+the champion's pinned version and the challenger through it and compares the two top-1
+values. The champion the gate judged against is kept (``last_champion_version``, and the
+version's ``rxvision.gate.champion_version`` tag) so that ``promote`` can refuse to
+replace a champion it did not compare against (``expected_champion``).
+
 Roles are MLflow aliases, never the deprecated stages:
 
 - a new version becomes ``challenger``;
@@ -19,12 +26,14 @@ resolved after the fact (the lowest version wins; the other is deleted).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -36,13 +45,14 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from rxvision.config.load import load_config, validate_config
-from rxvision.errors import ConfigError, NotFound
+from rxvision.errors import ConfigError, NotFound, RxVisionError
 from rxvision.home import repo_root
 from rxvision.registry.gates import (
     ChampionBaseline,
     EvalSummary,
     GateConfig,
     GateReport,
+    compare_on_same_images,
     evaluate_gates,
 )
 
@@ -50,7 +60,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = repo_root() / "configs" / "registry.yaml"
 # params of a training run that describe the data it saw, not its config
-RUNTIME_PARAMS = frozenset({"data.source", "data.classes", "data.train_images", "data.val_images"})
+RUNTIME_PARAMS = frozenset(
+    {"data.source", "data.classes", "data.train_images", "data.val_images", "data.test_images"}
+)
 ENV_DAG_RUN_ID = "AIRFLOW_CTX_DAG_RUN_ID"  # set by Airflow in every task's environment
 ENV_IMAGE = "RXVISION_IMAGE"  # set in the training and scoring images
 TAG_PREFIX = "rxvision."
@@ -157,7 +169,40 @@ class AliasChange:
     changed: bool
 
 
-ChampionEvaluator = Callable[[VersionInfo], Mapping[str, float]]
+Comparator = Callable[[str], Mapping[str, float]]
+"""Score a model URI on the challenger's test images: the gate metrics (``test_top1``...)
+and ``"images"``, the number of images scored. Called for the champion's pinned version
+(``models:/name/N``) and for the challenger's ``model_uri``, so that both go through the
+same scoring path on the same images, e.g.
+``lambda uri: rxvision.serving.model.evaluate_model(uri, test_dir, prefix="test_")``."""
+
+CHAMPION_TAG = f"{TAG_PREFIX}gate.champion_version"  # the champion a version was judged against
+NO_CHAMPION = "none"
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+
+UNSET = _Unset.UNSET
+
+
+class ChampionChanged(RxVisionError):
+    """The champion alias is not what the caller judged against (or another writer moved
+    it during a promotion); for a refused compare-and-set nothing was moved."""
+
+    exit_code = 10  # 1-9 are taken (rxvision.errors, gates, serving, scoring)
+
+    def __init__(self, name: str, expected: str | None, actual: str | None, what: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{name}: champion is {_label(actual)}, expected {_label(expected)}: {what}"
+        )
+
+
+def _label(version: str | None) -> str:
+    return "none" if version is None else f"v{version}"
 
 
 class ModelRegistry:
@@ -167,6 +212,8 @@ class ModelRegistry:
         self.config = config or RegistryConfig()
         self._client = client
         self.last_report: GateReport | None = None
+        # the champion the last judgement compared against (None: there was none)
+        self.last_champion_version: str | None = None
 
     @cached_property
     def client(self) -> MlflowClient:
@@ -186,31 +233,47 @@ class ModelRegistry:
         metrics: Mapping[str, float],
         metadata: VersionMetadata | None = None,
         *,
-        champion_evaluator: ChampionEvaluator | None = None,
+        comparator: Comparator | None = None,
+        classes: Sequence[str] | None = None,
     ) -> str:
         """Register the model at ``model_uri`` if it passes the gates; return its version.
 
-        ``model_uri`` is what training logged (``models:/m-...`` or ``runs:/RUN/model``).
-        ``champion_evaluator``, when given, scores the champion on this model's
-        evaluation split when the champion's own split differs (e.g.
-        ``lambda v: rxvision.serving.model.evaluate_model(v.uri, val_dir)``). Raises
-        ``ModelQualityError`` (nothing registered) when a gate fails.
+        ``model_uri`` is what training logged (``models:/m-...`` or ``runs:/RUN/model``);
+        ``metrics`` its test-split metrics (``test_top1``, ``test_ece``,
+        ``test_recall_<class>``). ``comparator``, when given and a champion exists, scores
+        the champion and this model on the same images for the regression gate (see
+        ``Comparator``); without one the champion's registered top-1 is compared, and a
+        champion measured on another split fails the gate (``on_split_mismatch``).
+        ``classes`` (default: the logged model's ``classes`` metadata) lets a class
+        without a test image fail ``min_class_recall``. Raises ``ModelQualityError``
+        (nothing registered) when a gate fails.
+
+        Afterwards ``last_report`` is the gate report and ``last_champion_version`` the
+        champion judged against (None: there was none), for ``promote(expected_champion=)``.
+        A run registered before returns its version without judging again;
+        ``last_champion_version`` is then the champion recorded at its registration.
         """
         self.last_report = None
+        self.last_champion_version = None
         source, run_id, model_id = self._resolve_source(model_uri)
         existing = self._versions_of_run(run_id)
         if existing:
             version = str(existing[0].version)
             log.info("run %s is already %s version %s", run_id, self.name, version)
+            self.last_champion_version = self._judged_champion(existing[0])
             return version
         meta = (metadata or VersionMetadata()).filled_from(self._discover_metadata(run_id))
-        summary = EvalSummary.from_metrics(metrics, self.config.gates, split=meta.eval_split)
-        report = self._judge(summary, champion_evaluator)
-        self.last_report = report
+        if classes is None:
+            classes = self._model_classes(source, model_id)
+        summary = EvalSummary.from_metrics(
+            metrics, self.config.gates, split=meta.eval_split, classes=classes
+        )
+        report = self._judge(summary, model_uri, comparator)
         for criterion in report.criteria:
             log.info("gate %s", criterion.describe())
         report.raise_for_failure(f"{model_uri} (run {run_id})")
         tags = {**meta.tags(), **report.tags()}
+        tags[CHAMPION_TAG] = self.last_champion_version or NO_CHAMPION
         if summary.top1 is not None:
             tags[f"{TAG_PREFIX}eval.top1"] = f"{summary.top1:.6f}"
         return self._create_version(source, run_id, model_id, tags)
@@ -220,37 +283,54 @@ class ModelRegistry:
         model_uri: str,
         metrics: Mapping[str, float],
         *,
-        champion_evaluator: ChampionEvaluator | None = None,
+        comparator: Comparator | None = None,
+        classes: Sequence[str] | None = None,
     ) -> GateReport:
-        """Judge a model against the gates (and the champion) without registering it."""
-        _, run_id, _ = self._resolve_source(model_uri)
+        """Judge a model against the gates (and the champion) without registering it; sets
+        ``last_report`` and ``last_champion_version`` as ``register_model`` does."""
+        self.last_report = None
+        self.last_champion_version = None
+        source, run_id, model_id = self._resolve_source(model_uri)
         meta = self._discover_metadata(run_id)
-        summary = EvalSummary.from_metrics(metrics, self.config.gates, split=meta.eval_split)
-        return self._judge(summary, champion_evaluator)
+        if classes is None:
+            classes = self._model_classes(source, model_id)
+        summary = EvalSummary.from_metrics(
+            metrics, self.config.gates, split=meta.eval_split, classes=classes
+        )
+        return self._judge(summary, model_uri, comparator)
 
-    def _judge(self, summary: EvalSummary, evaluator: ChampionEvaluator | None) -> GateReport:
-        baseline = self._champion_baseline(summary.split, evaluator)
-        return evaluate_gates(summary, self.config.gates, baseline)
+    def _judge(
+        self, summary: EvalSummary, model_uri: str, comparator: Comparator | None
+    ) -> GateReport:
+        champion = self.get_alias(self.config.aliases.champion)
+        baseline = self._champion_baseline(champion, summary.split, model_uri, comparator)
+        report = evaluate_gates(summary, self.config.gates, baseline)
+        self.last_report = report
+        self.last_champion_version = None if champion is None else champion.version
+        return report
 
     def register_summary(
         self,
         summary: Mapping[str, Any],
         metadata: VersionMetadata | None = None,
         *,
-        champion_evaluator: ChampionEvaluator | None = None,
+        comparator: Comparator | None = None,
     ) -> str:
-        """Register from a training summary (``TrainResult.summary()`` / ``--summary`` JSON)."""
+        """Register from a training summary (``TrainResult.summary()`` / ``--summary`` JSON);
+        its ``classes``, when present, are the model's class list."""
         model_uri = summary.get("model_uri")
         if not model_uri:
             raise ConfigError("training summary has no model_uri: the run logged no model")
         given = metadata or VersionMetadata()
         if not given.training_run_id and summary.get("run_id"):
             given = replace(given, training_run_id=str(summary["run_id"]))
+        classes = summary.get("classes")
         return self.register_model(
             str(model_uri),
             {k: float(v) for k, v in dict(summary.get("metrics") or {}).items()},
             given,
-            champion_evaluator=champion_evaluator,
+            comparator=comparator,
+            classes=[str(c) for c in classes] if classes else None,
         )
 
     def _resolve_source(self, model_uri: str) -> tuple[str, str, str | None]:
@@ -341,11 +421,27 @@ class ModelRegistry:
         )
 
     def _champion_baseline(
-        self, split: str | None, evaluator: ChampionEvaluator | None
+        self,
+        champion: VersionInfo | None,
+        split: str | None,
+        model_uri: str,
+        comparator: Comparator | None,
     ) -> ChampionBaseline | None:
-        champion = self.get_alias(self.config.aliases.champion)
         if champion is None:
             return None
+        if comparator is not None:
+            log.info("scoring champion v%s and %s on the same images", champion.version, model_uri)
+            try:
+                champion_metrics = comparator(champion.uri)
+                challenger_metrics = comparator(model_uri)
+            except Exception as exc:  # any failure fails the gate, with its reason
+                log.exception("comparing with champion v%s failed", champion.version)
+                return ChampionBaseline(
+                    champion.version, None, None, error=f"{type(exc).__name__}: {exc}"
+                )
+            return compare_on_same_images(
+                champion.version, champion_metrics, challenger_metrics, self.config.gates
+            )
         champion_split = champion.tags.get(f"{TAG_PREFIX}eval.split")
         top1 = _float(champion.tags.get(f"{TAG_PREFIX}eval.top1"))
         if top1 is None and champion.run_id:
@@ -354,12 +450,40 @@ class ModelRegistry:
             top1 = _float(run.data.metrics.get(f"final/{self.config.gates.top1_key}"))
             content = run.data.tags.get("dataset.content_hash")
             champion_split = champion_split or eval_split_id(run.data.params, content)
-        if champion_split != split and evaluator is not None and split is not None:
-            log.info("re-evaluating champion v%s on split %s", champion.version, split)
-            metrics = evaluator(champion)
-            top1 = _float(metrics.get(self.config.gates.top1_key))
-            champion_split = split
         return ChampionBaseline(champion.version, top1, champion_split)
+
+    def _judged_champion(self, version: ModelVersion) -> str | None:
+        """The champion a registered version was judged against (from its tag; for a
+        version registered without the tag, the current champion)."""
+        recorded = (version.tags or {}).get(CHAMPION_TAG)
+        if recorded is None:
+            return self._alias_version(self.config.aliases.champion)
+        return None if recorded == NO_CHAMPION else recorded
+
+    def _model_classes(self, source: str, model_id: str | None) -> tuple[str, ...]:
+        """The logged model's class names (its ``classes`` metadata); empty when it has none."""
+        from mlflow.artifacts import download_artifacts
+        from mlflow.models import Model
+
+        try:
+            if model_id:
+                location = str(self.client.get_logged_model(model_id).artifact_location)
+            else:  # runs:/RUN/path of a model logged without a logged-model entry
+                run_id, _, path = source.removeprefix("runs:/").partition("/")
+                location = f"{self.client.get_run(run_id).info.artifact_uri}/{path or 'model'}"
+            with tempfile.TemporaryDirectory(prefix="rxv-mlmodel-") as tmp:
+                local = download_artifacts(
+                    artifact_uri=f"{location.rstrip('/')}/MLmodel",
+                    dst_path=tmp,
+                    tracking_uri=self.client.tracking_uri,
+                )
+                metadata = Model.load(local).metadata or {}
+        except MlflowException as exc:
+            raise NotFound(f"cannot read the MLmodel of {source}: {exc}") from exc
+        classes = metadata.get("classes") or ()
+        if not classes:
+            log.warning("%s has no classes metadata: classes without test images go unseen", source)
+        return tuple(str(c) for c in classes)
 
     # --- aliases ---------------------------------------------------------------------------
 
@@ -373,22 +497,55 @@ class ModelRegistry:
             raise
         return self._info(version, self._aliases())
 
-    def promote(self, version: str | None = None) -> AliasChange:
-        """Make ``version`` (default: the challenger) the champion; the old one the fallback."""
+    def promote(
+        self, version: str | None = None, *, expected_champion: str | _Unset | None = UNSET
+    ) -> AliasChange:
+        """Make ``version`` (default: the challenger) the champion; the old one the fallback.
+
+        Compare-and-set: with ``expected_champion`` (a version, or None for "there must be
+        no champion"; e.g. ``last_champion_version``, the champion the gates compared
+        against), the champion alias is read again right before anything moves, and
+        ``ChampionChanged`` is raised, with nothing moved, when it is another version.
+        Promoting the version that already is the champion changes nothing and raises
+        nothing (a retried promotion). After the move the champion alias is read back;
+        another version there raises ``ChampionChanged`` too (a concurrent writer).
+
+        MLflow has no atomic compare-and-set of an alias: between the check and the set
+        (two calls) another writer can still move the alias, and the later write wins.
+        The read-back catches a writer that wrote after this one; this is the best a
+        client can do without a lock on the tracking server.
+        """
         aliases = self.config.aliases
         target = version or self._alias_version(aliases.challenger)
         if target is None:
             raise NotFound(f"{self.name} has no {aliases.challenger!r} version to promote")
         self._check_version(target)
-        current = self._alias_version(aliases.champion)
-        fallback = self._alias_version(aliases.fallback)
+        now = self._aliases()
+        current, fallback = now.get(aliases.champion), now.get(aliases.fallback)
         if current == target:
             return AliasChange(target, current, fallback, changed=False)
+        if expected_champion is not UNSET and current != expected_champion:
+            raise ChampionChanged(
+                self.name,
+                expected_champion,
+                current,
+                f"refusing to promote v{target} over a champion it was not compared "
+                "with; nothing was moved",
+            )
         if current is not None:
             # fallback first: at every instant the champion alias points at a usable model
             self.client.set_registered_model_alias(self.name, aliases.fallback, current)
             fallback = current
         self.client.set_registered_model_alias(self.name, aliases.champion, target)
+        actual = self._alias_version(aliases.champion)
+        if actual != target:
+            raise ChampionChanged(
+                self.name,
+                target,
+                actual,
+                f"another writer moved the champion while v{target} was being promoted "
+                f"(fallback is now v{fallback}); check the aliases",
+            )
         if self._alias_version(aliases.challenger) == target:
             self.client.delete_registered_model_alias(self.name, aliases.challenger)
         self.client.set_model_version_tag(self.name, target, f"{TAG_PREFIX}promoted_at", _now())
@@ -466,11 +623,22 @@ def config_hash(params: Mapping[str, str]) -> str | None:
 
 
 def eval_split_id(params: Mapping[str, str], content_hash: str | None) -> str | None:
-    """An id of the validation split: the data, the validation fraction and the split seed."""
+    """An id of the test split the gates read: the data, the split fractions and seed, and
+    the near-duplicate distance (content groups are split whole).
+
+    ``test`` is part of the id, so that a champion registered with validation metrics
+    (before the test split existed) never compares as "same split" with a test score."""
     data = content_hash or params.get("data.source")
     if not data:
         return None
-    parts = [data, params.get("data.val_fraction", ""), params.get("data.split_seed", "")]
+    parts = [
+        data,
+        "test",
+        params.get("data.test_fraction", ""),
+        params.get("data.val_fraction", ""),
+        params.get("data.split_seed", ""),
+        params.get("data.near_duplicate_distance", ""),  # groups what splits together
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

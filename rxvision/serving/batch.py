@@ -41,18 +41,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from rxvision.config.load import load_config, validate_config
-from rxvision.data.decode import (
-    CORRUPT,
-    DECOMPRESSION_BOMB,
-    EMPTY_FILE,
-    FILE_TOO_LARGE,
-    NOT_AN_IMAGE,
-)
-from rxvision.data.presets import EvalPreset
+from rxvision.data.imaging import ImageDecodeError, ImageSpec, decode_resized
 from rxvision.errors import ConfigError, NotFound, RxVisionError
 from rxvision.home import repo_root
 from rxvision.serving.circuit import CircuitBreaker, CircuitConfig
@@ -342,56 +334,33 @@ def shard_uri(output_uri: str, shard: str) -> str:
 # --- decoding ----------------------------------------------------------------------------
 
 
-class ImageError(Exception):
-    """An input that cannot be scored; ``reason`` is the error column's text."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.reason = f"{code}: {message}"
-
-
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Fully decode ``data`` to an RGB array as training reads images (PIL, convert
-    RGB); ``ImageError`` with the data validator's reason codes when it cannot."""
-    if not data:
-        raise ImageError(EMPTY_FILE, "file is empty (0 bytes)")
-    if len(data) > max_bytes:
-        raise ImageError(FILE_TOO_LARGE, f"{len(data)} bytes, over the limit of {max_bytes}")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(DECOMPRESSION_BOMB, f"{width}x{height} pixels, over the limit")
-            image.load()
-            return np.asarray(image.convert("RGB"))
-    except ImageError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise ImageError(NOT_AN_IMAGE, "no known image format") from exc
-    except Exception as exc:  # any decoder failure means the file cannot be scored
-        raise ImageError(CORRUPT, f"cannot decode: {exc}") from exc
-
-
 @dataclass
 class _Item:
     index: int
     key: str
     submitted: float
-    image: np.ndarray | None = None
+    data: bytes = b""
+    spec: ImageSpec | None = None
     tensor: torch.Tensor | None = None
     error: str | None = None
 
 
 def _fetch(
-    index: int, key: str, submitted: float, storage: Storage, preset: EvalPreset, cfg: ScoringConfig
+    index: int,
+    key: str,
+    submitted: float,
+    storage: Storage,
+    loaded: LoadedModel,
+    cfg: ScoringConfig,
 ) -> _Item:
-    """Download, decode and preprocess one image; failures become the item's error."""
+    """Download, decode (``load_image`` under the model's contract) and preprocess one
+    image; failures become the item's error."""
     item = _Item(index, key, submitted)
     try:
-        data = storage.read(key)
-        item.image = decode_image(data, max_bytes=cfg.max_image_bytes, max_pixels=cfg.max_pixels)
-        item.tensor = preset(item.image)
-    except ImageError as exc:
+        item.data = storage.read(key)
+        item.tensor = _prepare(item.data, loaded, cfg, key)
+        item.spec = loaded.spec
+    except ImageDecodeError as exc:
         item.error = exc.reason
     except NotFound as exc:
         item.error = f"{MISSING}: {exc}"
@@ -402,6 +371,13 @@ def _fetch(
             raise StorageUnavailable(f"storage unreachable reading {key}: {exc}") from exc
         item.error = f"{DOWNLOAD_FAILED}: {type(exc).__name__}: {exc}"  # this object only
     return item
+
+
+def _prepare(data: bytes, loaded: LoadedModel, cfg: ScoringConfig, key: str) -> torch.Tensor:
+    pixels = decode_resized(
+        data, loaded.spec, max_pixels=cfg.max_pixels, max_bytes=cfg.max_image_bytes, name=key
+    )
+    return loaded.tensor(pixels)
 
 
 class StorageUnavailable(ScoringError):
@@ -530,9 +506,10 @@ class ModelPool:
             f" fallback {fallback.uri or 'not configured'} ({fallback.failure or 'n/a'})"
         )
 
-    def preset(self) -> EvalPreset:
-        """The preprocessing of the model expected to score (primary, else fallback)."""
-        return self.get(self.choose()).preset()
+    def expected(self) -> LoadedModel:
+        """The model expected to score (primary, else fallback): images are prepared
+        under its preprocessing contract."""
+        return self.get(self.choose())
 
     def get(self, role: str) -> LoadedModel:
         """A model known to be loaded."""
@@ -661,10 +638,10 @@ class _ShardScorer:
 
     def run(self, keys: Sequence[str], storage: Storage, progress: ProgressFn | None) -> None:
         """Stream, batch and score every key."""
-        preset = self.pool.preset()
+        expected = self.pool.expected()
 
         def fetch(index: int, key: str, submitted: float) -> _Item:
-            return _fetch(index, key, submitted, storage, preset, self.config)
+            return _fetch(index, key, submitted, storage, expected, self.config)
 
         batch: list[_Item] = []
         workers, ahead = self.config.download_workers, self.config.max_in_flight
@@ -701,7 +678,7 @@ class _ShardScorer:
         primary fails on go to the fallback, if there is one."""
         role = role or self.pool.choose()
         loaded = self.pool.get(role)
-        images = _batch_tensor(batch, loaded)
+        images = _batch_tensor(batch, loaded, self.config)
         failure: str | None = None
         runtime = "?"
         began = time.perf_counter()
@@ -753,15 +730,14 @@ class _ShardScorer:
         return pa.Table.from_pylist(ordered, schema=PREDICTION_SCHEMA)
 
 
-def _batch_tensor(batch: Sequence[_Item], loaded: LoadedModel) -> torch.Tensor:
-    """The batch's tensors; re-preprocessed when this model wants another size (the
-    fallback may differ from the model the images were prepared for)."""
-    tensors = [i.tensor for i in batch if i.tensor is not None]
-    want = (loaded.img_size, loaded.img_size)
-    if any(tuple(t.shape[-2:]) != want for t in tensors):
-        preset = loaded.preset()
-        tensors = [preset(i.image) for i in batch if i.image is not None]
-    return torch.stack(tensors)
+def _batch_tensor(
+    batch: Sequence[_Item], loaded: LoadedModel, config: ScoringConfig
+) -> torch.Tensor:
+    """The batch's tensors; decoded again from the bytes when this model's contract
+    differs (the fallback may have been trained at another size)."""
+    if all(i.spec == loaded.spec for i in batch):
+        return torch.stack([i.tensor for i in batch if i.tensor is not None])
+    return torch.stack([_prepare(i.data, loaded, config, i.key) for i in batch])
 
 
 def score_shard(

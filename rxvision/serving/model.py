@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rxvision.data.imaging import ImageSpec, load_image
 from rxvision.data.presets import EvalPreset
 from rxvision.errors import ConfigError, NotFound, RxVisionError
 from rxvision.home import Home
@@ -149,9 +150,14 @@ class LoadedModel:
 
     model: ServingModel
     classes: list[str]
-    img_size: int
+    spec: ImageSpec
     ref: ModelRef
     local_dir: Path | None = None
+
+    @property
+    def img_size(self) -> int:
+        """The input resolution (square)."""
+        return self.spec.img_size
 
     @property
     def label(self) -> str:
@@ -161,6 +167,15 @@ class LoadedModel:
     def preset(self) -> EvalPreset:
         """The evaluation transforms the model was validated with."""
         return EvalPreset(img_size=self.img_size)
+
+    def tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        """Model input from pixels decoded by ``load_image`` under this model's spec."""
+        return self.preset()(pixels)
+
+    def load(self, source: bytes | Path, name: str | None = None) -> torch.Tensor:
+        """Model input from an image file or its bytes: the training decode, then the
+        evaluation transforms (exactly the tensor training evaluated)."""
+        return self.tensor(load_image(source, self.spec, name=name))
 
 
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
@@ -220,14 +235,14 @@ def load_model(
         warnings.simplefilter("ignore")  # mlflow's pickle-format caution, on every load
         net = mlflow.pytorch.load_model(str(local), map_location="cpu")
     metadata = Model.load(str(local / "MLmodel")).metadata or {}
-    classes, img_size = metadata.get("classes"), metadata.get("img_size")
-    if not classes or not img_size:
-        raise ConfigError(
-            f"model {uri} has no classes/img_size metadata: was it logged by RxVision?"
-        )
+    classes = metadata.get("classes")
+    if not classes:
+        raise ConfigError(f"model {uri} has no classes metadata: was it logged by RxVision?")
+    # the preprocessing contract: refused when missing or of another decode version
+    spec = ImageSpec.from_dict(metadata.get("preprocessing") or {}, source=f"model {uri}")
     model = serving_model(net).eval()
-    log.info("loaded %s (%s): %d classes, %d px", uri, ref.label, len(classes), img_size)
-    return LoadedModel(model, [str(c) for c in classes], int(img_size), ref, local)
+    log.info("loaded %s (%s): %d classes, %s", uri, ref.label, len(classes), spec.describe())
+    return LoadedModel(model, [str(c) for c in classes], spec, ref, local)
 
 
 def default_cache_dir() -> Path:
@@ -679,30 +694,40 @@ def _fastest(candidates: Sequence[Predictor], sample: torch.Tensor) -> Predictor
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def load_image_folder(
-    folder: Path, preset: EvalPreset, classes: Sequence[str], limit: int | None = None
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Preprocessed images of ``folder/<class>/*`` and their class indexes (in ``classes``
-    order); folders of unknown classes are skipped. ``limit`` spreads evenly over classes."""
-    from PIL import Image
-
+def image_folder_files(
+    folder: Path, classes: Sequence[str], limit: int | None = None
+) -> list[tuple[Path, int]]:
+    """(file, class index) of ``folder/<class>/*`` for the model's ``classes``; folders of
+    unknown classes are skipped. ``limit`` takes images round-robin across classes, so a
+    sample of any size spans every class it can."""
     index = {name: i for i, name in enumerate(classes)}
-    files = sorted(
-        (p, index[p.parent.name])
-        for p in folder.glob("*/*")
-        if p.parent.name in index and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    by_class: dict[int, list[Path]] = {}
+    for path in sorted(folder.glob("*/*")):
+        if path.parent.name in index and path.suffix.lower() in IMAGE_SUFFIXES:
+            by_class.setdefault(index[path.parent.name], []).append(path)
+    files = [(p, c) for c in sorted(by_class) for p in by_class[c]]
     if limit is not None and len(files) > limit:
-        step = len(files) / limit
-        files = [files[int(i * step)] for i in range(limit)]
+        queues = [list(by_class[c]) for c in sorted(by_class)]
+        labels = sorted(by_class)
+        files = []
+        while len(files) < limit:
+            for label, queue in zip(labels, queues, strict=True):
+                if queue and len(files) < limit:
+                    files.append((queue.pop(0), label))
     if not files:
         raise NotFound(f"no images of the model's classes under {folder}/<class>/")
-    tensors, labels = [], []
-    for path, label in files:
-        with Image.open(path) as image:
-            tensors.append(preset(image.convert("RGB")))
-        labels.append(label)
-    return torch.stack(tensors), np.asarray(labels, dtype=np.int64)
+    return files
+
+
+def load_image_folder(
+    folder: Path, loaded: LoadedModel, limit: int | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Model inputs of ``folder/<class>/*`` (decoded as scoring decodes them) and their
+    class indexes in the model's class order (see ``image_folder_files``)."""
+    files = image_folder_files(folder, loaded.classes, limit)
+    tensors = [loaded.load(path) for path, _ in files]
+    labels = np.asarray([label for _, label in files], dtype=np.int64)
+    return torch.stack(tensors), labels
 
 
 def evaluate_model(
@@ -711,21 +736,26 @@ def evaluate_model(
     *,
     tracking_uri: str | None = None,
     batch_size: int = 32,
+    prefix: str = "test_",
 ) -> dict[str, float]:
-    """Top-1, ECE and per-class recall of a model on ``image_folder/<class>/*``, under the
-    keys training logs (``val_top1``...): e.g. the champion re-scored on a challenger's
-    evaluation split, for the registry's regression gate."""
+    """Top-1, ECE and per-class recall of a model on ``image_folder/<class>/*`` under the
+    keys training logs (``test_top1``...), and ``images``: the image count. Images go
+    through the scoring path (``load_image`` under the model's own contract, eager fp32):
+    e.g. champion and challenger scored on the challenger's test images for the
+    registry's regression gate."""
     from rxvision.registry.gates import classification_metrics
 
     loaded = load_model(uri, tracking_uri=tracking_uri)
-    images, labels = load_image_folder(image_folder, loaded.preset(), loaded.classes)
+    images, labels = load_image_folder(image_folder, loaded)
     predictor = EagerPredictor(loaded.model, torch.device("cpu"))
     logits = np.concatenate(
         [predictor.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     )
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = exp / exp.sum(axis=1, keepdims=True)
-    return classification_metrics(probs, labels, loaded.classes)
+    metrics = classification_metrics(probs, labels, loaded.classes, prefix=prefix)
+    metrics["images"] = float(len(labels))
+    return metrics
 
 
 @dataclass
@@ -744,16 +774,23 @@ def export_version(
     labels: np.ndarray | None = None,
     *,
     image_folder: Path | None = None,
+    calibration_folder: Path | None = None,
+    calibration_images: int = 64,
     tolerance: float = FP32_TOLERANCE,
     max_int8_drop_points: float = 1.0,
     tracking_uri: str | None = None,
     work_dir: Path | None = None,
 ) -> ExportSummary:
     """Export a registered version to TorchScript and ONNX, check parity on real images,
-    try static INT8 when labels are given, and log it all with the version.
+    try static INT8 when labels and calibration images are given, and log it all with
+    the version.
 
     Images come preprocessed (``images``, ``labels``) or from ``image_folder``
-    (``DIR/<class>/*``, labelled by folder).
+    (``DIR/<class>/*``, labelled by folder): held-out images, on which parity is checked
+    and INT8 is accepted or refused. INT8 is calibrated on ``calibration_folder``
+    (training images), ``calibration_images`` of them taken round-robin across classes;
+    without one, INT8 is not tried (calibrating on the images that judge it would hide
+    its error).
     """
     from mlflow.tracking import MlflowClient
 
@@ -763,17 +800,25 @@ def export_version(
     if images is None:
         if image_folder is None:
             raise ConfigError("export needs real images: give images or an image folder")
-        images, labels = load_image_folder(image_folder, loaded.preset(), loaded.classes)
+        images, labels = load_image_folder(image_folder, loaded)
+    calibration = None
+    if calibration_folder is not None:
+        calibration, _ = load_image_folder(calibration_folder, loaded, limit=calibration_images)
     client = MlflowClient(tracking_uri)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         out_dir = Path(tmp)
         results = export_all(loaded, images, out_dir, tolerance)
         decision = None
-        if labels is not None:
+        if labels is not None and calibration is not None:
             onnx_path = out_dir / FILES["onnxruntime"]
             int8_path = out_dir / FILES["onnxruntime-int8"]
             decision = static_int8(
-                onnx_path, images, labels, int8_path, max_drop_points=max_int8_drop_points
+                onnx_path,
+                calibration,
+                images,
+                labels,
+                int8_path,
+                max_drop_points=max_int8_drop_points,
             )
             if decision.kept:
                 int8_parity = ParityReport("onnxruntime-int8", len(images), float("nan"), 0.0, 0.0)

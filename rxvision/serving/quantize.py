@@ -190,16 +190,16 @@ class Int8Decision:
 
 def static_int8(
     onnx_path: Path,
+    calibration: torch.Tensor,
     images: torch.Tensor,
     labels: np.ndarray,
     out_path: Path,
     *,
-    calibration_images: int = 64,
     max_drop_points: float = MAX_TOP1_DROP_POINTS,
 ) -> Int8Decision:
-    """Quantize ``onnx_path`` calibrated on (up to ``calibration_images`` of) the
-    validation ``images``; keep it only when top-1 on all of them holds."""
-    calib = images[:calibration_images].numpy()
+    """Quantize ``onnx_path`` calibrated on ``calibration`` (training images across every
+    class); keep it only when top-1 on the held-out ``images`` holds."""
+    calib = calibration.numpy()
     batches = [calib[i : i + CALIBRATION_BATCH] for i in range(0, len(calib), CALIBRATION_BATCH)]
     static_quantize_onnx(onnx_path, batches, out_path)
     cpu = torch.device("cpu")

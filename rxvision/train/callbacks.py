@@ -50,39 +50,79 @@ class BackboneFreezer(Callback):
     """Freeze backbone blocks and unfreeze them on schedule (``unfreeze_schedule``).
 
     Blocks that never train are frozen in ``setup``, before DDP wraps the model, so DDP
-    leaves them out. Scheduled blocks are (un)frozen at each epoch start, which also
-    restores the right state after a resume; the module then uses DDP's dynamic mode.
+    leaves them out. Scheduled blocks are (un)frozen at each epoch start, and at the start
+    of fit: a run resumed mid-epoch gets no ``on_train_epoch_start``. The module then uses
+    DDP's dynamic mode.
+
+    A frozen block is also held in eval mode, so its BatchNorm running statistics (and
+    its dropout) stay as they are: ``requires_grad`` alone does not stop a BatchNorm in
+    train mode from updating them. Lightning (2.6) never calls ``.train()`` at an epoch
+    start; it restores each submodule's mode after validation, unless the LightningModule
+    overrides ``on_validation_model_train`` (whose default is ``.train()``). So the eval
+    mode is set when fit starts (after Lightning's check for modules in eval mode, which
+    would warn), at each epoch start and again before every training batch, whatever ran
+    in between. An unfrozen block goes back to train mode.
     """
 
     def __init__(self, blocks: list[nn.Module], fine_tuning: FineTuningConfig) -> None:
         self.blocks = blocks
         self.schedule = unfreeze_schedule(len(blocks), fine_tuning)
+        self._frozen: set[int] = set()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Freeze the blocks that never train."""
-        for block, start in zip(self.blocks, self.schedule, strict=True):
+        """Freeze the blocks that never train (their mode is set when training starts)."""
+        for index, (block, start) in enumerate(zip(self.blocks, self.schedule, strict=True)):
             if start is None:
                 set_trainable(block, False)
+                self._frozen.add(index)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Apply the schedule of the current epoch (also after a mid-epoch resume)."""
+        self.apply(trainer.current_epoch, verbose=False)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Apply the schedule for this epoch."""
         self.apply(trainer.current_epoch, verbose=trainer.is_global_zero)
 
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Put frozen blocks back in eval mode, should anything have called ``.train()``."""
+        self.hold_frozen_in_eval()
+
+    def hold_frozen_in_eval(self) -> None:
+        """Eval mode for every frozen block (cheap: it only sets flags)."""
+        for index in self._frozen:
+            self.blocks[index].eval()
+
     def apply(self, epoch: int, verbose: bool = True) -> int:
-        """Set each scheduled block's state for ``epoch``; return how many blocks train."""
+        """Set each scheduled block's state for ``epoch``; return how many blocks train.
+
+        Frozen blocks (never-training ones included) are put in eval mode; a block that
+        is unfrozen here goes back to train mode.
+        """
         trainable = 0
         for index, (block, start) in enumerate(zip(self.blocks, self.schedule, strict=True)):
-            if start is None:
+            if start is None:  # frozen in setup already; frozen here too when it was not
+                set_trainable(block, False)
+                self._frozen.add(index)
                 continue
             on = epoch >= start
             was = any(p.requires_grad for p in block.parameters())
             if on != was:
                 set_trainable(block, on)
+                if on:
+                    block.train()
+            if on:
+                self._frozen.discard(index)
+            else:
+                self._frozen.add(index)
             if on != was and verbose:
                 log.info(
                     "epoch %d: backbone block %d %s", epoch, index, "unfrozen" if on else "frozen"
                 )
             trainable += on
+        self.hold_frozen_in_eval()
         return trainable
 
 

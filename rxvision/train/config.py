@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rxvision.config.load import load_config
 from rxvision.config.schema import FineTuning, Model, Optimizer, Scheduler, Tracking, Training
+from rxvision.data.imaging import ImageSpec, Resample
 
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 
@@ -99,12 +100,21 @@ class TrainingConfig(Training):
 class DataLoadingConfig(Strict):
     """How images become batches: split, resolution, augmentation and DataLoader tuning.
 
+    Splits are by content (``rxvision.data.splits``): ``val_fraction`` and
+    ``test_fraction`` of the content groups go to validation (checkpoint choice) and test
+    (the reported metrics and the gates); ``split_seed`` salts the assignment (change it
+    and every image may move). ``near_duplicate_distance`` is the perceptual-hash distance
+    (bits of 64) under which two photos of a class count as copies of each other.
+    ``img_size`` and ``resample`` are the preprocessing contract stored with the model.
     ``num_workers: null`` picks min(4, CPU cores - 1); ``pin_memory`` is used on CUDA only.
     """
 
     img_size: int = Field(224, ge=16, le=1024)
-    val_fraction: float = Field(0.2, gt=0, lt=1)
+    resample: Resample = "bilinear"
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
     split_seed: int = 0
+    near_duplicate_distance: int = Field(6, ge=-1, le=16)
     augment: bool = True
     rotate90_p: float = Field(0.5, ge=0, le=1)
     flip_p: float = Field(0.5, ge=0, le=1)
@@ -114,6 +124,25 @@ class DataLoadingConfig(Strict):
     cache_images: bool = Field(
         False, description="Decode an image folder once into memory (small datasets)."
     )
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> DataLoadingConfig:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                f"data.val_fraction ({self.val_fraction}) + data.test_fraction "
+                f"({self.test_fraction}) must leave at least 10% of the images for training"
+            )
+        return self
+
+    @property
+    def image_spec(self) -> ImageSpec:
+        """The preprocessing contract of models trained with this config."""
+        return ImageSpec(img_size=self.img_size, resample=self.resample)
+
+    @property
+    def split_salt(self) -> str:
+        """The salt of the content-hash split."""
+        return f"rxvision-split-v1/{self.split_seed}"
 
 
 class TrainerConfig(Strict):

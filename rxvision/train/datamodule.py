@@ -2,8 +2,10 @@
 
 ``resolve_data`` turns what the user names (an ImageFolder directory, a local
 ``manifest.json`` of a shard set, or its ``s3://`` prefix) into a ``DataSource``;
-``RxVisionDataModule`` splits it (stratified, seeded) and serves DataLoaders with the
-``rxvision.data.presets`` transforms.
+``RxVisionDataModule`` splits it by content (``rxvision.data.splits``: train, validation
+for checkpoint choice, test for the reported metrics) and serves DataLoaders with the
+``rxvision.data.presets`` transforms. Every image is decoded by
+``rxvision.data.imaging.load_image`` under the config's ``ImageSpec``, as scoring does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from rxvision.data.feature_store import (
@@ -29,11 +30,28 @@ from rxvision.data.feature_store import (
     FeatureStore,
     list_image_folder,
 )
-from rxvision.data.presets import EvalPreset, TrainPreset
-from rxvision.errors import ConfigError, NotFound
+from rxvision.data.imaging import (
+    ImageDecodeError,
+    ImageSpec,
+    difference_hash,
+    load_image,
+    sha256_hex,
+)
+from rxvision.data.presets import EvalPreset, TrainPreset, seed_worker_transform
+from rxvision.data.splits import (
+    TEST,
+    TRAIN,
+    VAL,
+    ImageKey,
+    SplitAssignment,
+    assign_splits,
+    require_trainable,
+)
+from rxvision.errors import ConfigError, DataValidationError, NotFound
 from rxvision.home import Home
 from rxvision.storage.s3 import parse_s3_uri
 from rxvision.train.config import DataLoadingConfig
+from rxvision.train.sampler import ResumableSampler
 
 log = logging.getLogger(__name__)
 
@@ -57,46 +75,83 @@ class DataSource:
         """The content hash of the snapshot the shard set was built from (None: a folder)."""
         return self.manifest.snapshot_hash if self.manifest else None
 
+    def check_spec(self, spec: ImageSpec) -> None:
+        """A shard set must hold pixels of ``spec`` (the model's contract)."""
+        if self.manifest is not None:
+            spec.require_same(self.manifest.spec, what=self.description)
+
+    def row_paths(self) -> list[str]:
+        """The relative path of every row (its file in the snapshot or folder)."""
+        if self.manifest is not None:
+            return [p for shard in self.manifest.shards for p in shard.paths]
+        return list(self.paths)
+
+    def content_keys(self, spec: ImageSpec) -> list[ImageKey]:
+        """Each row's file sha256 and perceptual hash (stored in a shard set's manifest;
+        computed from the files of an image folder)."""
+        if self.manifest is not None:
+            shas = [h for shard in self.manifest.shards for h in shard.sha256]
+            phashes = [h for shard in self.manifest.shards for h in shard.phash]
+            if not len(shas) == len(phashes) == len(self.labels):
+                raise DataValidationError(
+                    f"{self.description}: the manifest lacks content hashes for some rows; "
+                    "rebuild the feature set"
+                )
+            return [
+                ImageKey(sha, int(phash, 16), label)
+                for sha, phash, label in zip(shas, phashes, self.labels, strict=True)
+            ]
+        assert self.folder is not None
+        log.info("hashing %d images of %s for the content split", len(self.paths), self.folder)
+        return [
+            _folder_key(self.folder / path, spec, label)
+            for path, label in zip(self.paths, self.labels, strict=True)
+        ]
+
     def dataset(
-        self, indices: Sequence[int], transform: Transform, img_size: int | None = None
+        self, indices: Sequence[int], transform: Transform, spec: ImageSpec
     ) -> Dataset[Any]:
-        """The rows ``indices`` of this source, each transformed (to ``img_size``)."""
+        """The rows ``indices`` of this source, each decoded as ``spec`` and transformed."""
         if self.manifest is not None:
             shards = FeatureShardDataset(self.manifest, self.shard_paths, transform, indices)
             return cast("Dataset[Any]", shards)  # map-style: __len__ and __getitem__
         assert self.folder is not None
         rows = [(self.paths[i], self.labels[i]) for i in indices]
-        return ImageFolderDataset(self.folder, rows, transform, draft_size=img_size)
+        return ImageFolderDataset(self.folder, rows, transform, spec)
+
+
+def _folder_key(path: Path, spec: ImageSpec, label: int) -> ImageKey:
+    try:
+        data = path.read_bytes()
+        pixels = load_image(data, spec, name=str(path))
+    except ImageDecodeError as exc:
+        raise DataValidationError(
+            f"{path}: {exc.reason} (run `rxvision data validate` and leave rejected files out)"
+        ) from exc
+    return ImageKey(sha256_hex(data), difference_hash(pixels), label)
 
 
 class ImageFolderDataset(Dataset[tuple[Any, int]]):
-    """Images decoded with PIL as RGB arrays, then transformed (the presets' input).
-
-    With ``draft_size``, JPEGs are decoded at the smallest power-of-two reduction that
-    still covers it (much faster for photos far larger than the training resolution).
-    """
+    """Images decoded by ``load_image`` (as scoring decodes them), then transformed."""
 
     def __init__(
         self,
         root: Path,
         rows: Sequence[tuple[str, int]],
         transform: Transform,
-        draft_size: int | None = None,
+        spec: ImageSpec,
     ) -> None:
         self.root = root
         self.rows = list(rows)
         self.transform = transform
-        self.draft_size = draft_size
+        self.spec = spec
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, label = self.rows[index]
-        with Image.open(self.root / path) as img:
-            if self.draft_size:
-                img.draft("RGB", (self.draft_size, self.draft_size))
-            array = np.asarray(img.convert("RGB"))
+        array = load_image(self.root / path, self.spec)
         return self.transform(array), label
 
 
@@ -186,34 +241,13 @@ def _checked(source: DataSource) -> DataSource:
     return source
 
 
-def stratified_split(
-    labels: Sequence[int], val_fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """Train and validation indices: ``val_fraction`` of each class (at least one image
-    of every class with two or more), chosen by a seeded shuffle; both sorted."""
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(label, []).append(i)
-    train: list[int] = []
-    val: list[int] = []
-    for label in sorted(by_class):
-        members = np.array(by_class[label])
-        rng.shuffle(members)
-        n_val = round(len(members) * val_fraction)
-        n_val = min(max(n_val, 1 if len(members) > 1 else 0), len(members) - 1)
-        val.extend(int(i) for i in members[:n_val])
-        train.extend(int(i) for i in members[n_val:])
-    return sorted(train), sorted(val)
-
-
 def default_workers() -> int:
     """DataLoader workers when the config says null: leave one core to the training loop."""
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 class RxVisionDataModule(pl.LightningDataModule):
-    """Train/val loaders over a ``DataSource`` with the train and eval presets."""
+    """Train/val/test loaders over a ``DataSource`` with the train and eval presets."""
 
     def __init__(
         self,
@@ -223,6 +257,7 @@ class RxVisionDataModule(pl.LightningDataModule):
         batch_size: int,
         world_size: int = 1,
         pin_memory: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.source = source
@@ -230,13 +265,24 @@ class RxVisionDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.world_size = world_size
         self.pin_memory = pin_memory
+        self.seed = seed
+        self.spec = config.image_spec
         self.num_workers = default_workers() if config.num_workers is None else config.num_workers
+        source.check_spec(self.spec)
         # decided here, not in setup(): every DDP rank must see the same split
-        self.train_indices, self.val_indices = stratified_split(
-            source.labels, config.val_fraction, config.split_seed
-        )
+        self.assignment = split_source(source, config)
+        self.train_indices = self.assignment.indices(TRAIN)
+        self.val_indices = self.assignment.indices(VAL)
+        self.test_indices = self.assignment.indices(TEST)
         self.train_set: Dataset[Any] | None = None
         self.val_set: Dataset[Any] | None = None
+        self.test_set: Dataset[Any] | None = None
+        self._resume_at: tuple[int, int] = (0, 0)
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """A resumed run continues ``epoch`` after its first ``batches_done`` batches: the
+        training loader skips them (same order, no image seen twice in the epoch)."""
+        self._resume_at = (epoch, batches_done)
 
     @property
     def classes(self) -> list[str]:
@@ -253,43 +299,71 @@ class RxVisionDataModule(pl.LightningDataModule):
             rotate90_p=cfg.rotate90_p,
             flip_p=cfg.flip_p,
             affine_p=cfg.affine_p,
+            seed=self.seed,
         )
 
     def eval_transform(self) -> Transform:
-        """The validation and scoring preset."""
+        """The validation, test and scoring preset."""
         return EvalPreset(img_size=self.config.img_size)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (cheap: images are read lazily by the loaders)."""
         if self.train_set is None:
-            size = self.config.img_size
-            self.train_set = self.source.dataset(self.train_indices, self.train_transform(), size)
-            self.val_set = self.source.dataset(self.val_indices, self.eval_transform(), size)
+            spec = self.spec
+            self.train_set = self.source.dataset(self.train_indices, self.train_transform(), spec)
+            self.val_set = self.source.dataset(self.val_indices, self.eval_transform(), spec)
+            self.test_set = self.source.dataset(self.test_indices, self.eval_transform(), spec)
 
     def train_dataloader(self) -> DataLoader[Any]:
-        """Shuffled batches; the last partial batch is dropped (BatchNorm needs > 1 image)."""
+        """Batches in a seeded per-epoch order, split across ranks (``ResumableSampler``);
+        the last partial batch is dropped (BatchNorm needs > 1 image)."""
         assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, shuffle=True, drop_last=self._drop_last())
+        trainer = getattr(self, "trainer", None)
+        sampler = ResumableSampler(
+            len(self.train_indices),
+            seed=self.seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=self.world_size,
+            batch_size=self.batch_size,
+            drop_last=self._drop_last(),
+        )
+        epoch, batches_done = self._resume_at
+        sampler.set_epoch(epoch)
+        if batches_done:
+            sampler.skip_batches(batches_done)
+        return self._loader(self.train_set, sampler=sampler, drop_last=self._drop_last())
 
     def val_dataloader(self) -> DataLoader[Any]:
-        """Validation batches in a fixed order."""
+        """Validation batches in a fixed order (checkpoint choice only)."""
         assert self.val_set is not None, "call setup() first"
-        return self._loader(self.val_set, shuffle=False, drop_last=False)
+        return self._loader(self.val_set, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        """Test batches in a fixed order: the reported metrics and the gates read these."""
+        assert self.test_set is not None, "call setup() first"
+        return self._loader(self.test_set, drop_last=False)
 
     def predict_dataloader(self) -> DataLoader[Any]:
-        """The validation images, for ``Trainer.predict``."""
-        return self.val_dataloader()
+        """The test images, for ``Trainer.predict``."""
+        return self.test_dataloader()
 
-    def _loader(self, dataset: Dataset[Any], *, shuffle: bool, drop_last: bool) -> DataLoader[Any]:
+    def _loader(
+        self, dataset: Dataset[Any], *, drop_last: bool, sampler: ResumableSampler | None = None
+    ) -> DataLoader[Any]:
         workers = self.num_workers
         extra: dict[str, Any] = {}
         if workers > 0:
-            # persistent workers keep their decoded shard maps and forked state across epochs
-            extra = {"persistent_workers": True, "prefetch_factor": self.config.prefetch_factor}
+            # persistent workers keep their decoded shard maps and forked state across epochs;
+            # each worker reseeds its augmentation from its own torch seed (reproducible)
+            extra = {
+                "persistent_workers": True,
+                "prefetch_factor": self.config.prefetch_factor,
+                "worker_init_fn": seed_worker_transform,
+            }
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=workers,
             pin_memory=self.pin_memory,
@@ -297,7 +371,7 @@ class RxVisionDataModule(pl.LightningDataModule):
         )
 
     def _per_rank(self) -> int:
-        # Lightning's DistributedSampler pads every rank to ceil(n / world) images
+        # the sampler pads every rank to ceil(n / world) images
         return math.ceil(len(self.train_indices) / self.world_size)
 
     def _drop_last(self) -> bool:
@@ -313,9 +387,50 @@ class RxVisionDataModule(pl.LightningDataModule):
         batches = per_rank // self.batch_size if self._drop_last() else 1
         return max(1, math.ceil(batches / accumulate_grad_batches))
 
-    def class_counts(self) -> dict[str, int]:
-        """Images per class in the training split."""
+    def class_counts(self, split: str = TRAIN) -> dict[str, int]:
+        """Images per class in ``split``."""
+        indices = {TRAIN: self.train_indices, VAL: self.val_indices, TEST: self.test_indices}
         counts = np.bincount(
-            [self.source.labels[i] for i in self.train_indices], minlength=len(self.classes)
+            [self.source.labels[i] for i in indices[split]], minlength=len(self.classes)
         )
         return {name: int(n) for name, n in zip(self.classes, counts, strict=True)}
+
+    def split_record(self) -> dict[str, Any]:
+        """Every row's path, sha256, content group and split: logged with the run, so the
+        champion comparison can leave out images a model was trained on."""
+        paths = self.source.row_paths()
+        keys = self.assignment.keys
+        return {
+            "salt": self.config.split_salt,
+            "val_fraction": self.config.val_fraction,
+            "test_fraction": self.config.test_fraction,
+            "near_duplicate_distance": self.config.near_duplicate_distance,
+            "counts": self.assignment.counts(),
+            "rows": [
+                {
+                    "path": path,
+                    "class": self.classes[key.label],
+                    "sha256": key.sha256,
+                    "group": group,
+                    "split": split,
+                }
+                for path, key, group, split in zip(
+                    paths, keys, self.assignment.groups, self.assignment.splits, strict=True
+                )
+            ],
+        }
+
+
+def split_source(source: DataSource, config: DataLoadingConfig) -> SplitAssignment:
+    """The content split of ``source`` under ``config`` (refused when a class would have
+    no training image)."""
+    keys = source.content_keys(config.image_spec)
+    assignment = assign_splits(
+        keys,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        salt=config.split_salt,
+        max_distance=config.near_duplicate_distance,
+    )
+    require_trainable(assignment, source.labels, source.classes)
+    return assignment

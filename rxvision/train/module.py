@@ -167,18 +167,23 @@ class RxVisionTrainer(pl.LightningModule):
         self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=labels.shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        """Log the scalar metrics and per-class recall; keep the confusion matrix."""
+        """Log the scalar metrics and the recall of each class that had images (a class
+        without validation images has no recall, not a recall of 0); keep the confusion
+        matrix."""
         self.log_dict(self.val_metrics.compute(), sync_dist=False)
         self.val_metrics.reset()
         recall = self.val_recall.compute().detach().cpu()
         self.val_recall.reset()
+        self.confusion = self.val_confusion.compute().detach().cpu().numpy()
+        self.val_confusion.reset()
+        support = self.confusion.sum(axis=1)
         self.per_class_recall = {
-            name: float(value) for name, value in zip(self.classes, recall, strict=True)
+            name: float(value)
+            for name, value, n in zip(self.classes, recall, support, strict=True)
+            if n > 0
         }
         for name, value in self.per_class_recall.items():
             self.log(f"val/recall/{metric_name(name)}", value, sync_dist=False)
-        self.confusion = self.val_confusion.compute().detach().cpu().numpy()
-        self.val_confusion.reset()
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """Class probabilities of a batch of images (labels, if present, are ignored)."""

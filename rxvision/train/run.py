@@ -20,17 +20,19 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.strategies import DDPStrategy, Strategy
 
 from rxvision.config.load import to_flat_dict, validate_config
+from rxvision.data.splits import SPLITS_ARTIFACT
 from rxvision.errors import ConfigError
 from rxvision.home import Home
 from rxvision.train.backbones import backbone_blocks, build_backbone, load_pretrained
@@ -221,6 +223,7 @@ def train(
         batch_size=cfg.training.batch_size,
         world_size=world,
         pin_memory=accelerator == "gpu",
+        seed=cfg.training.seed,
     )
     steps_per_epoch = datamodule.steps_per_epoch(cfg.training.accumulate_grad_batches)
     max_steps = cfg.training.max_steps or cfg.training.epochs * steps_per_epoch
@@ -242,6 +245,7 @@ def train(
                 "data.classes": len(source.classes),
                 "data.train_images": len(datamodule.train_indices),
                 "data.val_images": len(datamodule.val_indices),
+                "data.test_images": len(datamodule.test_indices),
                 "run.max_steps": max_steps,
                 "run.steps_per_epoch": steps_per_epoch,
                 "run.precision": precision,
@@ -383,6 +387,8 @@ def _fit_and_evaluate(
         checkpoint_root(cfg, home), run_id, staging_root=home.cache_dir / "checkpoints" / run_id
     )
     resume_name, resume_path = _resume_point(store, cfg, zero)
+    if resume_path is not None:
+        datamodule.resume_at(*resume_progress(resume_path))
     checkpoints = StepCheckpoint(
         store, every_n_steps=cfg.checkpoint.every_n_steps, keep_last=cfg.checkpoint.keep_last
     )
@@ -408,6 +414,9 @@ def _fit_and_evaluate(
         logger=tracker.lightning_logger() if tracker is not None else False,
         callbacks=_callbacks(cfg, module, checkpoints, telemetry, max_steps=max_steps, rich=rich),
         deterministic=cfg.trainer.deterministic,
+        # the datamodule's ResumableSampler splits ranks itself; evaluation loaders are not
+        # split (a DistributedSampler pads, so some images would count twice)
+        use_distributed_sampler=False,
         benchmark=accelerator == "gpu",
         default_root_dir=str(home.cache_dir / "lightning" / run_id),
     )
@@ -425,8 +434,15 @@ def _fit_and_evaluate(
     fit_seconds = time.monotonic() - fit_began
     global_step = trainer.global_step
     exported = _load_best(module, store)
-    evaluation = trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = _summary_metrics(evaluation[0] if evaluation else {}, checkpoints)
+    metrics: dict[str, float] = {}
+    confusion = None
+    if zero:
+        # rank 0 alone, on every image once (a DistributedSampler would pad and count
+        # some twice); the test split was never seen by training or checkpoint choice
+        final = final_evaluation(module, datamodule)
+        metrics, confusion = final.metrics, final.confusion
+        if checkpoints.best_score is not None:
+            metrics["best_val_top1"] = checkpoints.best_score
     result = TrainResult(
         run_id=run_id,
         global_step=global_step,
@@ -447,9 +463,69 @@ def _fit_and_evaluate(
         },
     )
     if tracker is not None:
-        _log_outcome(tracker, cfg, module, store, result, exported)
+        _log_outcome(tracker, cfg, module, datamodule, store, result, exported, confusion)
     store.clear_staging()
     return result
+
+
+@dataclass
+class FinalEvaluation:
+    """Metrics of the chosen weights on validation (``val_*``) and test (``test_*``)."""
+
+    metrics: dict[str, float]
+    confusion: np.ndarray | None
+
+
+def final_evaluation(module: RxVisionTrainer, datamodule: RxVisionDataModule) -> FinalEvaluation:
+    """Evaluate ``module`` on the validation and test splits in one process, in eval mode:
+    top-1, top-5, ECE, per-class recall (classes with images only), image counts; the
+    confusion matrix of the test split."""
+    from rxvision.registry.gates import classification_metrics
+
+    metrics: dict[str, float] = {}
+    confusion = None
+    loaders = {"val": datamodule.val_dataloader(), "test": datamodule.test_dataloader()}
+    for split, loader in loaders.items():
+        probs, labels = predict_probs(module, loader)
+        metrics[f"{split}_images"] = float(len(labels))
+        metrics.update(classification_metrics(probs, labels, module.classes, prefix=f"{split}_"))
+        if len(labels):
+            k = min(5, len(module.classes))
+            top = np.argsort(-probs, axis=1)[:, :k]
+            metrics[f"{split}_top5"] = float(np.mean((top == labels[:, None]).any(axis=1)))
+        if split == "test" and len(labels):
+            n = len(module.classes)
+            confusion = np.zeros((n, n), dtype=np.int64)
+            np.add.at(confusion, (labels, probs.argmax(axis=1)), 1)
+    return FinalEvaluation(metrics, confusion)
+
+
+def predict_probs(module: RxVisionTrainer, loader: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and labels of every batch of ``loader`` (fp32, eval mode)."""
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    probs, labels = [], []
+    with torch.inference_mode():
+        for images, target in loader:
+            logits = module(images.to(device)).float()
+            probs.append(logits.softmax(dim=1).cpu().numpy())
+            labels.append(target.numpy())
+    module.train(was_training)
+    if not probs:
+        return np.zeros((0, len(module.classes)), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def resume_progress(path: Path) -> tuple[int, int]:
+    """(epoch, batches done in it) of a checkpoint: a run resumed from the middle of an
+    epoch continues that epoch's order after those batches, instead of starting it over."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    batches = data.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    epoch = int(data.get("epoch", 0))
+    if batches.get("is_last_batch"):
+        return epoch + 1, 0
+    return epoch, int(batches.get("current", {}).get("processed", 0))
 
 
 def _load_best(module: RxVisionTrainer, store: CheckpointStore) -> bool:
@@ -462,31 +538,25 @@ def _load_best(module: RxVisionTrainer, store: CheckpointStore) -> bool:
     return True
 
 
-def _summary_metrics(
-    evaluation: Mapping[str, Any], checkpoints: StepCheckpoint
-) -> dict[str, float]:
-    """``val/top1`` -> ``val_top1``, and the best score seen during training."""
-    metrics = {key.replace("/", "_"): float(value) for key, value in evaluation.items()}
-    if checkpoints.best_score is not None:
-        metrics["best_val_top1"] = checkpoints.best_score
-    return metrics
-
-
 def _log_outcome(
     tracker: RunTracker,
     cfg: TrainConfig,
     module: RxVisionTrainer,
+    datamodule: RxVisionDataModule,
     store: CheckpointStore,
     result: TrainResult,
     exported: bool,
+    confusion: np.ndarray | None,
 ) -> None:
-    """Final metrics, plots, the best checkpoint and the model, into the MLflow run."""
+    """Final metrics, plots, the split record, the best checkpoint and the model, into
+    the MLflow run."""
     tracker.log_metrics(
         {f"final/{metric_name(k)}": v for k, v in result.metrics.items()}, result.global_step
     )
-    if module.confusion is not None:
+    tracker.log_dict(datamodule.split_record(), SPLITS_ARTIFACT)
+    if confusion is not None:
         tracker.log_figure(
-            confusion_figure(module.confusion, module.classes), "plots/confusion_matrix.png"
+            confusion_figure(confusion, module.classes), "plots/confusion_matrix.png"
         )
     tracker.log_figure(
         loss_curve_figure(
@@ -503,6 +573,6 @@ def _log_outcome(
     result.model_uri = tracker.log_model(
         module.export_model(),
         classes=module.classes,
-        img_size=cfg.data.img_size,
+        spec=cfg.data.image_spec,
         metadata={"run_id": result.run_id, "global_step": result.global_step},
     )

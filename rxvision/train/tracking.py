@@ -27,6 +27,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from torch import nn
 
 from rxvision.config.schema import MlflowTracking
+from rxvision.data.imaging import ImageSpec
 from rxvision.home import Home, repo_root
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,10 @@ class RunTracker:
         """Upload a local file."""
         self.client.log_artifact(self.active_run_id, str(path), artifact_path)
 
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        """Upload ``data`` as a JSON artifact."""
+        self.client.log_dict(self.active_run_id, dict(data), artifact_file)
+
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
         """Upload a matplotlib figure as a PNG."""
         self.client.log_figure(self.active_run_id, figure, artifact_file)
@@ -221,10 +226,12 @@ class RunTracker:
         net: nn.Module,
         *,
         classes: Sequence[str],
-        img_size: int,
+        spec: ImageSpec,
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
-        """Log the inference model with ``mlflow.pytorch`` under ``model``; return its URI."""
+        """Log the inference model with ``mlflow.pytorch`` under ``model``, with its classes
+        and its preprocessing contract (``spec``, checked when it is loaded); return its URI."""
+        img_size = spec.img_size
         import mlflow
         import mlflow.pytorch
         from mlflow.models import ModelSignature
@@ -248,7 +255,12 @@ class RunTracker:
                 # batch and needs it; the net is torchvision and torch.nn classes only
                 serialization_format="pickle",
                 signature=signature,
-                metadata={"classes": list(classes), "img_size": img_size, **(metadata or {})},
+                metadata={
+                    "classes": list(classes),
+                    "img_size": img_size,
+                    "preprocessing": spec.to_dict(),
+                    **(metadata or {}),
+                },
             )
         return str(info.model_uri)
 

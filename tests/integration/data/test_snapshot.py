@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rxvision.data.layout import DataLayoutError
 from rxvision.data.snapshot import MARKER_FILE, SnapshotSettings, SnapshotStore
 from rxvision.errors import SnapshotError
 from rxvision.storage.s3 import S3Config, S3Store
@@ -100,3 +101,15 @@ def test_unknown_rev_names_known_tags(
     snapshots.create(pill_dir, "v1")
     with pytest.raises(SnapshotError, match=r"no snapshot tagged 'v9' \(known: v1\)"):
         snapshots.pull("v9", tmp_path / "x")
+
+
+def test_a_split_layout_is_refused_before_anything_is_written(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    split = tmp_path / "split"
+    products = sorted(p for p in pill_dir.iterdir() if p.is_dir())
+    for name, product in zip(("train", "valid"), products, strict=False):
+        shutil.copytree(product, split / name / product.name)
+    with pytest.raises(DataLayoutError, match=r"train/, valid/.*one folder per class"):
+        snapshots.create(split, "v1")
+    assert snapshots.tags() == []

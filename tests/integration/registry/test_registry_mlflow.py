@@ -1,4 +1,5 @@
-"""The registry against the real MLflow server: gates, lineage tags, aliases, rollback,
+"""The registry against the real MLflow server: gates (on the test split, against the
+champion on the same images), lineage tags, compare-and-set promotion, rollback,
 idempotent registration."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from registry_helpers import CLASSES, good_metrics, log_training_run
 from typer.testing import CliRunner
 
 from rxvision.registry import ModelQualityError, ModelRegistry, RegistryConfig, VersionMetadata
+from rxvision.registry.model_registry import ChampionChanged
 from rxvision.stack.local_stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -49,23 +51,25 @@ def test_gates_aliases_and_rollback(
     assert len(tags["rxvision.config.hash"]) == 16 and tags["rxvision.eval.split"]
     assert "rxvision.version.torch" in tags and "rxvision.git.commit" in tags
     assert tags["gate.min_top1"] == "0.930000"
+    assert tags["rxvision.gate.champion_version"] == "none"
+    assert registry.last_champion_version is None
 
     # idempotent: the same run again is the same version
     assert registry.register_model(first_uri, good_metrics(0.93)) == v1
     assert len(registry.list_versions()) == 1
 
-    first = registry.promote()
+    first = registry.promote(expected_champion=registry.last_champion_version)
     assert (first.champion, first.previous_champion, first.fallback) == (v1, None, None)
 
     # a poor model: refused, nothing registered, champion unchanged
     poor_uri, poor_run = log_training_run(stack.home, uri, "it-reg-poor", seed=1)
-    poor = {"val_top1": 0.41, "val_ece": 0.31, **{f"val_recall_{c}": 0.1 for c in CLASSES}}
+    poor = {"test_top1": 0.41, "test_ece": 0.31, **{f"test_recall_{c}": 0.1 for c in CLASSES}}
     with pytest.raises(ModelQualityError) as caught:
         registry.register_model(poor_uri, poor)
     message = str(caught.value)
     for expected in (
         "min_top1: 0.4100 (needs >= 0.8000) FAILED",
-        "min_class_recall: 0.1000 (needs >= 0.5000) FAILED",
+        "min_class_recall: 0.1000 (needs >= 0.8000) FAILED",
         "max_ece: 0.3100 (needs <= 0.1500) FAILED",
         "max_top1_regression: 0.5200 (needs <= 0.0100) FAILED",
     ):
@@ -78,20 +82,59 @@ def test_gates_aliases_and_rollback(
     with pytest.raises(ModelQualityError, match=r"max_top1_regression: 0\.0500"):
         registry.register_model(poor_uri, good_metrics(0.88))
 
+    # a class of the model (its logged classes) without a test image: refused by name
+    unseen = good_metrics(0.95)
+    del unseen[f"test_recall_{CLASSES[2]}"]
+    with pytest.raises(ModelQualityError, match=f"no test image of: {CLASSES[2]}"):
+        registry.register_model(poor_uri, unseen)
+
+    # scored on the same images, the challenger is worse: refused with both numbers,
+    # although its own test top-1 (0.95) beats the champion's registered 0.93
+    champion_uri = f"models:/{registry.name}/{v1}"
+    scores = {champion_uri: 0.95, poor_uri: 0.80}
+    calls: list[str] = []
+
+    def comparator(model: str) -> dict[str, float]:
+        calls.append(model)
+        return {"test_top1": scores[model], "test_ece": 0.05, "images": 120}
+
+    with pytest.raises(ModelQualityError) as caught:
+        registry.register_model(poor_uri, good_metrics(0.95), comparator=comparator)
+    assert calls == [champion_uri, poor_uri]
+    assert (
+        "max_top1_regression: 0.1500 (needs <= 0.0100) FAILED "
+        "(champion v1 top-1 0.9500 vs this model 0.8000 on 120 test images)"
+    ) in str(caught.value)
+    assert registry.last_champion_version == v1
+    assert not client.search_model_versions(f"name='{registry.name}' and run_id='{poor_run}'")
+
     # a better one: challenger, then champion; the old champion becomes the fallback
     second_uri, _ = log_training_run(stack.home, uri, "it-reg-b", seed=2)
+    scores[second_uri] = 0.96
     v2 = registry.register_summary(
         {"model_uri": second_uri, "metrics": good_metrics(0.95), "run_id": "it-reg-b"},
         VersionMetadata(snapshot_rev="pills-v2"),
+        comparator=comparator,
     )
-    assert client.get_model_version(registry.name, v2).tags["rxvision.dataset.snapshot_rev"] == (
-        "pills-v2"
-    )
-    change = registry.promote()
+    judged = registry.last_champion_version
+    assert judged == v1
+    v2_tags = client.get_model_version(registry.name, v2).tags
+    assert v2_tags["rxvision.dataset.snapshot_rev"] == "pills-v2"
+    assert v2_tags["rxvision.gate.champion_version"] == v1
+
+    # compare-and-set: a promotion expecting another champion moves nothing
+    before = {v.version: v.aliases for v in registry.list_versions()}
+    assert before == {v2: ("challenger",), v1: ("champion",)}
+    for stale in (None, "99"):
+        with pytest.raises(ChampionChanged, match=f"champion is v{v1}"):
+            registry.promote(v2, expected_champion=stale)
+        assert {v.version: v.aliases for v in registry.list_versions()} == before
+    change = registry.promote(expected_champion=judged)
     assert (change.champion, change.previous_champion, change.fallback) == (v2, v1, v1)
     aliases = {v.version: v.aliases for v in registry.list_versions()}
     assert aliases == {v2: ("champion",), v1: ("fallback",)}
     assert registry.promote(v2).changed is False
+    assert registry.promote(v2, expected_champion=v1).changed is False  # a retry
 
     # rollback: the fallback is champion again
     back = registry.rollback()

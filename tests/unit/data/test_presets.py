@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rxvision.data.imaging import PreprocessingMismatch
 from rxvision.data.presets import (
     EvalPreset,
     ImagePreprocessor,
@@ -25,10 +26,15 @@ from rxvision.errors import ConfigError
 pytestmark = pytest.mark.unit
 
 
+def pixels(height: int, width: int | None = None) -> np.ndarray:
+    """An image as ``load_image`` hands it over: already at the preset's size."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(height, width or height, 3), dtype=np.uint8)
+
+
 @pytest.fixture
 def image() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, size=(180, 150, 3), dtype=np.uint8)
+    return pixels(64)
 
 
 def test_import_and_use_raise_no_warning() -> None:
@@ -37,9 +43,10 @@ def test_import_and_use_raise_no_warning() -> None:
     code = (
         "import numpy as np\n"
         "from rxvision.data.presets import EvalPreset, ImagePreprocessor, TrainPreset\n"
-        "x = np.zeros((64, 48, 3), dtype=np.uint8)\n"
-        "TrainPreset(img_size=32)(x); EvalPreset(img_size=32, resize_size=40)(x)\n"
-        "ImagePreprocessor()(x); ImagePreprocessor(augment=False, normalize=False)(x)\n"
+        "x = np.zeros((32, 32, 3), dtype=np.uint8)\n"
+        "TrainPreset(img_size=32)(x); EvalPreset(img_size=32)(x)\n"
+        "ImagePreprocessor(img_size=(32, 32))(x)\n"
+        "ImagePreprocessor(img_size=(32, 32), augment=False, normalize=False)(x)\n"
         "import os; assert os.environ['NO_ALBUMENTATIONS_UPDATE'] == '1'\n"
     )
     # without the variable: presets.py itself must turn the update check off
@@ -57,27 +64,46 @@ def test_import_and_use_raise_no_warning() -> None:
 def test_building_and_calling_raise_no_warning(image: np.ndarray) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for preset in (TrainPreset(img_size=64), EvalPreset(img_size=64), ImagePreprocessor()):
+        presets = (
+            TrainPreset(img_size=64),
+            EvalPreset(img_size=64),
+            ImagePreprocessor(img_size=(64, 64)),
+        )
+        for preset in presets:
             preset(image)
 
 
-def test_train_output_is_a_normalized_tensor(image: np.ndarray) -> None:
-    out = TrainPreset(img_size=96)(image)
+def test_train_output_is_a_normalized_tensor() -> None:
+    out = TrainPreset(img_size=96)(pixels(96))
     assert isinstance(out, torch.Tensor)
     assert out.shape == (3, 96, 96) and out.dtype == torch.float32
     assert out.min() < 0 < out.max()  # mean subtracted
 
 
-def test_eval_is_deterministic(image: np.ndarray) -> None:
+def test_eval_is_deterministic() -> None:
     preset = EvalPreset(img_size=(64, 80))
-    first, second = preset(image), preset(image)
+    first, second = preset(pixels(64, 80)), preset(pixels(64, 80))
     assert first.shape == (3, 64, 80)
     assert torch.equal(first, second)
 
 
-def test_eval_crop_mode(image: np.ndarray) -> None:
-    out = EvalPreset(img_size=64, resize_size=72)(image)
-    assert out.shape == (3, 64, 64)
+def test_presets_never_resize_another_way(image: np.ndarray) -> None:
+    # an array of another size was not decoded by load_image at the model's spec
+    with pytest.raises(PreprocessingMismatch, match="image of 64x64 px given to a 48x48"):
+        EvalPreset(img_size=48)(image)
+    with pytest.raises(PreprocessingMismatch, match="load_image"):
+        TrainPreset(img_size=48)(image)
+
+
+def test_augmentation_is_seeded_and_reseedable(image: np.ndarray) -> None:
+    def draws(preset: TrainPreset) -> list[torch.Tensor]:
+        return [preset(image) for _ in range(4)]
+
+    a, b = draws(TrainPreset(img_size=64, seed=7)), draws(TrainPreset(img_size=64, seed=7))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    other = TrainPreset(img_size=64, seed=7)
+    other.reseed(8)  # what each DataLoader worker does with its own seed
+    assert not all(torch.equal(x, y) for x, y in zip(a, draws(other), strict=True))
 
 
 def test_train_augments(image: np.ndarray) -> None:
@@ -86,8 +112,8 @@ def test_train_augments(image: np.ndarray) -> None:
     assert not torch.equal(preset(image), reference)
 
 
-def test_without_normalize_values_are_in_unit_range(image: np.ndarray) -> None:
-    out = ImagePreprocessor(img_size=(32, 32), normalize=False, augment=False)(image)
+def test_without_normalize_values_are_in_unit_range() -> None:
+    out = ImagePreprocessor(img_size=(32, 32), normalize=False, augment=False)(pixels(32))
     assert out.dtype == torch.float32
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
@@ -130,7 +156,5 @@ def test_bad_sizes_name_the_value() -> None:
     with pytest.raises(ConfigError, match="not square"):
         TrainPreset(img_size=(64, 96))
     assert TrainPreset(img_size=(64, 96), rotate90_p=0.0).img_size == (64, 96)
-    with pytest.raises(ConfigError, match="resize_size 50"):
-        EvalPreset(img_size=64, resize_size=50)
     with pytest.raises(ConfigError, match="positive"):
         EvalPreset(img_size=0)

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from rxvision.cli.data import app
 from rxvision.data.decode import DecodeLimits, FileFacts, FileTask, inspect_file
+from rxvision.data.layout import DataLayoutError
 from rxvision.data.validation import (
     CLASS_BALANCE,
     CODE_CRITERION,
@@ -325,6 +326,36 @@ def test_balance_threshold_is_one_minus_min_over_max(
     assert balance.passed is passes
 
 
+def test_a_split_layout_is_refused_before_any_file_is_read(
+    tmp_path: Path, good_dataset: Callable[..., Path]
+) -> None:
+    root = tmp_path / "splits"
+    for split, seed in (("train", 1), ("val", 2)):
+        good_dataset(classes=2, per_class=1, root=root / split, seed=seed)
+    read: list[int] = []
+    with pytest.raises(DataLayoutError, match=r"train/, val/.*one folder per class"):
+        DataValidator(workers=0, progress=read.append).validate_dataset(root)
+    assert read == []
+
+
+def test_a_split_layout_exits_like_a_failed_validation(
+    tmp_path: Path, good_dataset: Callable[..., Path]
+) -> None:
+    root = tmp_path / "splits"
+    good_dataset(classes=2, per_class=1, root=root / "TEST", seed=1)
+    assert issubclass(DataLayoutError, DataValidationError)
+    with pytest.raises(DataValidationError, match=r"TEST/"):
+        DataValidator(workers=0).validate_dataset(root)
+
+
+@pytest.fixture
+def no_layout_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split walk below the layout check, which refuses DIR/<split>/ since it exists:
+    kept while the validator keeps its split-layout code."""
+    monkeypatch.setattr("rxvision.data.validation.check_class_layout", lambda root: None)
+
+
+@pytest.mark.usefixtures("no_layout_check")
 def test_split_leakage_keeps_the_training_copy(
     tmp_path: Path, good_dataset: Callable[..., Path]
 ) -> None:
@@ -345,6 +376,7 @@ def test_split_leakage_keeps_the_training_copy(
     assert set(result.criterion(CLASS_BALANCE).details["splits"]) == {"train", "val", "test"}
 
 
+@pytest.mark.usefixtures("no_layout_check")
 def test_a_class_missing_from_a_split_counts_zero(
     tmp_path: Path, good_dataset: Callable[..., Path]
 ) -> None:

@@ -11,6 +11,7 @@ from rxvision.registry.gates import (
     GateConfig,
     ModelQualityError,
     classification_metrics,
+    compare_on_same_images,
     evaluate_gates,
     expected_calibration_error,
 )
@@ -21,8 +22,8 @@ CONFIG = GateConfig(min_top1=0.8, min_class_recall=0.5, max_ece=0.1, max_top1_re
 
 
 def metrics(top1: float = 0.9, ece: float = 0.05, recall: tuple[float, ...] = (0.9, 0.8)) -> dict:  # type: ignore[type-arg]
-    out = {"val_top1": top1, "val_ece": ece, "val_loss": 0.3}
-    out.update({f"val_recall_ndc-{i}": r for i, r in enumerate(recall)})
+    out = {"test_top1": top1, "test_ece": ece, "val_top1": 0.99, "val_loss": 0.3}
+    out.update({f"test_recall_ndc-{i}": r for i, r in enumerate(recall)})
     return out
 
 
@@ -31,8 +32,24 @@ def check(
     champion: ChampionBaseline | None = None,
     split: str | None = "s1",
     config: GateConfig = CONFIG,  # type: ignore[type-arg]
+    classes: tuple[str, ...] | None = None,
 ):  # type: ignore[no-untyped-def]
-    return evaluate_gates(EvalSummary.from_metrics(values, config, split), config, champion)
+    summary = EvalSummary.from_metrics(values, config, split, classes=classes)
+    return evaluate_gates(summary, config, champion)
+
+
+def test_defaults_gate_the_test_split_and_fail_split_mismatch() -> None:
+    config = GateConfig()
+    assert (config.top1_key, config.ece_key, config.recall_prefix) == (
+        "test_top1",
+        "test_ece",
+        "test_recall_",
+    )
+    assert config.on_split_mismatch == "fail"
+    assert config.min_class_recall == 0.80
+    # validation metrics alone are not enough: the test metrics are what is gated
+    report = evaluate_gates(EvalSummary.from_metrics({"val_top1": 0.99}, config), config)
+    assert "metric 'test_top1' is missing" in report.criteria[0].describe()
 
 
 def test_a_good_model_passes_every_criterion() -> None:
@@ -81,8 +98,25 @@ def test_every_failure_is_reported_not_just_the_first() -> None:
 def test_missing_metrics_fail_by_name() -> None:
     report = check({"val_loss": 1.0})
     failed = {c.name: c.describe() for c in report.failed}
-    assert failed["min_top1"] == "min_top1: metric 'val_top1' is missing"
-    assert "val_recall_*" in failed["min_class_recall"]
+    assert failed["min_top1"] == "min_top1: metric 'test_top1' is missing"
+    assert "test_recall_*" in failed["min_class_recall"]
+
+
+def test_a_class_without_test_images_fails_by_name() -> None:
+    classes = ("ndc-0", "ndc-1", "ndc 2 (blue)", "ndc-3")
+    report = check(metrics(recall=(0.9, 0.95)), classes=classes)
+    [failed] = report.failed
+    assert failed.name == "min_class_recall"
+    assert failed.value == 0.9  # the worst measured class is still reported
+    assert "no test image of: ndc 2 (blue), ndc-3" in failed.describe()
+    # the class name is matched through metric_name: "ndc 2 (blue)" -> ndc_2_blue_
+    seen = {**metrics(recall=(0.9, 0.95)), "test_recall_ndc_2_blue_": 0.9, "test_recall_ndc-3": 1}
+    assert check(seen, classes=classes).passed
+    # no recall metric at all, but a class list: each class is named
+    nothing = check({"test_top1": 0.9, "test_ece": 0.01}, classes=("a", "b"))
+    assert nothing.failed[0].describe() == "min_class_recall: no test image of: a, b"
+    # without a class list the unmeasured classes are invisible (as before)
+    assert check(metrics(recall=(0.9, 0.95))).passed
 
 
 def test_worse_than_champion_on_the_same_split_fails() -> None:
@@ -91,18 +125,69 @@ def test_worse_than_champion_on_the_same_split_fails() -> None:
     [failed] = report.failed
     assert failed.name == "max_top1_regression"
     assert failed.value == pytest.approx(0.05)
-    assert "champion v3 top-1 0.9500" in failed.describe()
+    assert "champion v3 top-1 0.9500 vs this model 0.9000" in failed.describe()
     assert check(metrics(top1=0.945), champion).passed  # within the margin
 
 
-def test_champion_on_another_split_is_skipped_or_fails() -> None:
+def test_champion_on_another_split_fails_unless_skipped() -> None:
     champion = ChampionBaseline("3", top1=0.99, split="old")
-    skipped = check(metrics(), champion)
-    assert skipped.passed and "not comparable" in skipped.criteria[-1].detail
-    strict = GateConfig(**{**CONFIG.model_dump(), "on_split_mismatch": "fail"})
-    assert [c.name for c in check(metrics(), champion, config=strict).failed] == [
-        "max_top1_regression"
-    ]
+    failed = check(metrics(), champion)
+    assert [c.name for c in failed.failed] == ["max_top1_regression"]
+    assert "not comparable" in failed.failed[0].detail
+    assert "comparator" in failed.failed[0].detail
+    lenient = GateConfig(**{**CONFIG.model_dump(), "on_split_mismatch": "skip"})
+    assert check(metrics(), champion, config=lenient).passed
+    # a champion without a registered top-1 is not comparable either
+    unknown = check(metrics(), ChampionBaseline("3", top1=None, split="s1"))
+    assert [c.name for c in unknown.failed] == ["max_top1_regression"]
+
+
+def test_worse_than_champion_on_the_same_images_is_refused_with_both_numbers() -> None:
+    champion = compare_on_same_images(
+        "3", {"test_top1": 0.95, "images": 120}, {"test_top1": 0.80, "images": 120}, CONFIG
+    )
+    # the registered top-1s would pass (0.99 here); the same-images scores decide
+    report = check(metrics(top1=0.99), champion)
+    [failed] = report.failed
+    assert failed.name == "max_top1_regression"
+    assert failed.value == pytest.approx(0.15)
+    assert failed.images == 120
+    with pytest.raises(ModelQualityError) as caught:
+        report.raise_for_failure("models:/m-1")
+    assert (
+        "max_top1_regression: 0.1500 (needs <= 0.0100) FAILED "
+        "(champion v3 top-1 0.9500 vs this model 0.8000 on 120 test images)"
+    ) in str(caught.value)
+
+
+def test_one_image_in_a_hundred_meets_a_one_percent_limit() -> None:
+    champion = compare_on_same_images(
+        "3", {"test_top1": 0.95, "images": 100}, {"test_top1": 0.94, "images": 100}, CONFIG
+    )
+    assert check(metrics(), champion).passed  # 0.95 - 0.94 is 0.010000000000000009
+    two = compare_on_same_images(
+        "3", {"test_top1": 0.95, "images": 100}, {"test_top1": 0.93, "images": 100}, CONFIG
+    )
+    assert not check(metrics(), two).passed
+
+
+@pytest.mark.parametrize(
+    ("champion", "challenger", "reason"),
+    [
+        ({"test_top1": 0.9, "images": 50}, {"test_top1": 0.9, "images": 60}, "on 50 images"),
+        ({"test_top1": 0.9}, {"test_top1": 0.9, "images": 60}, "no 'images' count for champion"),
+        ({"test_top1": 0.9, "images": 5}, {"val_top1": 0.9, "images": 5}, "no 'test_top1'"),
+        ({"test_top1": 0.9, "images": 0}, {"test_top1": 0.9, "images": 0}, "no test image"),
+    ],
+)
+def test_an_unusable_comparison_fails_the_gate(
+    champion: dict[str, float], challenger: dict[str, float], reason: str
+) -> None:
+    baseline = compare_on_same_images("3", champion, challenger, CONFIG)
+    [failed] = check(metrics(), baseline).failed
+    assert failed.name == "max_top1_regression"
+    assert "champion v3 could not be compared" in failed.describe()
+    assert reason in failed.describe()
 
 
 def test_no_champion_passes() -> None:
@@ -116,8 +201,10 @@ def test_classification_metrics_use_the_training_keys() -> None:
     assert out["val_top1"] == 0.75
     assert out["val_recall_ndc_a"] == 1.0
     assert out["val_recall_ndc-b"] == pytest.approx(2 / 3)
-    summary = EvalSummary.from_metrics(out, CONFIG)
+    summary = EvalSummary.from_metrics(out, GateConfig(recall_prefix="val_recall_"))
     assert summary.min_class_recall == ("ndc-b", pytest.approx(2 / 3))
+    test = classification_metrics(probs, labels, ["ndc a", "ndc-b"], prefix="test_")
+    assert EvalSummary.from_metrics(test, CONFIG, classes=["ndc a", "ndc-b"]).top1 == 0.75
 
 
 def test_ece_of_a_calibrated_and_an_overconfident_model() -> None:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from rxvision.data.imaging import ImageSpec
 from rxvision.serving.model import LoadedModel, ModelRef, serving_model
 
 CLASSES = ["ndc-a", "ndc-b", "ndc-c"]
@@ -43,7 +44,7 @@ def tiny_net(seed: int = 0, classes: int = len(CLASSES)) -> nn.Sequential:
 def loaded_model(label: str = "tiny/1", seed: int = 0, img_size: int = IMG) -> LoadedModel:
     """A LoadedModel as ``load_model`` returns it, without MLflow."""
     ref = ModelRef(uri=f"models:/{label}", pinned_uri=f"models:/{label}", label=label)
-    return LoadedModel(serving_model(tiny_net(seed)), CLASSES, img_size, ref)
+    return LoadedModel(serving_model(tiny_net(seed)), CLASSES, ImageSpec(img_size=img_size), ref)
 
 
 class NanHead(nn.Module):

@@ -4,25 +4,21 @@ reruns and the fallback path."""
 from __future__ import annotations
 
 import json
-from io import BytesIO
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 from serving_fixtures import CLASSES, broken_model, loaded_model, write_images
 
 from rxvision.errors import ConfigError
 from rxvision.serving.batch import (
     PREDICTION_SCHEMA,
-    ImageError,
     ModelPool,
     ScoringConfig,
     ScoringError,
     Storage,
     StorageUnavailable,
-    decode_image,
     fallback_for,
     finalize_scoring,
     list_input_shards,
@@ -185,16 +181,6 @@ def test_store_outage_aborts_the_shard_instead_of_error_rows(
     rows = pq.read_table(result.uri).to_pylist()
     assert len(rows) == len(keys)
     assert rows[-1]["error"].startswith("download_failed: PermissionError")
-
-
-def test_decode_image_names_the_reason() -> None:
-    buffer = BytesIO()
-    Image.new("RGB", (200, 200)).save(buffer, "PNG")
-    with pytest.raises(ImageError, match="decompression_bomb"):
-        decode_image(buffer.getvalue(), max_bytes=10**6, max_pixels=100)
-    with pytest.raises(ImageError, match="file_too_large"):
-        decode_image(buffer.getvalue(), max_bytes=10, max_pixels=10**6)
-    assert decode_image(buffer.getvalue(), max_bytes=10**6, max_pixels=10**6).shape == (200, 200, 3)
 
 
 # --- runs, reruns and the manifest ----------------------------------------------------------

@@ -23,6 +23,7 @@ from rxvision.serving.model import (
     export_all,
     export_onnx,
     export_torchscript,
+    image_folder_files,
     load_image_folder,
     resolve_model,
     select_predictor,
@@ -38,7 +39,7 @@ def images(tmp_path: Path) -> torch.Tensor:
     """Real (decoded, preprocessed) images, not noise."""
     for name in CLASSES:
         write_images(tmp_path / "val" / name, 4)
-    batch, _ = load_image_folder(tmp_path / "val", loaded_model().preset(), CLASSES)
+    batch, _ = load_image_folder(tmp_path / "val", loaded_model())
     return batch
 
 
@@ -135,13 +136,28 @@ def test_static_int8_is_kept_only_within_the_top1_budget(
     onnx_path = export_onnx(loaded.model, tmp_path / "m.onnx", img_size=IMG)
     # labels = fp32 predictions: fp32 top-1 is 1.0 by construction
     labels = EagerPredictor(loaded.model, torch.device("cpu")).predict(images).argmax(1)
-    kept = static_int8(onnx_path, images, labels, tmp_path / "int8.onnx", max_drop_points=100)
+    kept = static_int8(
+        onnx_path, images, images, labels, tmp_path / "int8.onnx", max_drop_points=100
+    )
     assert kept.kept and kept.path is not None and kept.path.is_file()
     assert kept.top1_fp32 == 1.0
-    strict = static_int8(onnx_path, images, labels, tmp_path / "int8b.onnx", max_drop_points=-1)
+    strict = static_int8(
+        onnx_path, images, images, labels, tmp_path / "int8b.onnx", max_drop_points=-1
+    )
     assert not strict.kept and strict.path is None
     assert not (tmp_path / "int8b.onnx").exists()
     assert "discarded" in strict.describe()
+
+
+def test_calibration_samples_span_every_class(tmp_path: Path) -> None:
+    # sorted by class, the first 6 files would all be of the first class
+    for name in CLASSES:
+        write_images(tmp_path / "train" / name, 10)
+    files = image_folder_files(tmp_path / "train", CLASSES, limit=6)
+    assert [label for _, label in files] == [0, 1, 2, 0, 1, 2]
+    assert len({path for path, _ in files}) == 6
+    batch, labels = load_image_folder(tmp_path / "train", loaded_model(), limit=5)
+    assert batch.shape == (5, 3, IMG, IMG) and sorted(set(labels.tolist())) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("uri", ["s3://bucket/model", "pills@champion", "models"])

@@ -1,4 +1,4 @@
-"""Data sources, the stratified split and the loaders."""
+"""Data sources, the content split and the loaders."""
 
 from __future__ import annotations
 
@@ -11,42 +11,36 @@ import pytest
 import torch
 
 from rxvision.data.feature_store import FeatureManifest, ShardRecord
+from rxvision.data.imaging import ImageSpec, PreprocessingMismatch, difference_hash, load_image
 from rxvision.errors import ConfigError, NotFound
 from rxvision.train.config import DataLoadingConfig
-from rxvision.train.datamodule import RxVisionDataModule, resolve_data, stratified_split
+from rxvision.train.datamodule import RxVisionDataModule, resolve_data
 
 pytestmark = pytest.mark.unit
-
-
-def test_split_is_stratified_seeded_and_disjoint() -> None:
-    labels = [0] * 10 + [1] * 20 + [2] * 5
-    train, val = stratified_split(labels, 0.2, seed=3)
-    assert set(train).isdisjoint(val)
-    assert sorted(train + val) == list(range(len(labels)))
-    assert [sum(labels[i] == c for i in val) for c in range(3)] == [2, 4, 1]
-    assert stratified_split(labels, 0.2, seed=3) == (train, val)
-    assert stratified_split(labels, 0.2, seed=4) != (train, val)
-
-
-def test_every_class_keeps_a_training_image() -> None:
-    train, val = stratified_split([0, 0, 1, 1], 0.9, seed=0)
-    assert sorted(train) == sorted({0, 1, 2, 3} - set(val))
-    assert {[0, 0, 1, 1][i] for i in train} == {0, 1}
 
 
 def test_image_folder_source_and_loaders(image_folder: Path) -> None:
     source = resolve_data(image_folder)
     assert source.classes == ["class-0", "class-1", "class-2"]
     assert source.snapshot_hash is None
-    config = DataLoadingConfig(img_size=16, val_fraction=0.34, num_workers=0)
+    config = DataLoadingConfig(img_size=16, val_fraction=0.25, test_fraction=0.25, num_workers=0)
     dm = RxVisionDataModule(source, config, batch_size=4)
     dm.setup("fit")
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (4, 3, 16, 16) and images.dtype == torch.float32
     assert labels.dtype == torch.int64
+    split = [dm.train_indices, dm.val_indices, dm.test_indices]
+    assert sorted(i for part in split for i in part) == list(range(18))
+    assert all(part for part in split)
     val_batches = list(dm.val_dataloader())
-    assert sum(len(b[1]) for b in val_batches) == len(dm.val_indices) == 6
-    assert dm.class_counts() == {"class-0": 4, "class-1": 4, "class-2": 4}
+    assert sum(len(b[1]) for b in val_batches) == len(dm.val_indices)
+    test_batches = list(dm.test_dataloader())
+    assert sum(len(b[1]) for b in test_batches) == len(dm.test_indices)
+    counts = dm.class_counts()
+    assert sum(counts.values()) == len(dm.train_indices) and min(counts.values()) >= 1
+    record = dm.split_record()
+    assert [r["split"] for r in record["rows"]] == dm.assignment.splits
+    assert record["rows"][0]["path"] == "class-0/img-000.jpg"
 
 
 def test_loader_tuning(image_folder: Path) -> None:
@@ -81,7 +75,8 @@ def test_steps_per_epoch(
     n_train: int, batch: int, world: int, accumulate: int, steps: int, image_folder: Path
 ) -> None:
     source = resolve_data(image_folder)
-    dm = RxVisionDataModule(source, DataLoadingConfig(), batch_size=batch, world_size=world)
+    config = DataLoadingConfig(img_size=24)
+    dm = RxVisionDataModule(source, config, batch_size=batch, world_size=world)
     dm.train_indices = list(range(n_train))
     assert dm.steps_per_epoch(accumulate) == steps
 
@@ -89,29 +84,52 @@ def test_steps_per_epoch(
 def test_local_feature_manifest(tmp_path: Path) -> None:
     shard_dir = tmp_path / "features" / "key1"
     (shard_dir / "attempts" / "a1").mkdir(parents=True)
-    pixels = np.random.default_rng(0).integers(0, 255, size=(6, 20, 20, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(0).integers(0, 255, size=(12, 16, 16, 3), dtype=np.uint8)
     np.save(shard_dir / "attempts" / "a1" / "shard-00000.npy", pixels)
-    labels = ["x", "y", "x", "y", "x", "y"]
+    labels = ["x", "y"] * 6
+    shas = [f"{i:064x}" for i in range(12)]
+    phashes = [f"{difference_hash(p):016x}" for p in pixels]
+    paths = [f"p{i}" for i in range(12)]
+    record = ShardRecord("attempts/a1/shard-00000.npy", paths, labels, shas, phashes)
     manifest = FeatureManifest(
         key="key1",
         snapshot_hash="abc123",
-        config={"img_size": 20},
+        config={"spec": ImageSpec(16).to_dict(), "shard_size": 1000},
         classes=["x", "y"],
-        images=6,
-        shards=[ShardRecord("attempts/a1/shard-00000.npy", [f"p{i}" for i in range(6)], labels)],
+        images=12,
+        shards=[record],
         created="now",
         attempt="a1",
     )
     (shard_dir / "manifest.json").write_text(json.dumps(asdict(manifest)))
     source = resolve_data(shard_dir)  # the folder or the file itself
-    assert resolve_data(shard_dir / "manifest.json").labels == source.labels == [0, 1] * 3
+    assert resolve_data(shard_dir / "manifest.json").labels == source.labels == [0, 1] * 6
     assert source.snapshot_hash == "abc123"
-    dm = RxVisionDataModule(
-        source, DataLoadingConfig(img_size=16, num_workers=0, val_fraction=0.34), batch_size=2
-    )
+    config = DataLoadingConfig(img_size=16, num_workers=0, val_fraction=0.25, test_fraction=0.25)
+    dm = RxVisionDataModule(source, config, batch_size=2)
     dm.setup("fit")
     images, _ = next(iter(dm.val_dataloader()))
     assert images.shape == (2, 3, 16, 16)
+    # pixels stored at 16 px are refused for a model that expects 24 px
+    with pytest.raises(PreprocessingMismatch, match=r"16 px bilinear.*expects 24 px"):
+        RxVisionDataModule(source, DataLoadingConfig(img_size=24), batch_size=2)
+
+
+def test_an_image_gives_the_same_tensor_in_training_and_in_scoring(image_folder: Path) -> None:
+    from rxvision.serving.model import LoadedModel
+
+    source = resolve_data(image_folder)
+    config = DataLoadingConfig(img_size=20, num_workers=0, val_fraction=0.25, test_fraction=0.25)
+    dm = RxVisionDataModule(source, config, batch_size=4)
+    dm.setup("fit")
+    assert dm.test_set is not None
+    row = dm.test_indices[0]
+    trained, _ = dm.test_set[0]
+    loaded = LoadedModel(None, source.classes, config.image_spec, None)  # type: ignore[arg-type]
+    scored = loaded.load((image_folder / source.paths[row]).read_bytes())
+    assert torch.equal(trained, scored)
+    pixels = load_image(image_folder / source.paths[row], config.image_spec)
+    assert pixels.shape == (20, 20, 3)
 
 
 def test_bad_data_is_named(tmp_path: Path) -> None:
