@@ -59,10 +59,12 @@ def train(
         return  # a DDP rank started by Lightning: rank 0 reports
     if summary is not None:
         write_summary(result.summary(), summary)
-    top1 = result.metrics.get("val_top1")
+    top1 = result.metrics.get("test_top1")
+    images = int(result.metrics.get("test_images", 0))
     typer.echo(
-        f"run {result.run_id}: step {result.global_step}/{result.max_steps}, "
-        f"val top-1 {top1 if top1 is None else round(top1, 4)}, model {result.model_uri}",
+        f"run {result.run_id}: step {result.global_step}/{result.max_steps}, test top-1 "
+        f"{top1 if top1 is None else round(top1, 4)} on {images} held-out images, "
+        f"model {result.model_uri}",
         err=True,
     )
 

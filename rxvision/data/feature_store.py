@@ -33,6 +33,7 @@ from rxvision.data.imaging import (
     load_image,
     sha256_hex,
 )
+from rxvision.data.layout import check_class_layout
 from rxvision.errors import NotFound, RxVisionError
 from rxvision.storage.s3 import S3Store, parse_s3_uri
 
@@ -301,7 +302,9 @@ class FeatureStore:
 
 
 def list_image_folder(data_dir: Path) -> list[tuple[str, str]]:
-    """(relative path, label) of every image of an ImageFolder directory, sorted."""
+    """(relative path, label) of every image of an ImageFolder directory, sorted; a
+    ``DIR/<split>/<class>`` layout is refused (``DataLayoutError``)."""
+    check_class_layout(data_dir)
     suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
     return sorted(
         (p.relative_to(data_dir).as_posix(), p.relative_to(data_dir).parts[0])

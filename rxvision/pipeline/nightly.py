@@ -374,12 +374,15 @@ class HeldOutImages:
         """Score a model URI on the comparison images (the scoring path, eager fp32)."""
         from rxvision.serving.model import evaluate_model
 
-        if not self.compare_images:
-            raise RxVisionError(
-                "no test image is left for the champion comparison: every test image of "
-                "this run was a training image of the champion"
-            )
-        return lambda uri: evaluate_model(uri, self.compare_dir, prefix="test_")
+        def score(uri: str) -> dict[str, float]:
+            if not self.compare_images:
+                raise RxVisionError(
+                    "no test image is left for the champion comparison: every test image "
+                    "of this run was a training image of the champion"
+                )
+            return evaluate_model(uri, self.compare_dir, prefix="test_")
+
+        return score
 
     def describe(self) -> str:
         """One line for the log."""

@@ -14,7 +14,8 @@ from rxvision.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
 
-KEY_METRICS = ("val_top1", "val_top5", "val_ece", "val_loss")
+# the test split: what the gates judged (val_top1 is the checkpoint choice's score)
+KEY_METRICS = ("test_top1", "test_top5", "test_ece", "test_images", "val_top1")
 
 
 def champion_status() -> dict[str, Any] | None:

@@ -278,11 +278,13 @@ def train(
     result.extra["steps_per_epoch"] = steps_per_epoch
     tracker.end("FINISHED")
     log.info(
-        "run %s: step %d/%d, val top-1 %.4f, %.0f s",
+        "run %s: step %d/%d, val top-1 %.4f, test top-1 %.4f on %d images, %.0f s",
         run_id,
         result.global_step,
         max_steps,
         result.metrics.get("val_top1", float("nan")),
+        result.metrics.get("test_top1", float("nan")),
+        int(result.metrics.get("test_images", 0)),
         result.seconds,
     )
     return result

@@ -117,7 +117,7 @@ def test_predictions_on_s3(
 def test_status_json(main_job: dict[str, Any], e2e_env: dict[str, str]) -> None:
     status = json.loads(rxvision(e2e_env, "status", "--json").stdout)
     assert status["champion"]["name"] == MODEL and status["champion"]["version"] == "1"
-    assert status["champion"]["metrics"]["val_top1"] >= CFG_MIN_TOP1
+    assert status["champion"]["metrics"]["test_top1"] >= CFG_MIN_TOP1
     runs = status["dag_runs"]
     assert runs[CFG.nightly.dag_id]["state"] == "success"
     assert runs[CFG.scoring.dag_id]["state"] == "success"

@@ -1,26 +1,30 @@
 """The nightly DAG's steps as plain functions against the real stack: snapshot ->
 validate (report in S3, pass or fail) -> preprocess (a cache hit the second time), and
-a model the gates refuse ends as NotPromoted with nothing registered."""
+a challenger worse than the champion on the same test images ends as NotPromoted with
+nothing registered."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import uuid
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from registry_helpers import log_training_run
 
 from rxvision.data.settings import load_data_config, snapshot_store
 from rxvision.data.synth import generate_dataset
 from rxvision.errors import DataValidationError
-from rxvision.home import Home
+from rxvision.home import repo_root
 from rxvision.pipeline import nightly
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
 
 pytestmark = pytest.mark.integration
+
+CPU_QUICK = repo_root() / "configs" / "cpu-quick.yaml"
 
 
 def _snapshot(tmp_path: Path, tag: str, *, small_image: bool = False) -> None:
@@ -66,31 +70,80 @@ def test_a_failing_snapshot_keeps_its_report_and_names_it(
     assert any(r["path"].endswith("tiny.jpg") for r in report["rejected"])
 
 
-def test_a_poor_model_is_not_promoted(
-    stack: LocalStack, stack_env: dict[str, str], stack_home: Home
+def _train(tag: str, run_id: str, *overrides: str) -> str:
+    """Train cpu-quick on the nightly's feature set of ``tag``; the summary's S3 URI."""
+    from rxvision.train.config import load_train_config
+    from rxvision.train.run import train
+
+    snap = nightly.resolve_snapshot(tag)
+    report_uri = f"s3://rxvision-artifacts/validation/it/{tag}.json"
+    nightly.validate_snapshot(tag, report_uri, workers=1)
+    features = nightly.preprocess(tag, report_uri)
+    cfg = load_train_config(CPU_QUICK, ["data.num_workers=0", *overrides])
+    result = train(
+        cfg,
+        features["features_uri"],
+        run_id=run_id,
+        snapshot_rev=tag,
+        snapshot_hash=snap["content_hash"],
+        progress_bar=False,
+    )
+    uri = f"s3://rxvision-artifacts/runs/{run_id}/train_summary.json"
+    S3Store().put_bytes(uri, json.dumps(result.summary()).encode())
+    return uri
+
+
+def test_a_challenger_worse_than_the_champion_is_refused_on_the_same_images(
+    stack: LocalStack, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
+    """The champion is re-scored every night, on the challenger's test images, through
+    the scoring path: a worse challenger is refused with both numbers, nothing is
+    registered and the champion stays."""
     from mlflow.tracking import MlflowClient
 
+    from rxvision.registry.gates import GateConfig
     from rxvision.registry.model_registry import ModelRegistry, load_registry_config
 
-    model_uri, _ = log_training_run(stack_home, stack_env["MLFLOW_TRACKING_URI"], "it-poor", seed=5)
-    summary_uri = f"s3://rxvision-artifacts/runs/it-poor-{uuid.uuid4().hex[:6]}/train_summary.json"
-    summary = {
-        "run_id": "it-poor",
-        "model_uri": model_uri,
-        "metrics": {"val_top1": 0.41, "val_ece": 0.3},
-    }
-    S3Store().put_bytes(summary_uri, json.dumps(summary).encode())
+    suffix = uuid.uuid4().hex[:6]
+    old, new = tmp_path / "old", tmp_path / "new"
+    generate_dataset(old, classes=4, per_class=36, size=240, seed=21, lookalikes=False)
+    shutil.copytree(old, new)
+    # the next snapshot: the same photos plus new ones (another seed: other poses)
+    extra = tmp_path / "extra"
+    generate_dataset(extra, classes=4, per_class=8, size=240, seed=22, lookalikes=False)
+    for folder in extra.iterdir():
+        if folder.is_dir():
+            for photo in folder.iterdir():
+                shutil.copy(photo, new / folder.name / f"new-{photo.name}")
+    store = snapshot_store(load_data_config())
+    store.create(old, f"it-champ-{suffix}")
+    store.create(new, f"it-chall-{suffix}")
 
-    evaluation = nightly.evaluate(summary_uri)
-    assert evaluation["gates_pass"] is False
-    assert any("min_top1: 0.4100" in g and "FAILED" in g for g in evaluation["gates"])
+    # the champion: trained for real, registered with lenient gates, promoted
+    champion_summary = _train(f"it-champ-{suffix}", f"it-champ-{suffix}")
+    lenient = load_registry_config().model_copy(
+        update={"gates": GateConfig(min_top1=0, min_class_recall=0, max_ece=1)}
+    )
+    registry = ModelRegistry(lenient)
+    champion = registry.register_summary(nightly.read_train_summary(champion_summary))
+    registry.promote(champion)
 
-    registry = ModelRegistry(load_registry_config())
+    # the challenger: two optimizer steps, measurably worse
+    summary_uri = _train(f"it-chall-{suffix}", f"it-chall-{suffix}", "training.max_steps=2")
     client = MlflowClient(stack_env["MLFLOW_TRACKING_URI"])
     before = len(client.search_model_versions(f"name='{registry.name}'"))
-    champion = registry.get_alias("champion")
-    with pytest.raises(nightly.NotPromoted, match="min_top1"):
-        nightly.register_and_promote(summary_uri, {"rev": "pills-v1", "content_hash": "c0ffee"})
+    snapshot = nightly.resolve_snapshot(f"it-chall-{suffix}")
+    with pytest.raises(nightly.NotPromoted) as refused:
+        nightly.register_and_promote(summary_uri, snapshot)
+    message = str(refused.value)
+    found = re.search(
+        rf"max_top1_regression: [0-9.]+ .*FAILED \(champion v{champion} top-1 ([0-9.]+) "
+        r"vs this model ([0-9.]+) on (\d+) test images",
+        message,
+    )
+    assert found, message
+    champion_top1, challenger_top1, images = map(float, found.groups())
+    assert champion_top1 - challenger_top1 > 0.01 and images >= 10
     assert len(client.search_model_versions(f"name='{registry.name}'")) == before
-    assert registry.get_alias("champion") == champion
+    current = registry.get_alias("champion")
+    assert current is not None and current.version == champion

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from rxvision.config.schema import MlflowTracking
+from rxvision.data.imaging import ImageSpec
 from rxvision.home import Home
 from rxvision.storage.s3 import S3Store
 from rxvision.train.backbones import build_backbone
@@ -49,7 +50,9 @@ def register(
         MlflowTracking(experiment_name="it-serving", tracking_uri=tracking_uri), home
     )
     run_id = tracker.start(run_name, lineage_tags(run_name, snapshot_rev="v1", snapshot_hash="h"))
-    model_uri = tracker.log_model(tiny_net(len(classes), seed, nan), classes=classes, img_size=IMG)
+    model_uri = tracker.log_model(
+        tiny_net(len(classes), seed, nan), classes=classes, spec=ImageSpec(img_size=IMG)
+    )
     tracker.end()
     client = MlflowClient(tracking_uri)
     with contextlib.suppress(Exception):  # already there

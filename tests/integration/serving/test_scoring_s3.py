@@ -43,7 +43,9 @@ def test_exports_match_eager_and_are_logged_with_the_version(
     stack_env: dict[str, str], models: dict[str, str], pills: Path
 ) -> None:
     name, version = models["name"], models["good"]
-    result = export_version(f"models:/{name}/{version}", image_folder=pills)
+    result = export_version(
+        f"models:/{name}/{version}", image_folder=pills, calibration_folder=pills
+    )
     assert {r.runtime for r in result.exports} >= {"torchscript", "onnxruntime"}
     for export in result.exports:
         if export.runtime != "onnxruntime-int8":
@@ -57,10 +59,11 @@ def test_exports_match_eager_and_are_logged_with_the_version(
     assert float(mv.tags["rxvision.serving.torchscript.max_abs_diff"]) <= FP32_TOLERANCE
     kept = mv.tags["rxvision.serving.int8.kept"] == "true"
     assert kept == ("serving/model.int8.onnx" in logged)
-    # the same version re-scored on a labelled folder (the registry's champion evaluator)
+    # the same version re-scored on a labelled folder (the registry's champion comparator)
     metrics = evaluate_model(f"models:/{name}/{version}", pills)
-    assert 0.0 <= metrics["val_top1"] <= 1.0 and 0.0 <= metrics["val_ece"] <= 1.0
-    assert len([k for k in metrics if k.startswith("val_recall_")]) == 3
+    assert 0.0 <= metrics["test_top1"] <= 1.0 and 0.0 <= metrics["test_ece"] <= 1.0
+    assert len([k for k in metrics if k.startswith("test_recall_")]) == 3
+    assert metrics["images"] == 18
 
 
 def test_batch_with_corrupt_images_completes_with_error_rows(

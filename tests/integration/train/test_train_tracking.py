@@ -62,7 +62,9 @@ def tracked_run(stack: LocalStack, tiny_pills: Path) -> Iterator[TrackedRun]:
 
 def test_run_is_tracked_in_mlflow(tracked_run: TrackedRun) -> None:
     result = tracked_run.result
-    assert result.global_step == result.max_steps == 2 * 4  # 18 images / batch 4, 2 epochs
+    steps_per_epoch = result.extra["steps_per_epoch"]
+    assert steps_per_epoch >= 2
+    assert result.global_step == result.max_steps == 2 * steps_per_epoch
     client = MlflowClient(tracked_run.tracking_uri)
     run = client.get_run(result.mlflow_run_id or "")
     assert run.info.status == "FINISHED"
@@ -107,9 +109,10 @@ def test_checkpoints_are_in_s3(tracked_run: TrackedRun) -> None:
     assert result.checkpoint_uri == f"{BUCKET}/it-tracked/{step_name(result.global_step)}"
     # a full checkpoint: weights, optimizer, scheduler, loops, RNG
     store = CheckpointStore(BUCKET, "it-tracked", staging_root=tracked_run.data.parent / "staging")
-    data = torch.load(store.fetch(step_name(8)), map_location="cpu", weights_only=True)
+    last = result.global_step
+    data = torch.load(store.fetch(step_name(last)), map_location="cpu", weights_only=True)
     assert {"state_dict", "optimizer_states", "lr_schedulers", "loops", "rxvision_rng"} <= set(data)
-    assert data["global_step"] == 8
+    assert data["global_step"] == last
 
 
 def test_resume_falls_back_from_a_corrupt_checkpoint(
@@ -117,15 +120,17 @@ def test_resume_falls_back_from_a_corrupt_checkpoint(
 ) -> None:
     """The newest checkpoint in S3 is torn: training resumes from the one before it."""
     store = S3Store()
-    good = step_name(8)
+    last = tracked_run.result.global_step
+    good = step_name(last)
     torn = store.get_bytes(f"{BUCKET}/it-tracked/{good}")[:4096]
-    store.put_bytes(f"{BUCKET}/it-tracked/{step_name(9)}", torn)
+    store.put_bytes(f"{BUCKET}/it-tracked/{step_name(last + 1)}", torn)
     cfg = load_train_config(
         CPU_QUICK,
         [*TINY, "training.epochs=3", "checkpoint.every_n_steps=2", f"checkpoint.root={BUCKET}"],
     )
     result = train(cfg, tracked_run.data, run_id="it-tracked", progress_bar=False)
     assert result.resumed_from == f"{BUCKET}/it-tracked/{good}"
-    assert result.global_step == 12  # the new budget: 3 epochs of 4 steps
+    # the new budget: 3 epochs
+    assert result.global_step == 3 * tracked_run.result.extra["steps_per_epoch"]
     # the same MLflow run went on
     assert result.mlflow_run_id == tracked_run.result.mlflow_run_id
