@@ -25,8 +25,8 @@ from rxvision.data.feature_store import (
     FeatureShardDataset,
     ShardRecord,
     list_image_folder,
-    load_resized,
 )
+from rxvision.data.imaging import ImageSpec, load_image
 from rxvision.data.presets import TrainPreset
 from rxvision.data.synth import generate_dataset
 
@@ -40,7 +40,8 @@ def build_shards(
     records, paths = [], []
     for index in range(0, len(rows), shard_size):
         chunk = rows[index : index + shard_size]
-        array = np.stack([load_resized(data / p, img_size) for p, _ in chunk])
+        spec = ImageSpec(img_size=img_size)
+        array = np.stack([load_image(data / p, spec) for p, _ in chunk])
         path = out / f"shard-{index // shard_size:05d}.npy"
         np.save(path, array, allow_pickle=False)
         records.append(ShardRecord(path.name, [p for p, _ in chunk], [lbl for _, lbl in chunk]))
@@ -48,7 +49,7 @@ def build_shards(
     manifest = FeatureManifest(
         key="bench",
         snapshot_hash="bench",
-        config={"img_size": img_size},
+        config={"spec": ImageSpec(img_size=img_size).to_dict()},
         classes=sorted({lbl for _, lbl in rows}),
         images=len(rows),
         shards=records,

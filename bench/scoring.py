@@ -166,10 +166,10 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     holdout = args.holdout or distinct_products(
         args.work / "holdout", len(loaded.classes), 20, 160, seed=99
     )
-    images, labels = load_image_folder(holdout, loaded.preset(), loaded.classes)
+    images, labels = load_image_folder(holdout, loaded)
     # calibrate static int8 on training images when there are some: no hold-out leakage
     calibration_dir = args.work / "train" if (args.work / "train").is_dir() else holdout
-    calibration, _ = load_image_folder(calibration_dir, loaded.preset(), loaded.classes, limit=64)
+    calibration, _ = load_image_folder(calibration_dir, loaded, limit=64)
     exports = args.work / "exports"
     exports.mkdir(parents=True, exist_ok=True)
     torch.save({"images": images, "labels": torch.from_numpy(labels)}, exports / "holdout.pt")

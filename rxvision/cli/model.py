@@ -60,10 +60,21 @@ def register(
     config_hash: Annotated[str | None, typer.Option(help="Training config hash.")] = None,
     dag_run_id: Annotated[str | None, typer.Option(help="Airflow dag_run id.")] = None,
     image: Annotated[str | None, typer.Option("--image", help="Container image.")] = None,
+    compare_on: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare-on",
+            help="Held-out images DIR/<class>/* that neither model trained on: the champion "
+            "and this model are both scored on them for the regression gate.",
+        ),
+    ] = None,
     config: ConfigOption = None,
     overrides: OverridesArg = None,
 ) -> None:
-    """Register a trained model if it passes the gates; it becomes the challenger."""
+    """Register a trained model if it passes the gates; it becomes the challenger.
+
+    Without ``--compare-on`` the champion's recorded score is used, and a champion
+    measured on another test split fails the regression gate (``on_split_mismatch``)."""
     from rxvision.registry.model_registry import VersionMetadata
 
     meta = VersionMetadata(
@@ -76,11 +87,19 @@ def register(
     if summary is None and (model_uri is None or metrics is None):
         raise ConfigError("give --summary, or --model-uri with --metrics")
     registry = _registry(config, overrides)
+    comparator = None
+    if compare_on is not None:
+        from rxvision.serving.model import evaluate_model
+
+        folder = compare_on
+        comparator = lambda uri: evaluate_model(uri, folder, prefix="test_")  # noqa: E731
     if summary is not None:
-        version = registry.register_summary(_read_json(summary), meta)
+        version = registry.register_summary(_read_json(summary), meta, comparator=comparator)
     else:
         assert model_uri is not None and metrics is not None
-        version = registry.register_model(model_uri, _read_json(metrics), meta)
+        version = registry.register_model(
+            model_uri, _read_json(metrics), meta, comparator=comparator
+        )
     if registry.last_report is not None:
         for criterion in registry.last_report.criteria:
             console.print(f"  {criterion.describe()}", highlight=False)

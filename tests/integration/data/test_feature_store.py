@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from rxvision.data.feature_store import (
     PreprocessConfig,
     feature_key,
 )
+from rxvision.data.imaging import ImageSpec, load_image
 from rxvision.storage.s3 import S3Config, S3Store
 
 pytestmark = pytest.mark.integration
@@ -51,12 +53,19 @@ def test_shards_hold_the_resized_pixels(
     data = FeatureShardDataset(manifest, paths)
     image, label = data[5]
     rel = manifest.shards[0].paths[5]
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    # exactly the pixels scoring decodes from the same file under the same contract
+    assert manifest.spec == ImageSpec(img_size=32)
+    assert np.array_equal(image, load_image(pill_dir / rel, manifest.spec))
+    # and close to a plain full decode + resize (JPEG draft decoding differs slightly)
     with Image.open(pill_dir / rel) as img:
         expected = np.asarray(img.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
-    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
-    # JPEG draft decoding may differ slightly from a full decode + resize.
     assert np.abs(image.astype(int) - expected.astype(int)).mean() < 8
     assert manifest.classes[label] == rel.split("/")[0]
+    # each row carries its content hashes, for the content split
+    record = manifest.shards[0]
+    assert len(record.sha256) == len(record.paths) == len(record.phash)
+    assert record.sha256[5] == hashlib.sha256((pill_dir / rel).read_bytes()).hexdigest()
 
 
 def test_interrupted_build_leaves_no_visible_set(

@@ -5,10 +5,13 @@ idempotent registration."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from registry_helpers import CLASSES, good_metrics, log_training_run
 from typer.testing import CliRunner
 
@@ -166,3 +169,25 @@ def test_model_cli_lists_and_promotes(
     assert json.loads(listed.stdout)[0]["aliases"] == ["champion"]
     refused = runner.invoke(model_cli.app, ["rollback", name])
     assert refused.exit_code != 0 and "no 'fallback' version" in str(refused.exception)
+
+    # a second model, compared with the champion on held-out images through the scoring
+    # path: the same weights score the same, so the regression gate passes with the count
+    held_out = tmp_path / "held-out"
+    rng = np.random.default_rng(0)
+    for label in CLASSES:
+        (held_out / label).mkdir(parents=True)
+        for i in range(2):
+            pixels = rng.integers(0, 255, size=(60, 60, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(held_out / label / f"{i}.jpg")
+    second_uri, _ = log_training_run(stack.home, uri, "it-reg-cli-2", seed=3)
+    summary.write_text(
+        json.dumps({"model_uri": second_uri, "metrics": good_metrics(), "run_id": "y"})
+    )
+    compared = runner.invoke(
+        model_cli.app,
+        ["register", "--summary", str(summary), "--compare-on", str(held_out), name],
+    )
+    assert compared.exit_code == 0, compared.output
+    said = " ".join(compared.output.split())  # rich wraps long lines
+    found = re.search(r"top-1 ([0-9.]+) vs this model ([0-9.]+) on 6 test images", said)
+    assert found and found.group(1) == found.group(2), said  # the same weights
