@@ -139,7 +139,7 @@ def list_versions(
         typer.echo(json.dumps([v.to_dict() for v in versions], indent=2))
         return
     table = Table(title=registry.name)
-    for column in ("version", "aliases", "top-1", "snapshot", "git", "run"):
+    for column in ("version", "aliases", "top-1", "pairs (recall)", "snapshot", "git", "run"):
         table.add_column(column)
     for v in versions:
         tags = v.tags
@@ -147,6 +147,7 @@ def list_versions(
             v.version,
             ", ".join(v.aliases),
             tags.get("rxvision.eval.top1", ""),
+            tags.get("rxvision.eval.pairs", "none confused").replace("; ", "\n"),
             tags.get("rxvision.dataset.snapshot_rev", ""),
             tags.get("rxvision.git.commit", "")[:10],
             v.run_id or "",

@@ -95,6 +95,7 @@ def _print_status(info: dict[str, Any]) -> None:
     if champ and "error" not in champ:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in champ["metrics"].items())
         table.add_row("champion", f"{champ['name']} v{champ['version']} ({metrics})")
+        table.add_row("look-alike pairs", champ.get("pairs") or "none confused on its test split")
     else:
         table.add_row("champion", str((champ or {}).get("error", "none yet")))
     for dag_id, run in (info.get("dag_runs") or {}).items():

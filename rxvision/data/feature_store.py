@@ -30,10 +30,11 @@ from rxvision.data.imaging import (
     ImageSpec,
     Resample,
     difference_hash,
-    load_image,
+    load_image_located,
     sha256_hex,
 )
 from rxvision.data.layout import check_class_layout
+from rxvision.data.localize import CropSpec
 from rxvision.errors import NotFound, RxVisionError
 from rxvision.storage.s3 import S3Store, parse_s3_uri
 
@@ -58,16 +59,19 @@ class PreprocessConfig:
     img_size: int = 224
     resample: Resample = "bilinear"
     shard_size: int = 1000
+    crop: CropSpec | None = None
 
     @property
     def spec(self) -> ImageSpec:
         """The image spec every stored image follows."""
-        return ImageSpec(img_size=self.img_size, resample=self.resample)
+        return ImageSpec(img_size=self.img_size, resample=self.resample, crop=self.crop)
 
     @classmethod
     def for_spec(cls, spec: ImageSpec, shard_size: int = 1000) -> PreprocessConfig:
         """The store config that materializes images as ``spec`` says."""
-        return cls(img_size=spec.img_size, resample=spec.resample, shard_size=shard_size)
+        return cls(
+            img_size=spec.img_size, resample=spec.resample, shard_size=shard_size, crop=spec.crop
+        )
 
     def config_hash(self) -> str:
         """A stable hash of the settings that change the stored pixels and rows."""
@@ -85,6 +89,8 @@ class ShardRecord:
     # content hashes of each row: file sha256 and 64-bit perceptual hash (16 hex digits)
     sha256: list[str] = field(default_factory=list)
     phash: list[str] = field(default_factory=list)
+    # each row's pill localization: localized, a fallback reason, or disabled
+    located: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -125,25 +131,32 @@ class DecodedBatch:
     pixels: np.ndarray
     sha256: list[str]
     phash: list[str]
+    located: list[str]
 
 
-def load_row(path: Path, spec: ImageSpec) -> tuple[np.ndarray, str, str]:
-    """One image as stored (``load_image``), its file sha256 and its perceptual hash."""
+def load_row(path: Path, spec: ImageSpec) -> tuple[np.ndarray, str, str, str]:
+    """One image as stored (``load_image``), its file sha256, its perceptual hash and its
+    localization status."""
     try:
         data = path.read_bytes()
-        pixels = load_image(data, spec, name=str(path))
+        pixels, located = load_image_located(data, spec, name=str(path))
     except ImageDecodeError as exc:
         raise FeatureStoreError(f"{path}: cannot decode image: {exc.reason}") from exc
     except OSError as exc:
         raise FeatureStoreError(f"{path}: cannot read: {exc}") from exc
-    return pixels, sha256_hex(data), f"{difference_hash(pixels):016x}"
+    return pixels, sha256_hex(data), f"{difference_hash(pixels):016x}", located
 
 
 def _load_batch(args: tuple[list[str], dict[str, Any]]) -> DecodedBatch:
     paths, spec_dict = args
-    spec = ImageSpec(**spec_dict)
+    spec = ImageSpec.from_dict(spec_dict, source="the feature store's spec")
     rows = [load_row(Path(p), spec) for p in paths]
-    return DecodedBatch(np.stack([r[0] for r in rows]), [r[1] for r in rows], [r[2] for r in rows])
+    return DecodedBatch(
+        np.stack([r[0] for r in rows]),
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+    )
 
 
 class FeatureStore:
@@ -230,6 +243,7 @@ class FeatureStore:
                         [lbl for _, lbl in chunk],
                         decoded.sha256,
                         decoded.phash,
+                        decoded.located,
                     )
                 )
                 done += len(chunk)
@@ -255,6 +269,7 @@ class FeatureStore:
             np.concatenate([p.pixels for p in parts]),
             [h for p in parts for h in p.sha256],
             [h for p in parts for h in p.phash],
+            [h for p in parts for h in p.located],
         )
 
     def _commit(self, manifest: FeatureManifest) -> FeatureManifest:

@@ -6,6 +6,10 @@ is stored with each model version (the preprocessing contract, ``ImageSpec.to_di
 checked when a model is loaded, so a model sees at scoring exactly the pixels it saw in
 training: the same bytes give the same array, bit for bit.
 
+With a ``crop`` (``rxvision.data.localize``), the pill is found, cropped tight and its long
+axis levelled before the resize: a model trained on crops is always scored on crops. When
+no single pill is found the whole frame is used, and ``load_image_located`` says why.
+
 Shrinking is Pillow's ``resize``, which filters over the whole source footprint
 (anti-aliased), after a JPEG draft decode at the smallest DCT scale that still covers the
 target (fast, and itself an averaging reduction). cv2's bilinear resize (``A.Resize``)
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,11 +30,15 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from rxvision.data.localize import DISABLED, CropSpec, crop_pill, locate_pill
 from rxvision.errors import ConfigError, RxVisionError
 
 # Bump when load_image's output changes for the same bytes and spec: models carry the
 # version they were trained with, and a model of another version is refused at load.
 IMAGE_SPEC_VERSION = 2
+# with a crop, JPEGs are decoded at >= this many times the target size: a pill that fills
+# a quarter of the frame's width still gets full resolution
+CROP_DECODE_FACTOR = 4
 
 Resample = Literal["bilinear", "bicubic", "lanczos"]
 _RESAMPLE = {
@@ -67,6 +76,7 @@ class ImageSpec:
     img_size: int
     resample: Resample = "bilinear"
     version: int = IMAGE_SPEC_VERSION
+    crop: CropSpec | None = None
 
     def __post_init__(self) -> None:
         if self.img_size < 1:
@@ -78,7 +88,9 @@ class ImageSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored with feature sets and model versions."""
-        return asdict(self)
+        data = asdict(self)
+        data["crop"] = self.crop.to_dict() if self.crop is not None else None
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str) -> ImageSpec:
@@ -96,7 +108,13 @@ class ImageSpec:
                 f"decodes with version {IMAGE_SPEC_VERSION}: retrain or rebuild it"
             )
         try:
-            return cls(img_size=int(data["img_size"]), resample=data["resample"], version=version)
+            crop = CropSpec(**data["crop"]) if data.get("crop") else None
+            return cls(
+                img_size=int(data["img_size"]),
+                resample=data["resample"],
+                version=version,
+                crop=crop,
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise PreprocessingMismatch(
                 f"{source}: malformed preprocessing contract {data}"
@@ -104,7 +122,7 @@ class ImageSpec:
 
     def config_hash(self) -> str:
         """A stable hash of the settings that change the pixels."""
-        text = f"{self.version}|{self.img_size}|{self.resample}"
+        text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def require_same(self, other: ImageSpec, *, what: str) -> None:
@@ -116,8 +134,9 @@ class ImageSpec:
             )
 
     def describe(self) -> str:
-        """``64 px bilinear (v2)``."""
-        return f"{self.img_size} px {self.resample} (v{self.version})"
+        """``64 px bilinear (v2)``, ``96 px bilinear pill crop (v2)``."""
+        crop = " pill crop" if self.crop is not None else ""
+        return f"{self.img_size} px {self.resample}{crop} (v{self.version})"
 
 
 def load_image(
@@ -128,13 +147,29 @@ def load_image(
     max_bytes: int | None = None,
     name: str | None = None,
 ) -> np.ndarray:
-    """Decode ``source`` (file bytes or a path) as RGB and resize it to ``spec``: an HWC
-    uint8 array. ``ImageDecodeError`` (with the validator's reason code, naming ``name``
-    or the path) when it cannot; files over ``max_bytes`` or ``max_pixels`` are refused
-    before their pixels are decoded."""
+    """Decode ``source`` (file bytes or a path) as RGB, crop the pill when ``spec`` says
+    so, and resize to ``spec``: an HWC uint8 array. ``ImageDecodeError`` (with the
+    validator's reason code, naming ``name`` or the path) when it cannot; files over
+    ``max_bytes`` or ``max_pixels`` are refused before their pixels are decoded."""
+    return load_image_located(source, spec, max_pixels=max_pixels, max_bytes=max_bytes, name=name)[
+        0
+    ]
+
+
+def load_image_located(
+    source: bytes | Path | str,
+    spec: ImageSpec,
+    *,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
+    name: str | None = None,
+) -> tuple[np.ndarray, str]:
+    """``load_image`` and the localization status: ``localized``, a fallback reason
+    (``empty``, ``two_pills``, ``cut``, ``fills_frame``: the whole frame was used) or
+    ``disabled`` (the spec crops nothing)."""
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
     label = name or (str(source) if isinstance(source, (str, Path)) else "image")
-    return decode_resized(data, spec, max_pixels=max_pixels, max_bytes=max_bytes, name=label)
+    return decode_located(data, spec, max_pixels=max_pixels, max_bytes=max_bytes, name=label)
 
 
 def decode_resized(
@@ -146,6 +181,18 @@ def decode_resized(
     name: str = "image",
 ) -> np.ndarray:
     """``load_image`` on bytes already read."""
+    return decode_located(data, spec, max_pixels=max_pixels, max_bytes=max_bytes, name=name)[0]
+
+
+def decode_located(
+    data: bytes,
+    spec: ImageSpec,
+    *,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
+    name: str = "image",
+) -> tuple[np.ndarray, str]:
+    """``load_image_located`` on bytes already read."""
     if not data:
         raise ImageDecodeError(name, EMPTY_FILE, "file is empty (0 bytes)")
     if max_bytes is not None and len(data) > max_bytes:
@@ -159,7 +206,7 @@ def decode_resized(
                 raise ImageDecodeError(
                     name, DECOMPRESSION_BOMB, f"{width}x{height} pixels, over the limit"
                 )
-            return resize_image(image, spec)
+            return resize_located(image, spec)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
@@ -172,10 +219,26 @@ def decode_resized(
 
 def resize_image(image: Image.Image, spec: ImageSpec) -> np.ndarray:
     """An opened (not yet loaded) image as ``spec``'s square RGB uint8 array."""
+    return resize_located(image, spec)[0]
+
+
+def resize_located(image: Image.Image, spec: ImageSpec) -> tuple[np.ndarray, str]:
+    """``resize_image`` and the localization status."""
     size = spec.img_size
-    # JPEG only: decode at the smallest 1/2, 1/4 or 1/8 scale still >= the target
-    image.draft("RGB", (size, size))
-    rgb = image.convert("RGB")
+    if spec.crop is None:
+        # JPEG only: decode at the smallest 1/2, 1/4 or 1/8 scale still >= the target
+        image.draft("RGB", (size, size))
+        return _resized(image.convert("RGB"), spec), DISABLED
+    target = size * CROP_DECODE_FACTOR
+    image.draft("RGB", (target, target))
+    rgb = np.asarray(image.convert("RGB"))
+    where = locate_pill(rgb, spec.crop)
+    crop = crop_pill(rgb, where, spec.crop)
+    return _resized(Image.fromarray(crop), spec), where.status
+
+
+def _resized(rgb: Image.Image, spec: ImageSpec) -> np.ndarray:
+    size = spec.img_size
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), _RESAMPLE[spec.resample])
     return np.asarray(rgb, dtype=np.uint8)

@@ -20,7 +20,8 @@ here they are replaced with transforms of the same effect:
   ``A.OneOf([HorizontalFlip, VerticalFlip, HorizontalFlip + VerticalFlip], p)``.
 - ``A.ShiftScaleRotate(p)`` (shift 0.0625, scale 0.1, rotate 45, bilinear, reflected
   border in 1.x) is ``A.Affine`` with the same ranges; ``balanced_scale`` off keeps the
-  scale uniform in [0.9, 1.1] as before.
+  scale uniform in [0.9, 1.1] as before. The border is replicated, not reflected: on a
+  tight pill crop a mirrored border would draw a second pill.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def shift_scale_rotate(
         rotate=(-rotate_limit, rotate_limit),
         shear=0.0,
         interpolation=cv2.INTER_LINEAR,
-        border_mode=cv2.BORDER_REFLECT_101,
+        # replicate, not reflect: a mirrored pill at a crop's border would be a second pill
+        border_mode=cv2.BORDER_REPLICATE,
         balanced_scale=False,
         p=p,
     )
@@ -146,6 +148,12 @@ class TrainPreset(_Preset):
         shift_limit: float = 0.0625,
         scale_limit: float = 0.1,
         rotate_limit: float = 45.0,
+        color_p: float = 0.0,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        hue: float = 0.02,
+        blur_p: float = 0.0,
         seed: int | None = 0,
     ) -> None:
         height, width = _hw(img_size)
@@ -165,6 +173,16 @@ class TrainPreset(_Preset):
                     scale_limit=scale_limit,
                     rotate_limit=rotate_limit,
                 ),
+                # photos come from other cameras and lights: exposure, contrast, white
+                # balance, focus
+                A.ColorJitter(
+                    brightness=brightness,
+                    contrast=contrast,
+                    saturation=saturation,
+                    hue=hue,
+                    p=color_p,
+                ),
+                A.GaussianBlur(blur_limit=(3, 5), p=blur_p),
                 _normalize(normalize, mean, std),
                 ToTensorV2(),
             ],

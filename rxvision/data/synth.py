@@ -102,6 +102,17 @@ BACKGROUNDS: tuple[tuple[int, int, int], ...] = (
 DRUG_PREFIXES = ("zan", "cor", "lum", "vex", "tri", "ful", "mor", "dal", "sen", "pra", "qui", "ber")
 DRUG_SUFFIXES = ("ex", "tor", "ima", "olin", "avir", "azol", "ipen", "etra")
 STRENGTH_PAIRS = ((5, 10), (10, 20), (20, 40), (25, 50), (50, 100), (100, 200), (250, 500))
+# "field" photographs: surfaces the "studio" set never shows, stronger colour casts and
+# blur (a hold-out from other conditions than the training photos)
+FIELD_BACKGROUNDS: tuple[tuple[int, int, int], ...] = (
+    (170, 60, 60),  # red tray
+    (236, 210, 120),  # yellow paper
+    (70, 70, 110),  # navy cloth
+    (180, 200, 210),  # steel
+    (110, 80, 120),  # plum mat
+    (20, 20, 20),  # black glass
+)
+CONDITIONS = ("studio", "field")
 BACK_PROBABILITY = 0.4
 SUPERSAMPLE = 2  # draw at 2x, then box-downsample: antialiased edges and text
 
@@ -155,6 +166,7 @@ class _Job:
     size: int
     path: Path
     relpath: str
+    conditions: str = "studio"
 
 
 @dataclass(frozen=True)
@@ -174,6 +186,16 @@ ProgressFn = Callable[[int, int], None]
 def product_catalog(classes: int) -> list[Product]:
     """The first ``classes`` products; class ``2g`` and ``2g+1`` are a look-alike pair."""
     return [_product(index) for index in range(classes)]
+
+
+def mixed_catalog(classes: int, pairs: int) -> list[Product]:
+    """``pairs`` look-alike pairs, then products that differ in shape or colour from every
+    other: ``classes`` products in all."""
+    if not 0 <= 2 * pairs <= classes:
+        raise ConfigError(f"pairs={pairs}: between 0 and classes/2 ({classes // 2})")
+    return [_product(i) for i in range(2 * pairs)] + [
+        _product(2 * group) for group in range(pairs, pairs + classes - 2 * pairs)
+    ]
 
 
 def distinct_catalog(classes: int) -> list[Product]:
@@ -224,6 +246,8 @@ def generate_dataset(
     progress: ProgressFn | None = None,
     overwrite: bool = False,
     lookalikes: bool = True,
+    pairs: int | None = None,
+    conditions: str = "studio",
 ) -> SynthResult:
     """Draw ``classes`` x ``per_class`` pill photographs of ``size`` px into ``out``.
 
@@ -232,15 +256,23 @@ def generate_dataset(
     written. ``overwrite`` replaces an earlier synthetic dataset in ``out``; any other
     non-empty folder is refused. ``lookalikes=False`` draws only products that differ in
     shape or colour (one of each look-alike pair): learnable from scratch on a CPU.
+    ``pairs=k`` draws k look-alike pairs and makes the other products distinct.
+    ``conditions="field"`` photographs on other surfaces with stronger colour casts and
+    blur than the default ``"studio"`` (a hold-out from other conditions).
     With several workers, a calling script needs the usual
     ``if __name__ == "__main__":`` guard (workers re-import the main module).
     """
     _check_args(classes=classes, per_class=per_class, size=size, seed=seed, defects=defects)
     started = time.perf_counter()
     _prepare_out(out, overwrite=overwrite)
-    products = product_catalog(classes) if lookalikes else distinct_catalog(classes)
+    if pairs is not None:
+        products = mixed_catalog(classes, pairs)
+    else:
+        products = product_catalog(classes) if lookalikes else distinct_catalog(classes)
     imbalanced = products[-1] if defects else None
-    jobs = list(_plan_jobs(out, products, per_class, size, seed, imbalanced))
+    if conditions not in CONDITIONS:
+        raise ConfigError(f"conditions {conditions!r}: choose from {', '.join(CONDITIONS)}")
+    jobs = list(_plan_jobs(out, products, per_class, size, seed, imbalanced, conditions))
     total = len(jobs) + (len(_DEFECT_PLAN) if defects else 0)
     n_workers = _worker_count(workers, len(jobs))
     rows: list[_Row] = []
@@ -311,13 +343,14 @@ def _plan_jobs(
     size: int,
     seed: int,
     imbalanced: Product | None,
+    conditions: str = "studio",
 ) -> Iterator[_Job]:
     for product in products:
         count = max(1, per_class // 2) if product is imbalanced else per_class
         (out / product.label).mkdir(exist_ok=True)
         for index in range(count):
             relpath = f"{product.label}/img-{index:05d}.jpg"
-            yield _Job(product, index, seed, size, out / relpath, relpath)
+            yield _Job(product, index, seed, size, out / relpath, relpath, conditions)
 
 
 def _worker_count(workers: int | None, jobs: int) -> int:
@@ -344,7 +377,7 @@ def _run_jobs(jobs: list[_Job], workers: int) -> Iterator[_Row]:
 
 def _render_job(job: _Job) -> _Row:
     rng = _image_rng(job.seed, job.product.index, job.index)
-    image, side = render_pill_photo(job.product, rng, job.size)
+    image, side = render_pill_photo(job.product, rng, job.size, conditions=job.conditions)
     data = _encode_jpeg(image, rng)
     _write_atomic(job.path, data)
     return _Row(job.relpath, job.product.label, sha256(data).hexdigest(), job.size, job.size, side)
@@ -376,11 +409,12 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def render_pill_photo(
-    product: Product, rng: np.random.Generator, size: int
+    product: Product, rng: np.random.Generator, size: int, *, conditions: str = "studio"
 ) -> tuple[Image.Image, str]:
     """One photograph of ``product`` (RGB, ``size`` x ``size``) and the side shown."""
+    field = conditions == "field"
     side = "back" if rng.random() < BACK_PROBABILITY else "front"
-    photo = _background(rng, size)
+    photo = _background(rng, size, FIELD_BACKGROUNDS if field else BACKGROUNDS)
     # The pill is drawn and rotated at 2x, then box-downsampled: antialiased edges and
     # glyphs; the rest of the scene is smooth, so it is composed at 1x.
     sprite = _pill_sprite(product, side, rng, size * SUPERSAMPLE)
@@ -390,15 +424,18 @@ def render_pill_photo(
     corner = (int(centre[0] - sprite.width / 2), int(centre[1] - sprite.height / 2))
     _cast_shadow(photo, sprite, corner, rng, scale=size / 128)
     photo.paste(sprite, corner, sprite)
-    photo = _light(photo, rng)
-    if rng.random() < 0.5:
-        photo = photo.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.2, 0.7))))
+    photo = _light(photo, rng, cast=0.12 if field else 0.06)
+    if field or rng.random() < 0.5:
+        blur = rng.uniform(0.4, 1.1) if field else rng.uniform(0.2, 0.7)
+        photo = photo.filter(ImageFilter.GaussianBlur(float(blur)))
     return _add_noise(photo, rng), side
 
 
-def _background(rng: np.random.Generator, size: int) -> Image.Image:
+def _background(
+    rng: np.random.Generator, size: int, palette: tuple[tuple[int, int, int], ...] = BACKGROUNDS
+) -> Image.Image:
     """A surface colour with low-frequency texture."""
-    base = np.array(BACKGROUNDS[rng.integers(len(BACKGROUNDS))], dtype=np.float32)
+    base = np.array(palette[rng.integers(len(palette))], dtype=np.float32)
     base = base * rng.uniform(0.9, 1.1, size=3).astype(np.float32)
     coarse = max(4, size // 16)
     texture = rng.normal(0.0, rng.uniform(2.0, 8.0), size=(coarse, coarse, 1)).astype(np.float32)
@@ -619,10 +656,10 @@ def _cast_shadow(
     photo.paste((0, 0, 0), (*at, at[0] + shadow.width, at[1] + shadow.height), shadow)
 
 
-def _light(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Global brightness, a colour cast and a gradient across the scene."""
+def _light(photo: Image.Image, rng: np.random.Generator, cast: float = 0.06) -> Image.Image:
+    """Global brightness, a colour cast (up to ``cast`` per channel) and a gradient."""
     w, h = photo.size
-    gain = rng.uniform(0.8, 1.15) * rng.uniform(0.94, 1.06, size=3)
+    gain = rng.uniform(0.8, 1.15) * rng.uniform(1 - cast, 1 + cast, size=3)
     angle = rng.uniform(0, 2 * math.pi)
     slope = rng.uniform(0.0, 0.25)
     xs = np.linspace(-0.5, 0.5, w, dtype=np.float32)

@@ -237,13 +237,20 @@ def evaluate(summary_uri_: str) -> dict[str, Any]:
     """The trained model's test metrics and what the absolute gates say of them (the
     comparison with the champion runs in ``register_and_promote``, on the same images
     for both models)."""
-    from rxvision.registry.model_registry import ModelRegistry, load_registry_config
+    from rxvision.registry.model_registry import (
+        ModelRegistry,
+        load_registry_config,
+        summary_pairs,
+    )
 
     summary = read_train_summary(summary_uri_)
     metrics = {k: float(v) for k, v in dict(summary.get("metrics") or {}).items()}
     registry = ModelRegistry(load_registry_config())
     report = registry.check_gates(
-        str(summary["model_uri"]), metrics, classes=list(summary.get("classes") or [])
+        str(summary["model_uri"]),
+        metrics,
+        classes=list(summary.get("classes") or []),
+        pairs=summary_pairs(summary),
     )
     gates = [c for c in report.criteria if c.name != CHAMPION_CRITERION]
     for criterion in gates:

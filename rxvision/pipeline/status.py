@@ -15,7 +15,15 @@ from rxvision.storage.s3 import S3Store
 log = logging.getLogger(__name__)
 
 # the test split: what the gates judged (val_top1 is the checkpoint choice's score)
-KEY_METRICS = ("test_top1", "test_top5", "test_ece", "test_images", "val_top1")
+KEY_METRICS = (
+    "test_top1",
+    "test_top5",
+    "test_ece",
+    "test_ece_uncalibrated",
+    "test_images",
+    "val_top1",
+    "temperature",
+)
 
 
 def champion_status() -> dict[str, Any] | None:
@@ -38,6 +46,8 @@ def champion_status() -> dict[str, Any] | None:
         "version": champion.version,
         "uri": f"models:/{registry.name}/{champion.version}",
         "metrics": metrics,
+        # the look-alikes it confuses on its test split: class>taken-for recall, worst first
+        "pairs": champion.tags.get("rxvision.eval.pairs", ""),
         "fallback": getattr(registry.get_alias(registry.config.aliases.fallback), "version", None),
     }
 

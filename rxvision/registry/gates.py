@@ -64,6 +64,9 @@ class GateConfig(BaseModel):
     top1_key: str = "test_top1"
     ece_key: str = "test_ece"
     recall_prefix: str = "test_recall_"
+    # look-alikes: the recall of every class whose test errors go mostly to one other class
+    min_pair_recall: float = Field(0.90, ge=0, le=1)
+    pair_recall_prefix: str = "test_pair_recall_"
 
 
 IMAGES_KEY = "images"  # a comparator's count of the images it scored
@@ -100,6 +103,9 @@ class EvalSummary:
     class_recall: dict[str, float]
     split: str | None = None
     classes: tuple[str, ...] = ()
+    # recall of each class in a confused pair, and the class it is confused with
+    pair_recall: dict[str, float] = field(default_factory=dict)
+    pair_partner: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_metrics(
@@ -108,13 +114,20 @@ class EvalSummary:
         config: GateConfig,
         split: str | None = None,
         classes: Sequence[str] | None = None,
+        pairs: Mapping[str, str] | None = None,
     ) -> EvalSummary:
-        """Pick top-1, ECE and per-class recall out of a run's metrics; ``classes`` (the
-        model's class names) lets ``min_class_recall`` see a class that has no recall."""
+        """Pick top-1, ECE, per-class and pair recall out of a run's metrics; ``classes``
+        (the model's class names) lets ``min_class_recall`` see a class that has no
+        recall; ``pairs`` maps a confused class to the class it is taken for."""
         recall = {
             key.removeprefix(config.recall_prefix): float(value)
             for key, value in metrics.items()
             if key.startswith(config.recall_prefix)
+        }
+        pair_recall = {
+            key.removeprefix(config.pair_recall_prefix): float(value)
+            for key, value in metrics.items()
+            if key.startswith(config.pair_recall_prefix)
         }
         top1 = metrics.get(config.top1_key)
         ece = metrics.get(config.ece_key)
@@ -124,6 +137,8 @@ class EvalSummary:
             class_recall=recall,
             split=split,
             classes=tuple(classes or ()),
+            pair_recall=pair_recall,
+            pair_partner={metric_name(k): v for k, v in (pairs or {}).items()},
         )
 
     @property
@@ -232,6 +247,7 @@ def evaluate_gates(
             _check_top1(summary, config),
             _check_class_recall(summary, config),
             _check_ece(summary, config),
+            _check_pair_recall(summary, config),
             _check_champion(summary, config, champion),
         ]
     )
@@ -262,6 +278,25 @@ def _check_class_recall(summary: EvalSummary, config: GateConfig) -> Criterion:
     parts.append(f"worst class {worst_class}" + (f"; below: {', '.join(below)}" if below else ""))
     passed = value >= limit and not unseen
     return Criterion(name, value, limit, passed, "; ".join(parts))
+
+
+def _check_pair_recall(summary: EvalSummary, config: GateConfig) -> Criterion:
+    name, limit = "min_pair_recall", config.min_pair_recall
+    if not summary.pair_recall:
+        return Criterion(name, None, limit, True, "no confused pair on the test split")
+    worst = min(summary.pair_recall, key=lambda k: summary.pair_recall[k])
+
+    def pair(key: str) -> str:
+        partner = summary.pair_partner.get(key)
+        text = f"{key} taken for {partner}" if partner else key
+        return f"{text} ({summary.pair_recall[key]:.2f})"
+
+    below = sorted(k for k, v in summary.pair_recall.items() if v < limit)
+    detail = f"worst pair {pair(worst)}" + (
+        f"; below: {', '.join(pair(k) for k in below)}" if below else ""
+    )
+    value = summary.pair_recall[worst]
+    return Criterion(name, value, limit, value >= limit, detail)
 
 
 def _check_ece(summary: EvalSummary, config: GateConfig) -> Criterion:

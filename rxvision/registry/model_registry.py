@@ -66,6 +66,8 @@ RUNTIME_PARAMS = frozenset(
 ENV_DAG_RUN_ID = "AIRFLOW_CTX_DAG_RUN_ID"  # set by Airflow in every task's environment
 ENV_IMAGE = "RXVISION_IMAGE"  # set in the training and scoring images
 TAG_PREFIX = "rxvision."
+# the confused pairs of the test split and each one's recall (``describe_pairs``)
+PAIRS_TAG = f"{TAG_PREFIX}eval.pairs"
 
 
 class _Strict(BaseModel):
@@ -235,6 +237,7 @@ class ModelRegistry:
         *,
         comparator: Comparator | None = None,
         classes: Sequence[str] | None = None,
+        pairs: Mapping[str, str] | None = None,
     ) -> str:
         """Register the model at ``model_uri`` if it passes the gates; return its version.
 
@@ -266,7 +269,7 @@ class ModelRegistry:
         if classes is None:
             classes = self._model_classes(source, model_id)
         summary = EvalSummary.from_metrics(
-            metrics, self.config.gates, split=meta.eval_split, classes=classes
+            metrics, self.config.gates, split=meta.eval_split, classes=classes, pairs=pairs
         )
         report = self._judge(summary, model_uri, comparator)
         for criterion in report.criteria:
@@ -276,6 +279,8 @@ class ModelRegistry:
         tags[CHAMPION_TAG] = self.last_champion_version or NO_CHAMPION
         if summary.top1 is not None:
             tags[f"{TAG_PREFIX}eval.top1"] = f"{summary.top1:.6f}"
+        if summary.pair_recall:
+            tags[PAIRS_TAG] = describe_pairs(summary.pair_recall, summary.pair_partner)
         return self._create_version(source, run_id, model_id, tags)
 
     def check_gates(
@@ -285,6 +290,7 @@ class ModelRegistry:
         *,
         comparator: Comparator | None = None,
         classes: Sequence[str] | None = None,
+        pairs: Mapping[str, str] | None = None,
     ) -> GateReport:
         """Judge a model against the gates (and the champion) without registering it; sets
         ``last_report`` and ``last_champion_version`` as ``register_model`` does."""
@@ -295,7 +301,7 @@ class ModelRegistry:
         if classes is None:
             classes = self._model_classes(source, model_id)
         summary = EvalSummary.from_metrics(
-            metrics, self.config.gates, split=meta.eval_split, classes=classes
+            metrics, self.config.gates, split=meta.eval_split, classes=classes, pairs=pairs
         )
         return self._judge(summary, model_uri, comparator)
 
@@ -331,6 +337,7 @@ class ModelRegistry:
             given,
             comparator=comparator,
             classes=[str(c) for c in classes] if classes else None,
+            pairs=summary_pairs(summary),
         )
 
     def _resolve_source(self, model_uri: str) -> tuple[str, str, str | None]:
@@ -610,6 +617,19 @@ class ModelRegistry:
             created_ms=int(version.creation_timestamp or 0),
             tags=dict(version.tags or {}),
         )
+
+
+def describe_pairs(recall: Mapping[str, float], partner: Mapping[str, str]) -> str:
+    """``A>B 0.83; C>D 0.90``: each confused class, the class it is taken for and its
+    recall, worst first (MLflow tags hold 5,000 characters: enough for ~60 pairs)."""
+    worst_first = sorted(recall, key=lambda k: (recall[k], k))
+    return "; ".join(f"{k}>{partner.get(k, '?')} {recall[k]:.2f}" for k in worst_first)[:5000]
+
+
+def summary_pairs(summary: Mapping[str, Any]) -> dict[str, str]:
+    """A training summary's confused pairs: class -> the class it is taken for."""
+    found = dict(summary.get("extra") or {}).get("confused_pairs") or []
+    return {str(p["true_class"]): str(p["predicted"]) for p in found}
 
 
 def config_hash(params: Mapping[str, str]) -> str | None:

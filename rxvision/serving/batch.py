@@ -44,9 +44,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from rxvision.config.load import load_config, validate_config
-from rxvision.data.imaging import ImageDecodeError, ImageSpec, decode_resized
+from rxvision.data.imaging import ImageDecodeError, ImageSpec, decode_located
+from rxvision.data.localize import DISABLED, LOCALIZED
 from rxvision.errors import ConfigError, NotFound, RxVisionError
 from rxvision.home import repo_root
+from rxvision.serving.calibration import softmax
 from rxvision.serving.circuit import CircuitBreaker, CircuitConfig
 from rxvision.serving.metrics import ScoringMetrics, StatsdSink
 from rxvision.serving.model import (
@@ -84,6 +86,10 @@ PREDICTION_SCHEMA = pa.schema(
         ("scored_by", pa.string()),
         ("runtime", pa.string()),
         ("shard_id", pa.string()),
+        # the model's contract crops the pill: whether one was found (False: the whole
+        # frame was scored); null when the model scores whole frames by design
+        ("localized", pa.bool_()),
+        ("localization", pa.string()),
     ]
 )
 
@@ -128,7 +134,11 @@ class ScoringConfig(_Strict):
     download_workers: int = Field(8, ge=1, le=256)
     max_in_flight: int = Field(64, ge=1)
     top_k: int = Field(5, ge=1)
-    review_threshold: float = Field(0.6, ge=0, le=1)
+    # test-time augmentation: average the calibrated probabilities of the image turned by
+    # 0, 90, 180 and 270 degrees (4), or score it once (1); costs that many model calls
+    tta_rotations: Literal[1, 2, 4] = 1
+    # null: the model's own (chosen for a precision on its validation split)
+    review_threshold: float | None = Field(None, ge=0, le=1)
     runtimes: list[Runtime] = Field(default_factory=_default_runtimes)
     probe_runtimes: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -342,6 +352,7 @@ class _Item:
     data: bytes = b""
     spec: ImageSpec | None = None
     tensor: torch.Tensor | None = None
+    located: str = DISABLED
     error: str | None = None
 
 
@@ -358,7 +369,7 @@ def _fetch(
     item = _Item(index, key, submitted)
     try:
         item.data = storage.read(key)
-        item.tensor = _prepare(item.data, loaded, cfg, key)
+        item.tensor, item.located = _prepare(item.data, loaded, cfg, key)
         item.spec = loaded.spec
     except ImageDecodeError as exc:
         item.error = exc.reason
@@ -373,11 +384,13 @@ def _fetch(
     return item
 
 
-def _prepare(data: bytes, loaded: LoadedModel, cfg: ScoringConfig, key: str) -> torch.Tensor:
-    pixels = decode_resized(
+def _prepare(
+    data: bytes, loaded: LoadedModel, cfg: ScoringConfig, key: str
+) -> tuple[torch.Tensor, str]:
+    pixels, located = decode_located(
         data, loaded.spec, max_pixels=cfg.max_pixels, max_bytes=cfg.max_image_bytes, name=key
     )
-    return loaded.tensor(pixels)
+    return loaded.tensor(pixels), located
 
 
 class StorageUnavailable(ScoringError):
@@ -545,13 +558,6 @@ class ModelPool:
 # --- scoring -----------------------------------------------------------------------------
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return np.asarray(exp / exp.sum(axis=1, keepdims=True), dtype=np.float32)
-
-
 def error_row(key: str, reason: str, shard: str, model: str | None = None) -> dict[str, Any]:
     """A row for an input that could not be scored."""
     return {
@@ -566,6 +572,8 @@ def error_row(key: str, reason: str, shard: str, model: str | None = None) -> di
         "scored_by": None,
         "runtime": None,
         "shard_id": shard,
+        "localized": None,
+        "localization": None,
     }
 
 
@@ -579,12 +587,15 @@ def prediction_rows(
     top_k: int,
     review_threshold: float,
     shard: str,
+    located: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per image: top-1 label and confidence, top-k, review flag."""
+    """One row per image: top-1 label and confidence, top-k, review flag, and where the
+    pill was found (``located``: each image's localization status)."""
     k = min(top_k, probs.shape[1])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     rows = []
-    for key, p, top in zip(keys, probs, order, strict=True):
+    statuses = list(located) if located is not None else [DISABLED] * len(keys)
+    for key, p, top, status in zip(keys, probs, order, statuses, strict=True):
         confidence = float(p[top[0]])
         rows.append(
             {
@@ -599,6 +610,8 @@ def prediction_rows(
                 "scored_by": role,
                 "runtime": runtime,
                 "shard_id": shard,
+                "localized": None if status == DISABLED else status == LOCALIZED,
+                "localization": None if status == DISABLED else status,
             }
         )
     return rows
@@ -616,6 +629,20 @@ class ShardResult:
 
 
 ProgressFn = Callable[[int], None]
+
+
+def tta_probs(
+    predictor: Predictor, images: torch.Tensor, temperature: float, rotations: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated probabilities (the model's temperature, fitted on its validation split),
+    averaged over ``rotations`` quarter turns of the batch, and which rows are finite."""
+    turns = range(0, 4, 4 // rotations)
+    runs = [predictor.predict(torch.rot90(images, k, dims=(2, 3)) if k else images) for k in turns]
+    ok = np.logical_and.reduce([np.isfinite(logits).all(axis=1) for logits in runs])
+    probs = np.zeros((len(images), runs[0].shape[1]), dtype=np.float64)
+    for logits in runs:
+        probs[ok] += softmax(logits[ok], temperature)
+    return (probs / len(runs)).astype(np.float32), ok
 
 
 class _ShardScorer:
@@ -660,6 +687,13 @@ class _ShardScorer:
             if progress is not None:
                 progress(len(self.rows))
 
+    def review_threshold(self, loaded: LoadedModel) -> float:
+        """The configured threshold, else the one chosen with the model (a precision on
+        its validation split), else 0.6."""
+        if self.config.review_threshold is not None:
+            return self.config.review_threshold
+        return loaded.review_threshold if loaded.review_threshold is not None else 0.6
+
     def _add(self, rows: list[tuple[int, dict[str, Any]]]) -> None:
         self.rows.extend(rows)
         self.metrics.observe_rows(
@@ -686,12 +720,11 @@ class _ShardScorer:
             predictor = self.pool.predictor(role, images)  # exports on the first batch
             runtime = predictor.runtime
             began = time.perf_counter()  # batch latency is the model call alone
-            logits = predictor.predict(images)
-            ok = np.isfinite(logits).all(axis=1)
+            probs, ok = tta_probs(predictor, images, loaded.temperature, self.config.tta_rotations)
         except Exception as exc:  # a model failure costs rows, never the run
             failure = f"{MODEL_ERROR}: {type(exc).__name__}: {exc}"
             log.warning("%s model failed on a batch of %d: %s", role, len(batch), failure)
-            logits, ok = np.zeros((len(batch), 1), np.float32), np.zeros(len(batch), bool)
+            probs, ok = np.zeros((len(batch), 1), np.float32), np.zeros(len(batch), bool)
         seconds = time.perf_counter() - began
         done = time.perf_counter()
         self.metrics.observe_batch(seconds, [(done - i.submitted) * 1000 for i in batch])
@@ -700,16 +733,16 @@ class _ShardScorer:
             self.pool.breaker.record(successes=int(ok.sum()), failures=int((~ok).sum()))
         good = [i for i, flag in zip(batch, ok, strict=True) if flag]
         if good:
-            probs = softmax(logits[ok])
             rows = prediction_rows(
                 [i.key for i in good],
-                probs,
+                probs[ok],
                 loaded,
                 role=role,
                 runtime=runtime,
                 top_k=self.config.top_k,
-                review_threshold=self.config.review_threshold,
+                review_threshold=self.review_threshold(loaded),
                 shard=self.shard,
+                located=[i.located for i in good],
             )
             self._add(list(zip([i.index for i in good], rows, strict=True)))
         bad = [i for i, flag in zip(batch, ok, strict=True) if not flag]
@@ -737,7 +770,10 @@ def _batch_tensor(
     differs (the fallback may have been trained at another size)."""
     if all(i.spec == loaded.spec for i in batch):
         return torch.stack([i.tensor for i in batch if i.tensor is not None])
-    return torch.stack([_prepare(i.data, loaded, config, i.key) for i in batch])
+    prepared = [_prepare(i.data, loaded, config, i.key) for i in batch]
+    for item, (_, located) in zip(batch, prepared, strict=True):
+        item.located, item.spec = located, loaded.spec
+    return torch.stack([tensor for tensor, _ in prepared])
 
 
 def score_shard(

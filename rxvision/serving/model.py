@@ -153,6 +153,9 @@ class LoadedModel:
     spec: ImageSpec
     ref: ModelRef
     local_dir: Path | None = None
+    # temperature scaling fitted on the validation split (1.0: uncalibrated)
+    temperature: float = 1.0
+    review_threshold: float | None = None
 
     @property
     def img_size(self) -> int:
@@ -241,8 +244,25 @@ def load_model(
     # the preprocessing contract: refused when missing or of another decode version
     spec = ImageSpec.from_dict(metadata.get("preprocessing") or {}, source=f"model {uri}")
     model = serving_model(net).eval()
-    log.info("loaded %s (%s): %d classes, %s", uri, ref.label, len(classes), spec.describe())
-    return LoadedModel(model, [str(c) for c in classes], spec, ref, local)
+    temperature = float(metadata.get("temperature") or 1.0)
+    threshold = metadata.get("review_threshold")
+    log.info(
+        "loaded %s (%s): %d classes, %s, temperature %.3f",
+        uri,
+        ref.label,
+        len(classes),
+        spec.describe(),
+        temperature,
+    )
+    return LoadedModel(
+        model,
+        [str(c) for c in classes],
+        spec,
+        ref,
+        local,
+        temperature=temperature,
+        review_threshold=None if threshold is None else float(threshold),
+    )
 
 
 def default_cache_dir() -> Path:
@@ -744,6 +764,7 @@ def evaluate_model(
     e.g. champion and challenger scored on the challenger's test images for the
     registry's regression gate."""
     from rxvision.registry.gates import classification_metrics
+    from rxvision.serving.calibration import softmax
 
     loaded = load_model(uri, tracking_uri=tracking_uri)
     images, labels = load_image_folder(image_folder, loaded)
@@ -751,8 +772,7 @@ def evaluate_model(
     logits = np.concatenate(
         [predictor.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     )
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs = exp / exp.sum(axis=1, keepdims=True)
+    probs = softmax(logits, loaded.temperature)
     metrics = classification_metrics(probs, labels, loaded.classes, prefix=prefix)
     metrics["images"] = float(len(labels))
     return metrics

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rxvision.config.load import load_config
 from rxvision.config.schema import FineTuning, Model, Optimizer, Scheduler, Tracking, Training
 from rxvision.data.imaging import ImageSpec, Resample
+from rxvision.data.localize import CropSpec
 
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 
@@ -97,6 +98,28 @@ class TrainingConfig(Training):
     log_every_n_steps: int = Field(10, ge=1)
 
 
+class LocalizeConfig(Strict):
+    """Pill localization before the resize (``rxvision.data.localize``): find the one pill,
+    crop a square around it with ``margin`` of its long side on every side, and level
+    the long axis of elongated pills. The thresholds are those of ``CropSpec``."""
+
+    enabled: bool = False
+    margin: float = Field(0.12, ge=0, le=1)
+    orient: bool = True
+    min_elongation: float = Field(1.15, ge=1)
+    work_size: int = Field(192, ge=32, le=1024)
+    min_contrast: float = Field(12.0, ge=0)
+    min_area: float = Field(0.004, gt=0, lt=1)
+    max_area: float = Field(0.85, gt=0, le=1)
+    second_ratio: float = Field(0.4, gt=0, le=1)
+
+    def crop_spec(self) -> CropSpec | None:
+        """The crop of the preprocessing contract (None: the whole frame)."""
+        if not self.enabled:
+            return None
+        return CropSpec(**self.model_dump(exclude={"enabled"}))
+
+
 class DataLoadingConfig(Strict):
     """How images become batches: split, resolution, augmentation and DataLoader tuning.
 
@@ -115,10 +138,19 @@ class DataLoadingConfig(Strict):
     test_fraction: float = Field(0.15, gt=0, lt=1)
     split_seed: int = 0
     near_duplicate_distance: int = Field(6, ge=-1, le=16)
+    localize: LocalizeConfig = Field(default_factory=LocalizeConfig)
     augment: bool = True
     rotate90_p: float = Field(0.5, ge=0, le=1)
     flip_p: float = Field(0.5, ge=0, le=1)
     affine_p: float = Field(0.5, ge=0, le=1)
+    rotate_limit: float = Field(45.0, ge=0, le=180)
+    scale_limit: float = Field(0.1, ge=0, lt=1)
+    color_p: float = Field(0.0, ge=0, le=1)
+    brightness: float = Field(0.2, ge=0, le=1)
+    contrast: float = Field(0.2, ge=0, le=1)
+    saturation: float = Field(0.2, ge=0, le=1)
+    hue: float = Field(0.02, ge=0, le=0.5)
+    blur_p: float = Field(0.0, ge=0, le=1)
     num_workers: int | None = Field(None, ge=0)
     prefetch_factor: int = Field(2, ge=1)
     cache_images: bool = Field(
@@ -137,12 +169,24 @@ class DataLoadingConfig(Strict):
     @property
     def image_spec(self) -> ImageSpec:
         """The preprocessing contract of models trained with this config."""
-        return ImageSpec(img_size=self.img_size, resample=self.resample)
+        return ImageSpec(
+            img_size=self.img_size, resample=self.resample, crop=self.localize.crop_spec()
+        )
 
     @property
     def split_salt(self) -> str:
         """The salt of the content-hash split."""
         return f"rxvision-split-v1/{self.split_seed}"
+
+
+class EvaluationConfig(Strict):
+    """The final evaluation: temperature scaling fitted on validation (``calibrate``), and
+    the review threshold chosen as the confidence above which predictions on validation
+    are right ``review_precision`` of the time (stored with the model; scoring uses it
+    when ``configs/serving.yaml`` ``review_threshold`` is null)."""
+
+    calibrate: bool = True
+    review_precision: float = Field(0.99, gt=0, le=1)
 
 
 class TrainerConfig(Strict):
@@ -184,6 +228,7 @@ class TrainConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     data: DataLoadingConfig = Field(default_factory=DataLoadingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 

@@ -299,6 +299,14 @@ class RxVisionDataModule(pl.LightningDataModule):
             rotate90_p=cfg.rotate90_p,
             flip_p=cfg.flip_p,
             affine_p=cfg.affine_p,
+            rotate_limit=cfg.rotate_limit,
+            scale_limit=cfg.scale_limit,
+            color_p=cfg.color_p,
+            brightness=cfg.brightness,
+            contrast=cfg.contrast,
+            saturation=cfg.saturation,
+            hue=cfg.hue,
+            blur_p=cfg.blur_p,
             seed=self.seed,
         )
 

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, RichProgressBar
@@ -45,6 +44,7 @@ from rxvision.train.callbacks import (
 from rxvision.train.checkpoints import BEST, CheckpointStore, check_run_id
 from rxvision.train.config import TrainConfig, TrainerConfig
 from rxvision.train.datamodule import DataSource, RxVisionDataModule, resolve_data
+from rxvision.train.evaluation import FinalEvaluation, final_evaluation, pairs_figure
 from rxvision.train.module import RxVisionTrainer, metric_name
 from rxvision.train.tracking import (
     RunTracker,
@@ -56,6 +56,8 @@ from rxvision.train.tracking import (
 log = logging.getLogger(__name__)
 
 ENV_RUN_ID = "RXVISION_TRAIN_RUN_ID"
+# the most-confused pairs of the test split, logged with each run
+PAIRS_ARTIFACT = "eval/confused_pairs.json"
 ENV_RESUME = "RXVISION_TRAIN_RESUME"
 
 
@@ -437,12 +439,19 @@ def _fit_and_evaluate(
     global_step = trainer.global_step
     exported = _load_best(module, store)
     metrics: dict[str, float] = {}
-    confusion = None
+    final = None
     if zero:
         # rank 0 alone, on every image once (a DistributedSampler would pad and count
         # some twice); the test split was never seen by training or checkpoint choice
-        final = final_evaluation(module, datamodule)
-        metrics, confusion = final.metrics, final.confusion
+        final = final_evaluation(
+            module,
+            module.classes,
+            datamodule.val_dataloader(),
+            datamodule.test_dataloader(),
+            calibrate=cfg.evaluation.calibrate,
+            review_precision=cfg.evaluation.review_precision,
+        )
+        metrics = dict(final.metrics)
         if checkpoints.best_score is not None:
             metrics["best_val_top1"] = checkpoints.best_score
     result = TrainResult(
@@ -462,61 +471,13 @@ def _fit_and_evaluate(
             "fit_seconds": round(fit_seconds, 2),
             "samples_per_s": telemetry.samples_per_second(),
             "world_size": world,
+            "confused_pairs": final.pairs_record()["pairs"] if final else [],
         },
     )
-    if tracker is not None:
-        _log_outcome(tracker, cfg, module, datamodule, store, result, exported, confusion)
+    if tracker is not None and final is not None:
+        _log_outcome(tracker, cfg, module, datamodule, store, result, exported, final)
     store.clear_staging()
     return result
-
-
-@dataclass
-class FinalEvaluation:
-    """Metrics of the chosen weights on validation (``val_*``) and test (``test_*``)."""
-
-    metrics: dict[str, float]
-    confusion: np.ndarray | None
-
-
-def final_evaluation(module: RxVisionTrainer, datamodule: RxVisionDataModule) -> FinalEvaluation:
-    """Evaluate ``module`` on the validation and test splits in one process, in eval mode:
-    top-1, top-5, ECE, per-class recall (classes with images only), image counts; the
-    confusion matrix of the test split."""
-    from rxvision.registry.gates import classification_metrics
-
-    metrics: dict[str, float] = {}
-    confusion = None
-    loaders = {"val": datamodule.val_dataloader(), "test": datamodule.test_dataloader()}
-    for split, loader in loaders.items():
-        probs, labels = predict_probs(module, loader)
-        metrics[f"{split}_images"] = float(len(labels))
-        metrics.update(classification_metrics(probs, labels, module.classes, prefix=f"{split}_"))
-        if len(labels):
-            k = min(5, len(module.classes))
-            top = np.argsort(-probs, axis=1)[:, :k]
-            metrics[f"{split}_top5"] = float(np.mean((top == labels[:, None]).any(axis=1)))
-        if split == "test" and len(labels):
-            n = len(module.classes)
-            confusion = np.zeros((n, n), dtype=np.int64)
-            np.add.at(confusion, (labels, probs.argmax(axis=1)), 1)
-    return FinalEvaluation(metrics, confusion)
-
-
-def predict_probs(module: RxVisionTrainer, loader: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities and labels of every batch of ``loader`` (fp32, eval mode)."""
-    was_training = module.training
-    module.eval()
-    device = next(module.parameters()).device
-    probs, labels = [], []
-    with torch.inference_mode():
-        for images, target in loader:
-            logits = module(images.to(device)).float()
-            probs.append(logits.softmax(dim=1).cpu().numpy())
-            labels.append(target.numpy())
-    module.train(was_training)
-    if not probs:
-        return np.zeros((0, len(module.classes)), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    return np.concatenate(probs), np.concatenate(labels)
 
 
 def resume_progress(path: Path) -> tuple[int, int]:
@@ -548,7 +509,7 @@ def _log_outcome(
     store: CheckpointStore,
     result: TrainResult,
     exported: bool,
-    confusion: np.ndarray | None,
+    final: FinalEvaluation,
 ) -> None:
     """Final metrics, plots, the split record, the best checkpoint and the model, into
     the MLflow run."""
@@ -556,10 +517,12 @@ def _log_outcome(
         {f"final/{metric_name(k)}": v for k, v in result.metrics.items()}, result.global_step
     )
     tracker.log_dict(datamodule.split_record(), SPLITS_ARTIFACT)
-    if confusion is not None:
+    if final.confusion is not None:
         tracker.log_figure(
-            confusion_figure(confusion, module.classes), "plots/confusion_matrix.png"
+            confusion_figure(final.confusion, module.classes), "plots/confusion_matrix.png"
         )
+    tracker.log_dict(final.pairs_record(), PAIRS_ARTIFACT)
+    tracker.log_figure(pairs_figure(final.pairs), "plots/confused_pairs.png")
     tracker.log_figure(
         loss_curve_figure(
             tracker.metric_history("train/loss"),
@@ -576,5 +539,11 @@ def _log_outcome(
         module.export_model(),
         classes=module.classes,
         spec=cfg.data.image_spec,
-        metadata={"run_id": result.run_id, "global_step": result.global_step},
+        metadata={
+            "run_id": result.run_id,
+            "global_step": result.global_step,
+            # temperature scaling fitted on validation: scoring divides the logits by it
+            "temperature": final.temperature,
+            "review_threshold": final.review_threshold,
+        },
     )

@@ -84,7 +84,19 @@ def test_run_is_tracked_in_mlflow(tracked_run: TrackedRun) -> None:
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 6
     assert any(k.startswith("val/recall/ndc-") for k in run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert artifacts == {"plots/confusion_matrix.png", "plots/loss_curve.png"}
+    assert artifacts == {
+        "plots/confusion_matrix.png",
+        "plots/loss_curve.png",
+        "plots/confused_pairs.png",
+    }
+    # calibration fitted on validation, stored with the model; pairs and splits logged
+    assert "final/temperature" in run.data.metrics
+    assert "final/test_ece_uncalibrated" in run.data.metrics
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert logged == {"eval/confused_pairs.json"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "data")} == {
+        "data/splits.json"
+    }
     local = Path(client.download_artifacts(run.info.run_id, "plots/loss_curve.png"))
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
@@ -100,6 +112,13 @@ def test_logged_model_loads_and_predicts(tracked_run: TrackedRun) -> None:
     with torch.no_grad():
         logits = net(torch.randn(5, 3, 32, 32))
     assert logits.shape == (5, 3)
+    # the serving loader reads the contract and the calibration stored with it
+    from rxvision.serving.model import load_model
+
+    loaded = load_model(result.model_uri, tracking_uri=tracked_run.tracking_uri)
+    assert loaded.spec == tracked_run.cfg.data.image_spec
+    assert loaded.temperature == pytest.approx(result.metrics["temperature"])
+    assert loaded.review_threshold == pytest.approx(result.metrics["review_threshold"])
 
 
 def test_checkpoints_are_in_s3(tracked_run: TrackedRun) -> None:

@@ -59,9 +59,11 @@ def test_a_good_model_passes_every_criterion() -> None:
         "min_top1",
         "min_class_recall",
         "max_ece",
+        "min_pair_recall",
         "max_top1_regression",
     ]
     assert report.tags()["gate.min_top1"] == "0.900000"
+    assert "no confused pair" in report.criteria[3].describe()
 
 
 @pytest.mark.parametrize(
@@ -213,3 +215,25 @@ def test_ece_of_a_calibrated_and_an_overconfident_model() -> None:
     assert expected_calibration_error(np.ones(4), np.array([1, 0, 0, 0], bool)) == pytest.approx(
         0.75
     )
+
+
+def test_the_pair_gate_refuses_a_model_that_confuses_a_pair_and_names_it() -> None:
+    values = {
+        **metrics(recall=(0.95, 0.85, 1.0)),
+        # ndc-1's errors go mostly to ndc-0: a look-alike pair at 0.85
+        "test_pair_recall_ndc-1": 0.85,
+        "test_pair_recall_ndc-0": 0.95,
+    }
+    config = GateConfig(min_class_recall=0.8, max_ece=0.1, min_pair_recall=0.9)
+    summary = EvalSummary.from_metrics(
+        values, config, "s1", pairs={"ndc-1": "ndc-0", "ndc-0": "ndc-1"}
+    )
+    report = evaluate_gates(summary, config)
+    assert [c.name for c in report.failed] == ["min_pair_recall"]
+    text = report.failed[0].describe()
+    assert "min_pair_recall: 0.8500 (needs >= 0.9000) FAILED" in text
+    assert "worst pair ndc-1 taken for ndc-0 (0.85)" in text
+    assert "below: ndc-1 taken for ndc-0 (0.85)" in text
+    # the same pair above the limit passes
+    values["test_pair_recall_ndc-1"] = 0.92
+    assert evaluate_gates(EvalSummary.from_metrics(values, config, "s1"), config).passed

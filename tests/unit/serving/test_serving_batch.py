@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from serving_fixtures import CLASSES, broken_model, loaded_model, write_images
+import torch
+from serving_fixtures import CLASSES, IMG, broken_model, loaded_model, write_images
 
 from rxvision.errors import ConfigError
 from rxvision.serving.batch import (
@@ -318,3 +320,19 @@ def test_serving_config_file_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.statsd.port == 8125 and config.circuit.window == 50
     with pytest.raises(ConfigError, match="runtimes"):
         load_scoring_config(overrides=["runtimes=[tensorrt]"])
+
+
+def test_tta_averages_the_calibrated_probabilities_of_four_quarter_turns() -> None:
+    from rxvision.serving.batch import tta_probs
+    from rxvision.serving.calibration import softmax as calibrated
+    from rxvision.serving.model import EagerPredictor
+
+    predictor = EagerPredictor(loaded_model().model, torch.device("cpu"))
+    images = torch.randn(3, 3, IMG, IMG)
+    probs, ok = tta_probs(predictor, images, 2.0, 4)
+    turns = [predictor.predict(torch.rot90(images, k, dims=(2, 3))) for k in range(4)]
+    expected = np.mean([calibrated(t, 2.0) for t in turns], axis=0)
+    assert ok.all() and np.allclose(probs, expected, atol=1e-6)
+    single, _ = tta_probs(predictor, images, 2.0, 1)
+    assert np.allclose(single, calibrated(turns[0], 2.0), atol=1e-6)
+    assert not np.allclose(single, probs)  # the turns did change something

@@ -1,0 +1,148 @@
+"""Look-alike pills: the shipped CPU recipe against the old one, on held-out photos taken
+in other conditions.
+
+Trains ``configs/cpu-quick.yaml`` (the shipped recipe: pill crop, full-circle rotation,
+colour and light augmentation) and the old recipe (the whole photo at 64 px, 6 epochs) on
+the same synthetic set, 8 products of which 2 imprint-only pairs, ``--per-class`` photos
+each, and scores both on a hold-out drawn with another seed under "field" conditions
+(other backgrounds, stronger colour casts and blur than any training photo), through the
+scoring path (``evaluate_model``: the model's own contract and temperature). Prints top-1,
+each pair's recall (both products' images), ECE and training seconds; writes
+``bench/results/lookalikes.json``. A benchmark, not a timed test: it asserts nothing.
+
+Goal (issue 14): top-1 >= 0.95, every pair >= 0.90, ECE <= 0.05, training <= 10 minutes
+on the 2-core dev machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import REPO, RESULTS, machine
+
+CPU_QUICK = REPO / "configs" / "cpu-quick.yaml"
+# configs/cpu-quick.yaml before the look-alike work: the whole frame at 64 px, 6 epochs
+OLD_RECIPE = [
+    "data.img_size=64",
+    "data.localize.enabled=false",
+    "data.rotate_limit=45",
+    "data.scale_limit=0.1",
+    "data.color_p=0",
+    "data.blur_p=0",
+    "training.epochs=6",
+    "training.scheduler.T_0=6",
+    "training.optimizer.lr=3e-3",
+    "evaluation.calibrate=false",
+]
+
+
+def make_data(work: Path, per_class: int, holdout_per_class: int) -> tuple[Path, Path]:
+    """The training set and the field hold-out (drawn once, kept in ``work``)."""
+    from rxvision.data.synth import generate_dataset
+
+    train_dir, holdout_dir = work / "train", work / "holdout"
+    if not (train_dir / "manifest.parquet").is_file():
+        generate_dataset(
+            train_dir, classes=8, per_class=per_class, size=240, seed=0, pairs=2, overwrite=True
+        )
+    if not (holdout_dir / "manifest.parquet").is_file():
+        generate_dataset(
+            holdout_dir,
+            classes=8,
+            per_class=holdout_per_class,
+            size=240,
+            seed=101,
+            pairs=2,
+            conditions="field",
+            overwrite=True,
+        )
+    return train_dir, holdout_dir
+
+
+def pair_labels() -> list[tuple[str, str]]:
+    """The imprint-only pairs of the set (the benchmark knows its own data)."""
+    from rxvision.data.synth import mixed_catalog
+
+    products = mixed_catalog(8, 2)
+    return [(products[0].label, products[1].label), (products[2].label, products[3].label)]
+
+
+def run_recipe(
+    name: str, overrides: list[str], train_dir: Path, holdout_dir: Path, work: Path
+) -> dict[str, Any]:
+    """Train one recipe and score the hold-out through the scoring path."""
+    from rxvision.serving.model import evaluate_model
+    from rxvision.train.config import load_train_config
+    from rxvision.train.run import train
+
+    cfg = load_train_config(
+        CPU_QUICK,
+        [*overrides, f"checkpoint.root={work / 'checkpoints'}", "checkpoint.resume=false"],
+    )
+    began = time.monotonic()
+    result = train(cfg, train_dir, run_id=f"bench-{name}-{int(began)}", progress_bar=False)
+    seconds = time.monotonic() - began
+    assert result.model_uri is not None
+    metrics = evaluate_model(result.model_uri, holdout_dir, tracking_uri=result.tracking_uri)
+    recall = {
+        key.removeprefix("test_recall_"): value
+        for key, value in metrics.items()
+        if key.startswith("test_recall_")
+    }
+    pairs = {
+        f"{a} / {b}": (recall[a] + recall[b]) / 2  # equal images per class: the pair's recall
+        for a, b in pair_labels()
+    }
+    return {
+        "recipe": name,
+        "overrides": overrides,
+        "holdout_top1": metrics["test_top1"],
+        "holdout_ece": metrics["test_ece"],
+        "pair_recall": pairs,
+        "class_recall": recall,
+        "train_seconds": round(seconds, 1),
+        "fit_seconds": result.extra.get("fit_seconds"),
+        "own_test_top1": result.metrics.get("test_top1"),
+        "temperature": result.metrics.get("temperature"),
+        "holdout_images": metrics["images"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-class", type=int, default=60)
+    parser.add_argument("--holdout-per-class", type=int, default=30)
+    parser.add_argument("--work", type=Path, default=REPO / "var" / "bench-lookalikes")
+    parser.add_argument("--out", type=Path, default=RESULTS / "lookalikes.json")
+    parser.add_argument("--only", choices=["shipped", "old"], help="Run one recipe only.")
+    parser.add_argument("overrides", nargs="*", help="Overrides of the shipped recipe.")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("RXVISION_HOME", str(args.work / "home"))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # a local store in the work folder
+    train_dir, holdout_dir = make_data(args.work, args.per_class, args.holdout_per_class)
+    recipes = {"shipped": list(args.overrides), "old": OLD_RECIPE}
+    results = [
+        run_recipe(name, overrides, train_dir, holdout_dir, args.work)
+        for name, overrides in recipes.items()
+        if args.only in (None, name)
+    ]
+    payload = {"benchmark": "lookalikes", "machine": machine(), "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2))
+    print(f"{'recipe':10} {'top-1':>6} {'ECE':>6} {'train s':>8}  pair recall")
+    for r in results:
+        pairs = ", ".join(f"{v:.2f}" for v in r["pair_recall"].values())
+        print(
+            f"{r['recipe']:10} {r['holdout_top1']:6.3f} {r['holdout_ece']:6.3f} "
+            f"{r['train_seconds']:8.0f}  {pairs}"
+        )
+
+
+if __name__ == "__main__":
+    main()

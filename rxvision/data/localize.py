@@ -1,0 +1,164 @@
+"""Pill localization: find the one pill in a photo, crop it tight, turn its long axis level.
+
+Classical segmentation (OpenCV), no learned model and no assumption about the
+background, the pill's size or its place in the frame:
+
+1. the photo is shrunk to ``work_size`` px (long side) for the search;
+2. the background colour is the median of a thin band along the frame's border, and each
+   pixel's distance from it in CIELAB (perceptual) is thresholded by Otsu's method (never
+   below ``min_contrast``: a plain tray is not a pill);
+3. after an opening and a closing, the largest connected region is the pill candidate; its
+   convex hull fills the imprint's gaps and its minimum-area rectangle gives its extent
+   and its axis.
+
+The crop is a square around that rectangle, ``margin`` of its long side added on every
+side, rotated first so that the long axis of an elongated pill is horizontal (such a pill
+then appears in two orientations, not in 360: the rest is left to augmentation). A round
+pill is cropped without rotating.
+
+When no single pill is found the whole frame is used and the reason is said: ``empty``
+(no region large enough), ``two_pills`` (a second region nearly as large as the first),
+``cut`` (the region touches the frame's border), ``fills_frame`` (the region covers most
+of the frame, e.g. a close-up already).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+LOCALIZED = "localized"
+EMPTY = "empty"
+TWO_PILLS = "two_pills"
+CUT = "cut"
+FILLS_FRAME = "fills_frame"
+DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How the pill is found and cropped (part of a model's preprocessing contract)."""
+
+    margin: float = 0.12
+    orient: bool = True
+    min_elongation: float = 1.15
+    work_size: int = 192
+    min_contrast: float = 12.0
+    min_area: float = 0.004
+    max_area: float = 0.85
+    second_ratio: float = 0.4
+    border_band: float = 0.04
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in the contract."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Localization:
+    """Where the pill is, or why the whole frame is used."""
+
+    status: str
+    center: tuple[float, float] = (0.0, 0.0)  # full-resolution pixels (x, y)
+    size: tuple[float, float] = (0.0, 0.0)  # the pill's long and short extent, pixels
+    angle: float = 0.0  # degrees to rotate the photo by so that the long axis is level
+
+    @property
+    def found(self) -> bool:
+        """Whether a single pill was found (else the whole frame is used)."""
+        return self.status == LOCALIZED
+
+
+def locate_pill(rgb: np.ndarray, spec: CropSpec) -> Localization:
+    """Find the single pill of an RGB photo (HWC uint8)."""
+    height, width = rgb.shape[:2]
+    scale = spec.work_size / max(height, width)
+    small = rgb
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    else:
+        scale = 1.0
+    mask = _foreground(small, spec)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return Localization(EMPTY)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    order = np.argsort(areas)[::-1]
+    frame = float(mask.shape[0] * mask.shape[1])
+    largest = int(order[0]) + 1
+    if areas[order[0]] < spec.min_area * frame:
+        return Localization(EMPTY)
+    if len(order) > 1 and areas[order[1]] >= spec.second_ratio * areas[order[0]]:
+        return Localization(TWO_PILLS)
+    x, y, w, h = (int(v) for v in stats[largest, :4])
+    if x == 0 or y == 0 or x + w >= mask.shape[1] or y + h >= mask.shape[0]:
+        return Localization(CUT)
+    points = cv2.findNonZero((labels == largest).astype(np.uint8))
+    hull = cv2.convexHull(points)
+    if cv2.contourArea(hull) > spec.max_area * frame:
+        return Localization(FILLS_FRAME)
+    (cx, cy), (rw, rh), angle = cv2.minAreaRect(hull)
+    long_side, short_side = max(rw, rh), max(1e-6, min(rw, rh))
+    # minAreaRect's angle is that of the side it calls width: level the long side
+    level = angle if rw >= rh else angle - 90.0
+    if not spec.orient or long_side / short_side < spec.min_elongation:
+        # not turned: the crop must hold the pill's upright bounding box (a square
+        # turned 45 degrees is 1.41 times wider than its side)
+        level = 0.0
+        bx, by, bw, bh = cv2.boundingRect(hull)
+        cx, cy = bx + bw / 2, by + bh / 2
+        long_side, short_side = float(max(bw, bh)), float(min(bw, bh))
+    return Localization(
+        LOCALIZED,
+        center=(cx / scale, cy / scale),
+        size=(long_side / scale, short_side / scale),
+        angle=float(level),
+    )
+
+
+def _foreground(small: np.ndarray, spec: CropSpec) -> np.ndarray:
+    """Pixels unlike the border's colour (uint8 0/255)."""
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    h, w = lab.shape[:2]
+    band = max(1, round(spec.border_band * min(h, w)))
+    border = np.concatenate(
+        [
+            lab[:band].reshape(-1, 3),
+            lab[-band:].reshape(-1, 3),
+            lab[:, :band].reshape(-1, 3),
+            lab[:, -band:].reshape(-1, 3),
+        ]
+    )
+    background = np.median(border, axis=0)
+    distance = np.linalg.norm(lab - background, axis=2)
+    distance = cv2.GaussianBlur(distance, (0, 0), 1.0)
+    scaled = np.clip(distance * (255.0 / max(1.0, float(distance.max()))), 0, 255)
+    otsu, _ = cv2.threshold(scaled.astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    threshold = max(spec.min_contrast, otsu * max(1.0, float(distance.max())) / 255.0)
+    mask = (distance > threshold).astype(np.uint8) * 255
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
+
+
+def crop_pill(rgb: np.ndarray, where: Localization, spec: CropSpec) -> np.ndarray:
+    """The square crop around a found pill, long axis level (the whole frame when none
+    was found)."""
+    if not where.found:
+        return rgb
+    cx, cy = where.center
+    side = max(2, round(where.size[0] * (1 + 2 * spec.margin)))
+    # one affine warp: rotate about the pill's centre and move it to the crop's centre
+    matrix = cv2.getRotationMatrix2D((cx, cy), where.angle, 1.0)
+    matrix[:, 2] += np.array([side / 2 - cx, side / 2 - cy])
+    return cv2.warpAffine(
+        rgb,
+        matrix,
+        (side, side),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )

@@ -1,0 +1,169 @@
+"""Pill localization on pills drawn here (not by rxvision.data.synth): every shape, dark,
+light and tinted backgrounds, any rotation, and each fallback."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from rxvision.data.imaging import ImageSpec, load_image, load_image_located
+from rxvision.data.localize import (
+    CUT,
+    EMPTY,
+    LOCALIZED,
+    TWO_PILLS,
+    CropSpec,
+    crop_pill,
+    locate_pill,
+)
+
+pytestmark = pytest.mark.unit
+
+SIZE = 320
+BACKGROUNDS = {
+    "dark": (25, 25, 30),
+    "light": (235, 235, 228),
+    "tinted": (60, 110, 170),
+    "wood": (140, 100, 70),
+}
+PILL = (230, 200, 80)
+
+
+def scene(background: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """A surface with gentle texture and a light gradient (no two pixels alike)."""
+    rng = np.random.default_rng(seed)
+    base = np.empty((SIZE, SIZE, 3), np.float32)
+    base[:] = background
+    ramp = np.linspace(0.92, 1.06, SIZE, dtype=np.float32)[None, :, None]
+    noise = rng.normal(0, 3, size=(SIZE, SIZE, 1)).astype(np.float32)
+    return np.clip(base * ramp + noise, 0, 255).astype(np.uint8)
+
+
+def draw_pill(
+    image: np.ndarray,
+    shape: str,
+    center: tuple[int, int],
+    length: int,
+    angle: float,
+    colour: tuple[int, int, int] = PILL,
+) -> None:
+    """A filled pill (cv2 primitives), long axis at ``angle`` degrees, with a dark mark."""
+    aspect = {"round": 1.0, "oval": 1.5, "capsule": 2.4, "triangle": 1.0, "square": 1.0}[shape]
+    half_l, half_w = length / 2, length / (2 * aspect)
+    if shape in ("round", "oval"):
+        cv2.ellipse(image, center, (int(half_l), int(half_w)), angle, 0, 360, colour, -1)
+    else:
+        if shape == "triangle":
+            corners = [(-half_l, half_w), (0, -half_w), (half_l, half_w)]
+        else:  # capsule as a rectangle with round ends, square as itself
+            corners = [(-half_l, -half_w), (half_l, -half_w), (half_l, half_w), (-half_l, half_w)]
+        theta = math.radians(angle)
+        points = np.array(
+            [
+                (
+                    center[0] + x * math.cos(theta) - y * math.sin(theta),
+                    center[1] + x * math.sin(theta) + y * math.cos(theta),
+                )
+                for x, y in corners
+            ],
+            np.int32,
+        )
+        cv2.fillPoly(image, [points], colour)
+        if shape == "capsule":
+            for sign in (-1, 1):
+                end = (
+                    int(center[0] + sign * (half_l - half_w) * math.cos(theta)),
+                    int(center[1] + sign * (half_l - half_w) * math.sin(theta)),
+                )
+                cv2.circle(image, end, int(half_w), colour, -1)
+    cv2.putText(
+        image, "A7", (center[0] - 12, center[1] + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 2
+    )
+
+
+@pytest.mark.parametrize("shape", ["round", "oval", "capsule", "triangle", "square"])
+@pytest.mark.parametrize("background", sorted(BACKGROUNDS))
+def test_each_shape_is_found_on_each_background(shape: str, background: str) -> None:
+    image = scene(BACKGROUNDS[background])
+    colour = (250, 250, 245) if background == "dark" else PILL
+    draw_pill(image, shape, (140, 170), 110, angle=30, colour=colour)
+    where = locate_pill(image, CropSpec())
+    assert where.status == LOCALIZED
+    assert 85 < where.size[0] < 160  # a square turned 30 degrees: 150 px upright
+    # every pixel of the pill lies inside the square crop around what was found
+    drawn = np.zeros_like(image)
+    draw_pill(drawn, shape, (140, 170), 110, angle=30, colour=(255, 255, 255))
+    ys, xs = np.nonzero(drawn[..., 0] == 255)
+    reach = where.size[0] * (0.5 + CropSpec().margin)
+    if where.angle == 0:  # an upright crop: the pill's bounding box is inside it
+        assert np.abs(xs - where.center[0]).max() <= reach + 1
+        assert np.abs(ys - where.center[1]).max() <= reach + 1
+    else:  # a levelled crop: within its half-diagonal
+        assert np.hypot(xs - where.center[0], ys - where.center[1]).max() <= reach * 1.42
+
+
+@pytest.mark.parametrize("angle", [0, 35, 90, 137, 200, 300])
+def test_elongated_pills_are_levelled_whatever_their_rotation(angle: float) -> None:
+    image = scene(BACKGROUNDS["tinted"])
+    draw_pill(image, "capsule", (160, 160), 150, angle=angle)
+    spec = CropSpec(margin=0.1)
+    where = locate_pill(image, spec)
+    assert where.status == LOCALIZED
+    crop = crop_pill(image, where, spec)
+    # levelled: the pill spans the crop's width and about 1/2.4 of its height
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
+    pill = np.linalg.norm(lab - lab[1, 1], axis=2) > 30
+    rows, cols = np.flatnonzero(pill.any(axis=1)), np.flatnonzero(pill.any(axis=0))
+    width, height = cols[-1] - cols[0], rows[-1] - rows[0]
+    assert width > 1.8 * height
+    assert width > 0.75 * crop.shape[1]
+
+
+def test_round_pills_are_not_rotated() -> None:
+    image = scene(BACKGROUNDS["light"])
+    draw_pill(image, "round", (150, 150), 120, angle=0)
+    assert locate_pill(image, CropSpec()).angle == 0.0
+
+
+def test_an_empty_tray_falls_back_to_the_whole_frame() -> None:
+    image = scene(BACKGROUNDS["wood"])
+    assert locate_pill(image, CropSpec()).status == EMPTY
+    spec = ImageSpec(img_size=64, crop=CropSpec())
+    pixels, status = load_image_located(png(image), spec)
+    assert status == EMPTY
+    # the whole frame, resized as without a crop
+    assert np.array_equal(pixels, load_image(png(image), ImageSpec(img_size=64)))
+
+
+def test_two_pills_fall_back() -> None:
+    image = scene(BACKGROUNDS["dark"])
+    draw_pill(image, "round", (90, 160), 90, 0, colour=(240, 240, 240))
+    draw_pill(image, "oval", (230, 160), 100, 45, colour=(240, 240, 240))
+    assert locate_pill(image, CropSpec()).status == TWO_PILLS
+
+
+def test_a_pill_cut_by_the_border_falls_back() -> None:
+    image = scene(BACKGROUNDS["light"])
+    draw_pill(image, "oval", (20, 160), 140, 0, colour=(200, 60, 60))
+    assert locate_pill(image, CropSpec()).status == CUT
+
+
+def test_the_crop_zooms_on_a_small_pill_through_load_image() -> None:
+    # a pill of a tenth of the frame becomes most of the model's input
+    image = scene(BACKGROUNDS["tinted"])
+    draw_pill(image, "round", (200, 90), 40, 0, colour=(250, 240, 230))
+    pixels, status = load_image_located(png(image), ImageSpec(img_size=64, crop=CropSpec()))
+    assert status == LOCALIZED and pixels.shape == (64, 64, 3)
+    bright = (pixels.astype(int).sum(axis=2) > 600).mean()
+    assert bright > 0.4  # the pill fills the crop (a tenth of the frame before)
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
