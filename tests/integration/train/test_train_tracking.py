@@ -94,9 +94,7 @@ def test_run_is_tracked_in_mlflow(tracked_run: TrackedRun) -> None:
     assert "final/test_ece_uncalibrated" in run.data.metrics
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     assert logged == {"eval/confused_pairs.json"}
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "data")} == {
-        "data/splits.json"
-    }
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "data")} == {"data/splits.json"}
     local = Path(client.download_artifacts(run.info.run_id, "plots/loss_curve.png"))
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
