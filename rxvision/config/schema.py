@@ -32,7 +32,12 @@ class FineTuning(_Strict):
 
 class Model(_Strict):
     architecture: Literal[
-        "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large"
+        "resnet18",
+        "resnet18_fine",
+        "resnet34",
+        "resnet50",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
     ] = "resnet50"
     pretrained: bool = True
     fine_tuning: FineTuning = Field(default_factory=FineTuning)
@@ -56,11 +61,13 @@ class Training(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    """The training experiment (``configs/experiment.yaml``)."""
+    """The training experiment (``configs/experiment.yaml``). ``data`` (resolution, pill
+    localization, augmentation) is checked key by key by ``rxvision.train.config``."""
 
     tracking: Tracking = Field(default_factory=Tracking)
     model: Model = Field(default_factory=Model)
     training: Training = Field(default_factory=Training)
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class S3Stack(_Strict):

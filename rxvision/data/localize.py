@@ -24,6 +24,7 @@ of the frame, e.g. a close-up already).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +46,9 @@ class CropSpec:
     margin: float = 0.12
     orient: bool = True
     min_elongation: float = 1.15
+    # round pills: level the imprint's own axis (its line of text) when it has one
+    orient_imprint: bool = True
+    min_imprint_elongation: float = 1.3
     work_size: int = 192
     min_contrast: float = 12.0
     min_area: float = 0.004
@@ -106,18 +110,48 @@ def locate_pill(rgb: np.ndarray, spec: CropSpec) -> Localization:
     # minAreaRect's angle is that of the side it calls width: level the long side
     level = angle if rw >= rh else angle - 90.0
     if not spec.orient or long_side / short_side < spec.min_elongation:
-        # not turned: the crop must hold the pill's upright bounding box (a square
+        # no shape axis: the crop must hold the pill's upright bounding box (a square
         # turned 45 degrees is 1.41 times wider than its side)
         level = 0.0
         bx, by, bw, bh = cv2.boundingRect(hull)
         cx, cy = bx + bw / 2, by + bh / 2
         long_side, short_side = float(max(bw, bh)), float(min(bw, bh))
+        imprint = imprint_angle(small, labels == largest, spec) if spec.orient else None
+        if imprint is not None:
+            # turned by the imprint's axis: the crop must hold the pill at any angle
+            level = imprint
+            radius = float(np.max(np.hypot(hull[:, 0, 0] - cx, hull[:, 0, 1] - cy)))
+            long_side = short_side = 2 * radius
     return Localization(
         LOCALIZED,
         center=(cx / scale, cy / scale),
         size=(long_side / scale, short_side / scale),
         angle=float(level),
     )
+
+
+def imprint_angle(small: np.ndarray, pill: np.ndarray, spec: CropSpec) -> float | None:
+    """Degrees to turn a pill by so that its imprint's main axis (a line of text, a score
+    line) is level; None when the imprint has no clear axis (or there is none)."""
+    if not spec.orient_imprint:
+        return None
+    inside = cv2.erode(pill.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    if inside.sum() < 50:
+        return None
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    detail = np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 2.0))
+    values = detail[inside]
+    ink = inside & (detail > max(4.0, float(np.percentile(values, 85))))
+    ys, xs = np.nonzero(ink)
+    if len(xs) < 20:
+        return None
+    eigenvalues, vectors = np.linalg.eigh(np.cov(np.stack([xs, ys]).astype(np.float64)))
+    if eigenvalues[0] <= 0 or math.sqrt(eigenvalues[1] / eigenvalues[0]) < (
+        spec.min_imprint_elongation
+    ):
+        return None
+    vx, vy = vectors[:, 1]
+    return float(math.degrees(math.atan2(vy, vx)))
 
 
 def _foreground(small: np.ndarray, spec: CropSpec) -> np.ndarray:

@@ -148,6 +148,7 @@ class TrainPreset(_Preset):
         shift_limit: float = 0.0625,
         scale_limit: float = 0.1,
         rotate_limit: float = 45.0,
+        rotate180_p: float = 0.0,
         color_p: float = 0.0,
         brightness: float = 0.2,
         contrast: float = 0.2,
@@ -166,6 +167,12 @@ class TrainPreset(_Preset):
         self.transform = A.Compose(
             [
                 A.RandomRotate90(p=rotate90_p),
+                # a levelled pill (by its shape or its imprint) comes either way up
+                A.Rotate(
+                    limit=(180, 180),
+                    border_mode=cv2.BORDER_REPLICATE,
+                    p=rotate180_p,
+                ),
                 flip(flip_p),
                 shift_scale_rotate(
                     affine_p,

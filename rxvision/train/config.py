@@ -144,6 +144,7 @@ class DataLoadingConfig(Strict):
     flip_p: float = Field(0.5, ge=0, le=1)
     affine_p: float = Field(0.5, ge=0, le=1)
     rotate_limit: float = Field(45.0, ge=0, le=180)
+    rotate180_p: float = Field(0.0, ge=0, le=1)
     scale_limit: float = Field(0.1, ge=0, lt=1)
     color_p: float = Field(0.0, ge=0, le=1)
     brightness: float = Field(0.2, ge=0, le=1)

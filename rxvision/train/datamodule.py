@@ -300,6 +300,7 @@ class RxVisionDataModule(pl.LightningDataModule):
             flip_p=cfg.flip_p,
             affine_p=cfg.affine_p,
             rotate_limit=cfg.rotate_limit,
+            rotate180_p=cfg.rotate180_p,
             scale_limit=cfg.scale_limit,
             color_p=cfg.color_p,
             brightness=cfg.brightness,

@@ -20,8 +20,10 @@ from matplotlib.figure import Figure
 from rxvision.registry.gates import classification_metrics, metric_name
 from rxvision.serving.calibration import fit_temperature, review_threshold, softmax
 
-# a class is in a look-alike pair when at least this share of its errors go to one class
+# a class is in a look-alike pair when at least this share of its errors, and at least
+# PAIR_MIN_ERRORS images, go to one other class (one stray error is not a pattern)
 PAIR_SHARE = 0.5
+PAIR_MIN_ERRORS = 2
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,10 @@ class ConfusedPair:
 
 
 def confused_pairs(
-    confusion: np.ndarray, classes: Sequence[str], min_share: float = PAIR_SHARE
+    confusion: np.ndarray,
+    classes: Sequence[str],
+    min_share: float = PAIR_SHARE,
+    min_errors: int = PAIR_MIN_ERRORS,
 ) -> list[ConfusedPair]:
     """The most-confused pairs of a confusion matrix (rows: true, columns: predicted),
     most errors first."""
@@ -58,7 +63,7 @@ def confused_pairs(
         others = row.copy()
         others[index] = -1
         target = int(others.argmax())
-        if others[target] >= min_share * errors:
+        if others[target] >= max(min_errors, min_share * errors):
             recall = float(row[index]) / images
             pairs.append(
                 ConfusedPair(name, classes[target], int(others[target]), errors, images, recall)
@@ -100,7 +105,11 @@ class FinalEvaluation:
 
     def pairs_record(self) -> dict[str, Any]:
         """The most-confused pairs as JSON."""
-        return {"pairs": [asdict(p) for p in self.pairs], "min_share": PAIR_SHARE}
+        return {
+            "pairs": [asdict(p) for p in self.pairs],
+            "min_share": PAIR_SHARE,
+            "min_errors": PAIR_MIN_ERRORS,
+        }
 
 
 def predict_logits(module: torch.nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -100,3 +100,19 @@ def test_a_file_that_is_not_weights_is_refused(tmp_path: Path) -> None:
         load_pretrained(
             build_backbone("resnet18"), str(bad), allow_random_init=True, cache_dir=tmp_path
         )
+
+
+def test_the_fine_resnet18_keeps_twice_the_resolution_and_loads_resnet18_weights(
+    resnet18_weights: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path
+) -> None:
+    fine, plain = build_backbone("resnet18_fine").net.eval(), build_backbone("resnet18").net.eval()
+    x = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        # after the stem and the first stage: 32x32 without the max-pool, 16x16 with it
+        fine_map = fine.layer1(fine.maxpool(fine.relu(fine.bn1(fine.conv1(x)))))
+        plain_map = plain.layer1(plain.maxpool(plain.relu(plain.bn1(plain.conv1(x)))))
+    assert fine_map.shape[-1] == 2 * plain_map.shape[-1] == 32
+    path, state = resnet18_weights
+    backbone = build_backbone("resnet18_fine")
+    assert load_pretrained(backbone, str(path), allow_random_init=False, cache_dir=tmp_path)
+    assert torch.equal(backbone.net.state_dict()["conv1.weight"], state["conv1.weight"])
