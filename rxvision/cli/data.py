@@ -281,21 +281,35 @@ def list_snapshots(
 @app.command()
 def preprocess(
     rev: Annotated[str, typer.Option("--rev", help="Snapshot tag ('latest' for the newest).")],
+    train_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--train-config",
+            help="The training config whose preprocessing contract (data.img_size, "
+            "data.localize) the features follow (default: the nightly's, "
+            "configs/pipeline.yaml nightly.train_config).",
+        ),
+    ] = None,
     img_size: Annotated[
-        int | None, typer.Option(help="Stored image size, px (default from config).")
+        int | None, typer.Option(help="Override the training config's data.img_size, px.")
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Decode and resize a snapshot once into feature-store shards (a cache hit does nothing)."""
+    """Decode a snapshot once into feature-store shards, exactly as the training config will
+    read them (a cache hit does nothing)."""
     from dataclasses import replace
 
+    from rxvision.data.feature_store import PreprocessConfig
     from rxvision.data.preprocessing import preprocess_snapshot
     from rxvision.data.settings import feature_store, preprocess_config, snapshot_store
+    from rxvision.pipeline.nightly import training_spec
+    from rxvision.train.config import load_train_config
 
     cfg = _data_config(config, None)
     snaps = snapshot_store(cfg)
     tag = snaps.latest() if rev == "latest" else rev
-    pre = preprocess_config(cfg)
+    spec = load_train_config(train_config).data.image_spec if train_config else training_spec()
+    pre = PreprocessConfig.for_spec(spec, shard_size=preprocess_config(cfg).shard_size)
     if img_size:
         pre = replace(pre, img_size=img_size)
     store = feature_store(cfg)
@@ -310,6 +324,6 @@ def preprocess(
         )
     state = "built" if built else "cache hit (nothing computed)"
     console.print(
-        f"features {state}: {manifest.images} images at {pre.img_size}px in "
+        f"features {state}: {manifest.images} images, {pre.spec.describe()}, in "
         f"{store.prefix(manifest.key)}/"
     )
