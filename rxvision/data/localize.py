@@ -7,14 +7,20 @@ background, the pill's size or its place in the frame:
 2. the background colour is the median of a thin band along the frame's border, and each
    pixel's distance from it in CIELAB (perceptual) is thresholded by Otsu's method (never
    below ``min_contrast``: a plain tray is not a pill);
-3. after an opening and a closing, the largest connected region is the pill candidate; its
-   convex hull fills the imprint's gaps and its minimum-area rectangle gives its extent
-   and its axis.
+3. after an opening, a closing and filling the holes, the largest connected region is the
+   pill candidate; its convex hull fills the imprint's gaps and its minimum-area rectangle
+   gives its extent and its axis;
+4. a pale pill on a pale surface may show only its imprint and its shadow at Otsu's
+   threshold (several thin regions): lower thresholds are then tried, and the first whose
+   largest region is solid (a pill is convex) is used; failing that, the region enclosed
+   by the photo's strongest edges (a pill's outline shows even when its colour does not).
 
 The crop is a square around that rectangle, ``margin`` of its long side added on every
 side, rotated first so that the long axis of an elongated pill is horizontal (such a pill
 then appears in two orientations, not in 360: the rest is left to augmentation). A round
-pill is cropped without rotating.
+pill is cropped without rotating, or turned by its imprint's axis when it has one. With
+``mask_background`` everything outside the pill's outline is painted ``FILL`` (the
+normalization's mean): the model sees the pill, never the surface it lies on.
 
 When no single pill is found the whole frame is used and the reason is said: ``empty``
 (no region large enough), ``two_pills`` (a second region nearly as large as the first),
@@ -37,6 +43,11 @@ TWO_PILLS = "two_pills"
 CUT = "cut"
 FILLS_FRAME = "fills_frame"
 DISABLED = "disabled"
+# the ImageNet mean colour: masked background normalizes to zero input
+FILL = (124, 116, 104)
+# lower thresholds tried (fractions of Otsu's) when Otsu's finds no solid region
+RETRY_FRACTIONS = (1.0, 0.6, 0.35)
+MIN_SOLIDITY = 0.85
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,8 @@ class CropSpec:
     max_area: float = 0.85
     second_ratio: float = 0.4
     border_band: float = 0.04
+    # paint everything outside the pill's outline FILL (no background cues)
+    mask_background: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored in the contract."""
@@ -69,6 +82,8 @@ class Localization:
     center: tuple[float, float] = (0.0, 0.0)  # full-resolution pixels (x, y)
     size: tuple[float, float] = (0.0, 0.0)  # the pill's long and short extent, pixels
     angle: float = 0.0  # degrees to rotate the photo by so that the long axis is level
+    # the pill's convex outline, full-resolution pixels (x, y)
+    outline: tuple[tuple[float, float], ...] = ()
 
     @property
     def found(self) -> bool:
@@ -86,7 +101,30 @@ def locate_pill(rgb: np.ndarray, spec: CropSpec) -> Localization:
         small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     else:
         scale = 1.0
-    mask = _foreground(small, spec)
+    distance, otsu = _distance_from_background(small, spec)
+    first: Localization | None = None
+    for fraction in RETRY_FRACTIONS:
+        threshold = max(spec.min_contrast, otsu * fraction)
+        # below Otsu's, surface texture joins in: a wider opening cuts its thin bridges
+        opening = 3 if fraction == 1.0 else max(3, spec.work_size // 24)
+        mask = _foreground(distance, threshold, opening)
+        where = _locate_in_mask(small, mask, distance, spec, scale)
+        if where.found:
+            return where
+        first = first or where
+        if threshold <= spec.min_contrast:
+            break
+    where = _locate_in_mask(small, _edge_region(small, spec), distance, spec, scale)
+    if where.found:
+        return where
+    assert first is not None
+    return first
+
+
+def _locate_in_mask(
+    small: np.ndarray, mask: np.ndarray, distance: np.ndarray, spec: CropSpec, scale: float
+) -> Localization:
+    """The single solid pill region of a foreground mask, or why there is none."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return Localization(EMPTY)
@@ -103,8 +141,15 @@ def locate_pill(rgb: np.ndarray, spec: CropSpec) -> Localization:
         return Localization(CUT)
     points = cv2.findNonZero((labels == largest).astype(np.uint8))
     hull = cv2.convexHull(points)
-    if cv2.contourArea(hull) > spec.max_area * frame:
+    hull_area = cv2.contourArea(hull)
+    if hull_area > spec.max_area * frame:
         return Localization(FILLS_FRAME)
+    if areas[order[0]] < MIN_SOLIDITY * hull_area:
+        # thin pieces (an imprint, a shadow's rim): not a pill's body
+        return Localization(TWO_PILLS if len(order) > 1 else EMPTY)
+    if _surrounded_by_foreground(labels == largest, distance, spec):
+        # an imprint on a faint pill: the pill's body is around it, not the background
+        return Localization(EMPTY)
     (cx, cy), (rw, rh), angle = cv2.minAreaRect(hull)
     long_side, short_side = max(rw, rh), max(1e-6, min(rw, rh))
     # minAreaRect's angle is that of the side it calls width: level the long side
@@ -122,12 +167,24 @@ def locate_pill(rgb: np.ndarray, spec: CropSpec) -> Localization:
             level = imprint
             radius = float(np.max(np.hypot(hull[:, 0, 0] - cx, hull[:, 0, 1] - cy)))
             long_side = short_side = 2 * radius
+    outline = tuple((float(px) / scale, float(py) / scale) for px, py in hull[:, 0, :])
     return Localization(
         LOCALIZED,
         center=(cx / scale, cy / scale),
         size=(long_side / scale, short_side / scale),
         angle=float(level),
+        outline=outline,
     )
+
+
+def _surrounded_by_foreground(region: np.ndarray, distance: np.ndarray, spec: CropSpec) -> bool:
+    """Whether a ring around ``region`` is nearly all unlike the background (its 25th
+    percentile: a pill's shadow can darken most of the ring on one side, never all)."""
+    grow = max(3, round(0.12 * math.sqrt(float(region.sum()))))
+    inner = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
+    outer = cv2.dilate(inner, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+    ring = (outer > 0) & (inner == 0)
+    return bool(ring.any()) and float(np.percentile(distance[ring], 25)) > spec.min_contrast
 
 
 def imprint_angle(small: np.ndarray, pill: np.ndarray, spec: CropSpec) -> float | None:
@@ -154,8 +211,8 @@ def imprint_angle(small: np.ndarray, pill: np.ndarray, spec: CropSpec) -> float 
     return float(math.degrees(math.atan2(vy, vx)))
 
 
-def _foreground(small: np.ndarray, spec: CropSpec) -> np.ndarray:
-    """Pixels unlike the border's colour (uint8 0/255)."""
+def _distance_from_background(small: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
+    """Each pixel's CIELAB distance from the border's colour, and Otsu's threshold of it."""
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
     h, w = lab.shape[:2]
     band = max(1, round(spec.border_band * min(h, w)))
@@ -170,18 +227,52 @@ def _foreground(small: np.ndarray, spec: CropSpec) -> np.ndarray:
     background = np.median(border, axis=0)
     distance = np.linalg.norm(lab - background, axis=2)
     distance = cv2.GaussianBlur(distance, (0, 0), 1.0)
-    scaled = np.clip(distance * (255.0 / max(1.0, float(distance.max()))), 0, 255)
+    peak = max(1.0, float(distance.max()))
+    scaled = np.clip(distance * (255.0 / peak), 0, 255)
     otsu, _ = cv2.threshold(scaled.astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    threshold = max(spec.min_contrast, otsu * max(1.0, float(distance.max())) / 255.0)
-    mask = (distance > threshold).astype(np.uint8) * 255
+    return distance, float(otsu) * peak / 255.0
+
+
+def _edge_region(small: np.ndarray, spec: CropSpec) -> np.ndarray:
+    """What the strongest edges enclose (uint8 0/255): the CIELAB gradient's top 15%
+    (never below ``min_contrast``), closed, holes filled, then opened to drop the
+    surface's texture."""
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    gx = cv2.Sobel(lab, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(lab, cv2.CV_32F, 0, 1)
+    magnitude = cv2.GaussianBlur(np.sqrt((gx**2 + gy**2).sum(axis=2)), (0, 0), 1.0)
+    threshold = max(spec.min_contrast, float(np.percentile(magnitude, 85)))
+    mask: np.ndarray = (magnitude > threshold).astype(np.uint8) * 255
+    mask = cv2.morphologyEx(
+        mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)), iterations=2
+    )
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    mask = cv2.drawContours(mask, contours, -1, 255, thickness=cv2.FILLED)
+    opening = max(3, spec.work_size // 21)
+    return cv2.morphologyEx(
+        mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (opening, opening))
+    )
+
+
+def _foreground(distance: np.ndarray, threshold: float, opening: int = 3) -> np.ndarray:
+    """Pixels farther than ``threshold`` from the background, cleaned and holes filled,
+    then opened by ``opening`` px (uint8 0/255)."""
+    mask: np.ndarray = (distance > threshold).astype(np.uint8) * 255
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
-    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
+    # the imprint inside a pill is a hole in its region: fill what the border cannot reach
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    mask = cv2.drawContours(mask, contours, -1, 255, thickness=cv2.FILLED)
+    if opening > 3:
+        wide = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (opening, opening))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, wide)
+    return mask
 
 
 def crop_pill(rgb: np.ndarray, where: Localization, spec: CropSpec) -> np.ndarray:
-    """The square crop around a found pill, long axis level (the whole frame when none
-    was found)."""
+    """The square crop around a found pill, long axis level, the background painted
+    ``FILL`` with ``mask_background`` (the whole frame when no pill was found)."""
     if not where.found:
         return rgb
     cx, cy = where.center
@@ -189,10 +280,28 @@ def crop_pill(rgb: np.ndarray, where: Localization, spec: CropSpec) -> np.ndarra
     # one affine warp: rotate about the pill's centre and move it to the crop's centre
     matrix = cv2.getRotationMatrix2D((cx, cy), where.angle, 1.0)
     matrix[:, 2] += np.array([side / 2 - cx, side / 2 - cy])
-    return cv2.warpAffine(
+    crop = cv2.warpAffine(
         rgb,
         matrix,
         (side, side),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
+    if not spec.mask_background or not where.outline:
+        return crop
+    return _paint_background(crop, where, matrix)
+
+
+def _paint_background(crop: np.ndarray, where: Localization, matrix: np.ndarray) -> np.ndarray:
+    """``crop`` with everything outside the pill's outline (grown by 1% of the pill's
+    length and a pixel: the outline was found at the search resolution) painted
+    ``FILL``."""
+    points = np.asarray(where.outline, dtype=np.float64)
+    moved = points @ matrix[:, :2].T + matrix[:, 2]
+    mask: np.ndarray = np.zeros(crop.shape[:2], dtype=np.uint8)
+    cv2.fillConvexPoly(mask, np.round(moved).astype(np.int32), 255, lineType=cv2.LINE_AA)
+    grow = 1 + round(0.01 * where.size[0])
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+    alpha = mask.astype(np.float32)[..., None] / 255.0
+    fill = np.asarray(FILL, dtype=np.float32)
+    return (crop.astype(np.float32) * alpha + fill * (1.0 - alpha)).round().astype(np.uint8)

@@ -112,6 +112,7 @@ class LocalizeConfig(Strict):
     min_area: float = Field(0.004, gt=0, lt=1)
     max_area: float = Field(0.85, gt=0, le=1)
     second_ratio: float = Field(0.4, gt=0, le=1)
+    mask_background: bool = False
 
     def crop_spec(self) -> CropSpec | None:
         """The crop of the preprocessing contract (None: the whole frame)."""
@@ -151,6 +152,7 @@ class DataLoadingConfig(Strict):
     contrast: float = Field(0.2, ge=0, le=1)
     saturation: float = Field(0.2, ge=0, le=1)
     hue: float = Field(0.02, ge=0, le=0.5)
+    cast_limit: float = Field(0.0, ge=0, lt=1)
     blur_p: float = Field(0.0, ge=0, le=1)
     num_workers: int | None = Field(None, ge=0)
     prefetch_factor: int = Field(2, ge=1)

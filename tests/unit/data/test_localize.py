@@ -15,6 +15,7 @@ from rxvision.data.imaging import ImageSpec, load_image, load_image_located
 from rxvision.data.localize import (
     CUT,
     EMPTY,
+    FILL,
     LOCALIZED,
     TWO_PILLS,
     CropSpec,
@@ -188,3 +189,52 @@ def test_a_round_pill_is_levelled_by_its_imprint(angle: float) -> None:
     ys, xs = np.nonzero(crop.sum(axis=2) < 200)  # the dark glyphs
     spread_x, spread_y = np.ptp(xs), np.ptp(ys)
     assert spread_x > 2.5 * spread_y  # the text line is level (either way up)
+
+
+def test_a_pale_pill_on_a_pale_surface_is_found_whole() -> None:
+    # at Otsu's threshold only the dark imprint stands out, and it lies on something unlike
+    # the background (the pill's body): lower thresholds find the body
+    image = scene((215, 215, 208))
+    shadow = image.copy()
+    cv2.circle(shadow, (172, 174), 72, (140, 140, 136), -1)
+    image[:] = cv2.addWeighted(image, 0.4, cv2.GaussianBlur(shadow, (0, 0), 4), 0.6, 0)
+    cv2.circle(image, (160, 160), 70, (238, 237, 232), -1)
+    cv2.putText(image, "23", (125, 178), cv2.FONT_HERSHEY_SIMPLEX, 1.6, (60, 60, 60), 4)
+    where = locate_pill(image, CropSpec())
+    assert where.status == LOCALIZED
+    assert 130 < where.size[0] < 175  # the body (140 px, its shadow a little), not the digits
+    assert math.hypot(where.center[0] - 163, where.center[1] - 163) < 12
+
+
+@pytest.mark.parametrize("background", ["dark", "tinted"])
+def test_mask_background_paints_everything_outside_the_pill(background: str) -> None:
+    image = scene(BACKGROUNDS[background])
+    draw_pill(image, "oval", (150, 170), 120, angle=20, colour=(250, 250, 245))
+    spec = CropSpec(mask_background=True)
+    where = locate_pill(image, spec)
+    crop = crop_pill(image, where, spec)
+    plain = crop_pill(image, where, CropSpec())
+    corners = [crop[:6, :6], crop[:6, -6:], crop[-6:, :6], crop[-6:, -6:]]
+    assert all(np.array_equal(c, np.broadcast_to(FILL, c.shape)) for c in corners)
+    # the pill itself is untouched
+    middle = (slice(crop.shape[0] // 2 - 5, crop.shape[0] // 2 + 5),) * 2
+    assert np.array_equal(crop[middle], plain[middle])
+    # the same crop when the pill lies on another surface: no background cue remains
+    other = scene(BACKGROUNDS["wood"])
+    draw_pill(other, "oval", (150, 170), 120, angle=20, colour=(250, 250, 245))
+    again = crop_pill(other, locate_pill(other, spec), spec)
+    assert again.shape == crop.shape
+    assert np.abs(again.astype(int) - crop.astype(int)).mean() < 4
+
+
+def test_a_pill_the_colour_of_its_surface_is_found_by_its_outline() -> None:
+    # the body differs from the surface by less than min_contrast and its rim is drawn on
+    # one side only: no threshold finds a solid region; the edges enclose the pill
+    image = scene((214, 214, 208))
+    cv2.circle(image, (165, 150), 70, (226, 226, 221), -1)
+    cv2.ellipse(image, (165, 150), (70, 70), 0, 200, 340, (150, 150, 146), 2)
+    cv2.putText(image, "23", (130, 168), cv2.FONT_HERSHEY_SIMPLEX, 1.6, (70, 70, 70), 4)
+    where = locate_pill(image, CropSpec())
+    assert where.status == LOCALIZED
+    assert 130 < where.size[0] < 165
+    assert math.hypot(where.center[0] - 165, where.center[1] - 150) < 8
