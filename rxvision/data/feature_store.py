@@ -29,8 +29,7 @@ from rxvision.data.imaging import (
     ImageDecodeError,
     ImageSpec,
     Resample,
-    difference_hash,
-    load_image_located,
+    decode_hashed,
     sha256_hex,
 )
 from rxvision.data.layout import check_class_layout
@@ -139,12 +138,12 @@ def load_row(path: Path, spec: ImageSpec) -> tuple[np.ndarray, str, str, str]:
     localization status."""
     try:
         data = path.read_bytes()
-        pixels, located = load_image_located(data, spec, name=str(path))
+        pixels, located, frame_hash = decode_hashed(data, spec, name=str(path))
     except ImageDecodeError as exc:
         raise FeatureStoreError(f"{path}: cannot decode image: {exc.reason}") from exc
     except OSError as exc:
         raise FeatureStoreError(f"{path}: cannot read: {exc}") from exc
-    return pixels, sha256_hex(data), f"{difference_hash(pixels):016x}", located
+    return pixels, sha256_hex(data), f"{frame_hash:016x}", located
 
 
 def _load_batch(args: tuple[list[str], dict[str, Any]]) -> DecodedBatch:

@@ -193,6 +193,29 @@ def decode_located(
     name: str = "image",
 ) -> tuple[np.ndarray, str]:
     """``load_image_located`` on bytes already read."""
+    pixels, located, _ = _decode(data, spec, max_pixels=max_pixels, max_bytes=max_bytes, name=name)
+    return pixels, located
+
+
+def decode_hashed(
+    data: bytes, spec: ImageSpec, *, name: str = "image"
+) -> tuple[np.ndarray, str, int]:
+    """``decode_located`` and the ``difference_hash`` of the whole photo (before any
+    crop: a near-duplicate is a copy of the photo; masked crops of two photos of one
+    product can look alike in a 9x8 thumbnail)."""
+    pixels, located, frame = _decode(data, spec, max_pixels=None, max_bytes=None, name=name)
+    return pixels, located, difference_hash(frame)
+
+
+def _decode(
+    data: bytes,
+    spec: ImageSpec,
+    *,
+    max_pixels: int | None,
+    max_bytes: int | None,
+    name: str,
+) -> tuple[np.ndarray, str, np.ndarray]:
+    """The model's pixels, the localization status and the decoded whole frame."""
     if not data:
         raise ImageDecodeError(name, EMPTY_FILE, "file is empty (0 bytes)")
     if max_bytes is not None and len(data) > max_bytes:
@@ -206,7 +229,7 @@ def decode_located(
                 raise ImageDecodeError(
                     name, DECOMPRESSION_BOMB, f"{width}x{height} pixels, over the limit"
                 )
-            return resize_located(image, spec)
+            return _resize_with_frame(image, spec)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
@@ -224,17 +247,23 @@ def resize_image(image: Image.Image, spec: ImageSpec) -> np.ndarray:
 
 def resize_located(image: Image.Image, spec: ImageSpec) -> tuple[np.ndarray, str]:
     """``resize_image`` and the localization status."""
+    pixels, located, _ = _resize_with_frame(image, spec)
+    return pixels, located
+
+
+def _resize_with_frame(image: Image.Image, spec: ImageSpec) -> tuple[np.ndarray, str, np.ndarray]:
     size = spec.img_size
     if spec.crop is None:
         # JPEG only: decode at the smallest 1/2, 1/4 or 1/8 scale still >= the target
         image.draft("RGB", (size, size))
-        return _resized(image.convert("RGB"), spec), DISABLED
+        pixels = _resized(image.convert("RGB"), spec)
+        return pixels, DISABLED, pixels
     target = size * CROP_DECODE_FACTOR
     image.draft("RGB", (target, target))
     rgb = np.asarray(image.convert("RGB"))
     where = locate_pill(rgb, spec.crop)
     crop = crop_pill(rgb, where, spec.crop)
-    return _resized(Image.fromarray(crop), spec), where.status
+    return _resized(Image.fromarray(crop), spec), where.status, rgb
 
 
 def _resized(rgb: Image.Image, spec: ImageSpec) -> np.ndarray:

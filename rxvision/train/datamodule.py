@@ -33,7 +33,7 @@ from rxvision.data.feature_store import (
 from rxvision.data.imaging import (
     ImageDecodeError,
     ImageSpec,
-    difference_hash,
+    decode_hashed,
     load_image,
     sha256_hex,
 )
@@ -123,12 +123,12 @@ class DataSource:
 def _folder_key(path: Path, spec: ImageSpec, label: int) -> ImageKey:
     try:
         data = path.read_bytes()
-        pixels = load_image(data, spec, name=str(path))
+        _, _, frame_hash = decode_hashed(data, spec, name=str(path))
     except ImageDecodeError as exc:
         raise DataValidationError(
             f"{path}: {exc.reason} (run `rxvision data validate` and leave rejected files out)"
         ) from exc
-    return ImageKey(sha256_hex(data), difference_hash(pixels), label)
+    return ImageKey(sha256_hex(data), frame_hash, label)
 
 
 class ImageFolderDataset(Dataset[tuple[Any, int]]):
@@ -307,6 +307,7 @@ class RxVisionDataModule(pl.LightningDataModule):
             contrast=cfg.contrast,
             saturation=cfg.saturation,
             hue=cfg.hue,
+            cast_limit=cfg.cast_limit,
             blur_p=cfg.blur_p,
             seed=self.seed,
         )

@@ -15,10 +15,12 @@ from rxvision.data.imaging import (
     ImageDecodeError,
     ImageSpec,
     PreprocessingMismatch,
+    decode_hashed,
     decode_resized,
     difference_hash,
     load_image,
 )
+from rxvision.data.localize import CropSpec
 from rxvision.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -102,3 +104,41 @@ def test_perceptual_hash_survives_a_reencode_but_not_another_picture() -> None:
     c = difference_hash(load_image(jpeg(other, 95), spec))
     assert bin(a ^ b).count("1") <= 6
     assert bin(a ^ c).count("1") > 12
+
+
+def bits(a: int, b: int) -> int:
+    return bin(a ^ b).count("1")
+
+
+def pill_photo(background: tuple[int, int, int], centre: tuple[int, int], seed: int) -> np.ndarray:
+    """A round white pill with a dark mark on a textured surface (cv2 primitives)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    photo = np.empty((256, 256, 3), np.float32)
+    photo[:] = background
+    coarse = rng.normal(0, 12, size=(8, 8, 3)).astype(np.float32)
+    photo += cv2.resize(coarse, (256, 256), interpolation=cv2.INTER_CUBIC)
+    photo = np.clip(photo, 0, 255).astype(np.uint8)
+    cv2.circle(photo, centre, 50, (245, 245, 240), -1)
+    cv2.putText(photo, "A7", (centre[0] - 22, centre[1] + 12), 0, 1.1, (40, 40, 40), 3)
+    return photo
+
+
+def test_the_perceptual_hash_is_of_the_photo_not_of_the_masked_crop() -> None:
+    # two photos of one pill, other surfaces and places: the masked crops are nearly the
+    # same picture, the photos are not (no near-duplicate)
+    spec = ImageSpec(img_size=64, crop=CropSpec(mask_background=True))
+    first = jpeg(pill_photo((40, 90, 160), (90, 100), seed=1))
+    second = jpeg(pill_photo((150, 110, 70), (160, 150), seed=2))
+    crop_a, located_a, hash_a = decode_hashed(first, spec)
+    crop_b, located_b, hash_b = decode_hashed(second, spec)
+    assert located_a == located_b == "localized"
+    assert bits(difference_hash(crop_a), difference_hash(crop_b)) <= 6  # crops alike
+    assert bits(hash_a, hash_b) > 12  # photos unlike
+    # a re-encode of a photo stays its near-duplicate
+    again = jpeg(pill_photo((40, 90, 160), (90, 100), seed=1), quality=40)
+    assert bits(hash_a, decode_hashed(again, spec)[2]) <= 6
+    # without a crop the photo's hash is that of the model's pixels, as before
+    plain = ImageSpec(img_size=64)
+    assert decode_hashed(first, plain)[2] == difference_hash(load_image(first, plain))
