@@ -39,9 +39,14 @@ def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature:
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, iterations: int = 60) -> float:
     """The temperature that minimizes the NLL of ``labels`` (golden-section search on
-    log T: the NLL is unimodal in it); 1.0 when there is nothing to fit on."""
+    log T: the NLL is unimodal in it); 1.0 when there is nothing to fit on. With no error
+    on the fitting set the NLL falls without bound as T shrinks: the search would return
+    its lower bound and make every later mistake look certain, so the model's own
+    confidences are kept (1.0) instead."""
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0 or logits.shape[1] < 2:
+        return 1.0
+    if bool((logits.argmax(axis=1) == labels).all()):
         return 1.0
     lo, hi = _LOG_T_RANGE
     ratio = (math.sqrt(5) - 1) / 2

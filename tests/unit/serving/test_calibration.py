@@ -49,6 +49,19 @@ def test_nothing_to_fit_is_temperature_one() -> None:
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int)) == 1.0
 
 
+def test_a_validation_set_without_errors_keeps_the_models_confidences() -> None:
+    # every prediction right: the NLL keeps falling as T shrinks; the search's lower bound
+    # would make the model certain of its next mistake
+    logits = np.array([[2.0, 0.5, 0.1], [0.2, 1.5, 0.3], [0.1, 0.4, 3.0]])
+    labels = np.array([0, 1, 2])
+    assert negative_log_likelihood(logits, labels, 0.1) < negative_log_likelihood(
+        logits, labels, 1.0
+    )
+    assert fit_temperature(logits, labels) == 1.0
+    # one error is evidence to fit on
+    assert fit_temperature(logits, np.array([0, 1, 1])) != 1.0
+
+
 def test_review_threshold_keeps_the_chosen_precision() -> None:
     # confidences 0.95..0.50; the three least confident are wrong
     confidence = np.linspace(0.95, 0.5, 10)
