@@ -30,13 +30,21 @@ CPU_QUICK = REPO / "configs" / "cpu-quick.yaml"
 OLD_RECIPE = [
     "data.img_size=64",
     "data.localize.enabled=false",
+    "data.localize.mask_background=false",
+    "data.rotate90_p=0.5",
+    "data.flip_p=0.5",
+    "data.affine_p=0.5",
     "data.rotate_limit=45",
+    "data.rotate180_p=0",
     "data.scale_limit=0.1",
     "data.color_p=0",
+    "data.cast_limit=0",
     "data.blur_p=0",
     "training.epochs=6",
     "training.scheduler.T_0=6",
+    "training.scheduler.warmup_epochs=1",
     "training.optimizer.lr=3e-3",
+    "training.label_smoothing=0.1",
     "evaluation.calibrate=false",
 ]
 
@@ -99,6 +107,8 @@ def run_recipe(
         for a, b in pair_labels()
     }
     return {
+        "model_uri": result.model_uri,
+        "tracking_uri": result.tracking_uri,
         "recipe": name,
         "overrides": overrides,
         "holdout_top1": metrics["test_top1"],
@@ -111,6 +121,38 @@ def run_recipe(
         "temperature": result.metrics.get("temperature"),
         "holdout_images": metrics["images"],
     }
+
+
+def tta_table(model_uri: str, tracking_uri: str | None, holdout_dir: Path) -> list[dict[str, Any]]:
+    """Hold-out top-1 and images/s (eager, CPU, batch 32, decoding excluded) of the
+    model with 1, 2 and 4 test-time rotations, as ``rxvision score`` applies them."""
+    import numpy as np
+    import torch
+
+    from rxvision.serving.batch import tta_probs
+    from rxvision.serving.model import EagerPredictor, load_image_folder, load_model
+
+    loaded = load_model(model_uri, tracking_uri=tracking_uri)
+    images, labels = load_image_folder(holdout_dir, loaded)
+    predictor = EagerPredictor(loaded.model, torch.device("cpu"))
+    rows = []
+    for rotations in (1, 2, 4):
+        began = time.perf_counter()
+        probs = np.concatenate(
+            [
+                tta_probs(predictor, images[i : i + 32], loaded.temperature, rotations)[0]
+                for i in range(0, len(images), 32)
+            ]
+        )
+        seconds = time.perf_counter() - began
+        rows.append(
+            {
+                "rotations": rotations,
+                "top1": float((probs.argmax(1) == labels).mean()),
+                "images_per_s": round(len(labels) / seconds, 1),
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -132,7 +174,9 @@ def main() -> None:
         for name, overrides in recipes.items()
         if args.only in (None, name)
     ]
-    payload = {"benchmark": "lookalikes", "machine": machine(), "results": results}
+    shipped = next((r for r in results if r["recipe"] == "shipped"), None)
+    tta = tta_table(shipped["model_uri"], shipped["tracking_uri"], holdout_dir) if shipped else []
+    payload = {"benchmark": "lookalikes", "machine": machine(), "results": results, "tta": tta}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2))
     print(f"{'recipe':10} {'top-1':>6} {'ECE':>6} {'train s':>8}  pair recall")
@@ -141,6 +185,11 @@ def main() -> None:
         print(
             f"{r['recipe']:10} {r['holdout_top1']:6.3f} {r['holdout_ece']:6.3f} "
             f"{r['train_seconds']:8.0f}  {pairs}"
+        )
+    for row in tta:
+        print(
+            f"shipped, {row['rotations']} test-time rotation(s): top-1 {row['top1']:.3f} "
+            f"at {row['images_per_s']:.0f} images/s"
         )
 
 

@@ -154,6 +154,7 @@ class TrainPreset(_Preset):
         contrast: float = 0.2,
         saturation: float = 0.2,
         hue: float = 0.02,
+        cast_limit: float = 0.0,
         blur_p: float = 0.0,
         seed: int | None = 0,
     ) -> None:
@@ -188,6 +189,12 @@ class TrainPreset(_Preset):
                     saturation=saturation,
                     hue=hue,
                     p=color_p,
+                ),
+                # a white balance off by up to cast_limit per channel
+                A.MultiplicativeNoise(
+                    multiplier=(1.0 - cast_limit, 1.0 + cast_limit),
+                    per_channel=True,
+                    p=color_p if cast_limit > 0 else 0.0,
                 ),
                 A.GaussianBlur(blur_limit=(3, 5), p=blur_p),
                 _normalize(normalize, mean, std),

@@ -81,10 +81,10 @@ def test_synth_validate_snapshot_pull_preprocess(env: dict[str, str], tmp_path: 
     assert "built" in built.stderr + built.stdout
     hit = rx(["data", "preprocess", "--rev", "cli-v1", "--img-size", "48"], env)
     assert "cache hit" in hit.stderr + hit.stdout
-    # by default the features follow the nightly's training config (cpu-quick: 64 px)
+    # by default the features follow the nightly's training config (cpu-quick: 96 px crops)
     default = rx(["data", "preprocess", "--rev", "cli-v1"], env)
     said = " ".join((default.stderr + default.stdout).split())
-    assert "64 px bilinear (v2)" in said and "built" in said
+    assert "96 px bilinear pill crop (v2)" in said and "built" in said
 
 
 def test_defective_set_fails_validation_and_quarantine_snapshot_lists_them(

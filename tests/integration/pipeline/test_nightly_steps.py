@@ -120,7 +120,7 @@ def test_a_challenger_worse_than_the_champion_is_refused_on_the_same_images(
     store.create(new, f"it-chall-{suffix}")
 
     # the champion: trained for real, registered with lenient gates, promoted
-    champion_summary = _train(f"it-champ-{suffix}", f"it-champ-{suffix}")
+    champion_summary = _train(f"it-champ-{suffix}", f"it-champ-{suffix}", "training.epochs=8")
     lenient = load_registry_config().model_copy(
         update={"gates": GateConfig(min_top1=0, min_class_recall=0, max_ece=1)}
     )
