@@ -51,6 +51,12 @@ def run(
     summary: str | None = typer.Option(
         None, "--summary", help="Write the run's summary JSON here."
     ),
+    epochs: int | None = typer.Option(
+        None,
+        min=1,
+        help="Override the training config's epochs (test tiers; the main job uses the "
+        "shipped recipe).",
+    ),
 ) -> None:
     """Snapshot the synthetic pills, trigger the nightly DAG through the REST API, wait for
     it and for the scoring DAG its new champion starts; print the status."""
@@ -58,7 +64,9 @@ def run(
 
     _use_stack_env()
     cfg = load_pipeline_config()
-    result = run_pipeline(airflow_client(), cfg, timeout_s=timeout, say=console.print)
+    result = run_pipeline(
+        airflow_client(), cfg, timeout_s=timeout, epochs=epochs, say=console.print
+    )
     if summary:
         with open(summary, "w") as fh:
             json.dump(result, fh, indent=2)

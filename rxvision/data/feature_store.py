@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 # 2: rows carry their content hashes (sha256, perceptual) for content-based splits
-FORMAT_VERSION = 2
+# 3: the perceptual hash is of the whole photo, not of the (cropped, masked) model input
+FORMAT_VERSION = 3
 
 Progress = Callable[[int, int], None]
 

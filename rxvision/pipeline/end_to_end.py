@@ -33,8 +33,10 @@ Say = Callable[[str], None]
 class DemoData:
     """The built-in data of the main job."""
 
-    tag: str = "synthetic-v1"
-    classes: int = 6
+    # v2: 8 products of which 2 imprint-only look-alike pairs (v1: 6 distinct products)
+    tag: str = "synthetic-v2"
+    classes: int = 8
+    pairs: int = 2
     per_class: int = 60
     size: int = 240  # the validator wants >= 224 px
     seed: int = 0
@@ -51,14 +53,14 @@ def ensure_snapshot(demo: DemoData, data_cfg: DataConfig | None = None) -> dict[
         return {"tag": demo.tag, "images": info.images, "created": False}
     with tempfile.TemporaryDirectory(prefix="rxv-demo-") as tmp:
         out = Path(tmp) / "pills"
-        # products that differ in shape or colour: learnable by the CPU config from scratch
+        # look-alike pairs (same shape and colour, another imprint) beside distinct products
         generate_dataset(
             out,
             classes=demo.classes,
             per_class=demo.per_class,
             size=demo.size,
             seed=demo.seed,
-            lookalikes=False,
+            pairs=demo.pairs,
         )
         info, created = store.create(out, demo.tag)
     return {"tag": demo.tag, "images": info.images, "created": created}
@@ -76,7 +78,7 @@ def upload_incoming(demo: DemoData, input_uri: str, store: S3Store | None = None
             per_class=demo.incoming_per_class,
             size=demo.size,
             seed=demo.incoming_seed,
-            lookalikes=False,
+            pairs=demo.pairs,
         )
         count = 0
         for path in sorted(out.rglob("*.jpg")):
@@ -122,9 +124,11 @@ def run_pipeline(
     *,
     demo: DemoData | None = None,
     timeout_s: float = 1800,
+    epochs: int | None = None,
     say: Say = print,
 ) -> dict[str, Any]:
-    """Snapshot, incoming images, the nightly DAG to its end, then the scoring DAG."""
+    """Snapshot, incoming images, the nightly DAG to its end, then the scoring DAG.
+    ``epochs`` overrides the training config's (the nightly's ``epochs`` param)."""
     demo = demo or DemoData()
     began = time.monotonic()
     snap = ensure_snapshot(demo)
@@ -134,7 +138,10 @@ def run_pipeline(
     say(f"{n} images to score under {cfg.scoring.input_uri}")
     for dag_id in (cfg.nightly.dag_id, cfg.scoring.dag_id):
         client.wait_for_dag(dag_id, timeout_s=180)
-    nightly_id = client.trigger(cfg.nightly.dag_id, {"snapshot_rev": snap["tag"]})
+    conf: dict[str, Any] = {"snapshot_rev": snap["tag"]}
+    if epochs is not None:
+        conf["epochs"] = epochs
+    nightly_id = client.trigger(cfg.nightly.dag_id, conf)
     started_at = str(client.dag_run(cfg.nightly.dag_id, nightly_id)["run_after"])
     say(f"triggered {cfg.nightly.dag_id} run {nightly_id}; waiting for the scheduler")
     state = client.wait_for_run(cfg.nightly.dag_id, nightly_id, timeout_s=timeout_s)

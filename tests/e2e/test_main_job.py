@@ -5,6 +5,7 @@ started by the champion Asset, Parquet predictions in S3, status and metrics."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,16 @@ from mlflow.tracking import MlflowClient
 from rxvision.home import repo_root
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
+from rxvision.pipeline.end_to_end import DemoData
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
 CFG = load_pipeline_config()
+DEMO = DemoData()
+# the incoming photos of each product and one corrupt file
+INCOMING = DEMO.classes * DEMO.incoming_per_class + 1
 NIGHTLY_TASKS = list(CFG.nightly.sla_s)
 
 
@@ -98,10 +103,11 @@ def test_predictions_on_s3(
     out = latest["uri"]
     assert store.exists(f"{out}/_SUCCESS")
     manifest = json.loads(store.get_bytes(f"{out}/_manifest.json"))
-    assert len(manifest["shards"]) == 4  # 61 images in shards of 16: four mapped tasks
+    # shards of 16 images: one mapped task each
+    assert len(manifest["shards"]) == math.ceil(INCOMING / 16)
     rows = [r for s in manifest["shards"] for r in read_parquet(store, s["uri"])]
     keys = [r["key"] for r in rows]
-    assert len(rows) == latest["rows"] == 61 and len(set(keys)) == 61
+    assert len(rows) == latest["rows"] == INCOMING and len(set(keys)) == INCOMING
     errors = [r for r in rows if r["error"]]
     assert [Path(r["key"]).name for r in errors] == ["corrupt-0001.jpg"]
     good = [r for r in rows if not r["error"]]
@@ -121,9 +127,9 @@ def test_status_json(main_job: dict[str, Any], e2e_env: dict[str, str]) -> None:
     runs = status["dag_runs"]
     assert runs[CFG.nightly.dag_id]["state"] == "success"
     assert runs[CFG.scoring.dag_id]["state"] == "success"
-    assert status["predictions"]["rows"] == 61
+    assert status["predictions"]["rows"] == INCOMING
     assert status["predictions"]["uri"].startswith("s3://rxvision-predictions/runs/")
-    assert status["predictions"]["error_rate"] == pytest.approx(1 / 61, abs=1e-4)
+    assert status["predictions"]["error_rate"] == pytest.approx(1 / INCOMING, abs=1e-4)
     assert isinstance(status["sla_misses"]["count"], int)
 
 

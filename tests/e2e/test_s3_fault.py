@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
+from rxvision.pipeline.end_to_end import DemoData
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
 
@@ -70,6 +71,7 @@ def test_s3_killed_mid_task_then_retry_succeeds_without_duplicates(
     manifest = json.loads(store.get_bytes(f"{latest['uri']}/_manifest.json"))
     rows = [r for s in manifest["shards"] for r in read_parquet(store, s["uri"])]
     keys = [r["key"] for r in rows]
-    assert len(keys) == len(set(keys)) == 61
+    demo = DemoData()
+    assert len(keys) == len(set(keys)) == demo.classes * demo.incoming_per_class + 1
     assert [r["key"].rsplit("/", 1)[-1] for r in rows if r["error"]] == ["corrupt-0001.jpg"]
     assert len(registry.search_model_versions(f"name='{MODEL}'")) == versions_before

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
+from rxvision.pipeline.end_to_end import DemoData
 from rxvision.stack import scale
 from rxvision.stack.local_stack import LocalStack
 from rxvision.stack.process import session_of
@@ -24,7 +25,8 @@ from rxvision.storage.s3 import S3Store
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
 CFG = load_pipeline_config()
-INCOMING_IMAGES = 61
+# the incoming photos of each product and one corrupt file
+INCOMING_IMAGES = DemoData().classes * DemoData().incoming_per_class + 1
 
 
 def _tis(client: AirflowClient, dag_id: str, run_id: str) -> list[dict[str, Any]]:

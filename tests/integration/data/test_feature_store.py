@@ -17,7 +17,8 @@ from rxvision.data.feature_store import (
     PreprocessConfig,
     feature_key,
 )
-from rxvision.data.imaging import ImageSpec, load_image
+from rxvision.data.imaging import ImageSpec, decode_hashed, load_image, load_image_located
+from rxvision.data.localize import CropSpec
 from rxvision.storage.s3 import S3Config, S3Store
 
 pytestmark = pytest.mark.integration
@@ -66,6 +67,25 @@ def test_shards_hold_the_resized_pixels(
     record = manifest.shards[0]
     assert len(record.sha256) == len(record.paths) == len(record.phash)
     assert record.sha256[5] == hashlib.sha256((pill_dir / rel).read_bytes()).hexdigest()
+
+
+def test_masked_crops_are_stored_as_scoring_decodes_them(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    spec = ImageSpec(img_size=48, crop=CropSpec(mask_background=True))
+    manifest, _ = store.materialize(pill_dir, SNAP, PreprocessConfig.for_spec(spec, 20))
+    assert manifest.spec == spec
+    data = FeatureShardDataset(manifest, store.download(manifest, tmp_path / "cache"))
+    rows = [(record, i) for record in manifest.shards for i in range(len(record.paths))]
+    assert len(rows) == len(data) == 48
+    for index, (record, i) in enumerate(rows):
+        path = pill_dir / record.paths[i]
+        pixels, located = load_image_located(path, spec)
+        # the identical model input, its localization status, the whole photo's hash
+        assert np.array_equal(data[index][0], pixels)
+        assert record.located[i] == located
+        assert record.phash[i] == f"{decode_hashed(path.read_bytes(), spec)[2]:016x}"
+    assert sum(record.located.count("localized") for record in manifest.shards) >= 40
 
 
 def test_interrupted_build_leaves_no_visible_set(
