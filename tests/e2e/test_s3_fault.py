@@ -18,7 +18,9 @@ from rxvision.pipeline.end_to_end import DemoData
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+# the first test also waits for the package fixtures: the stack and the main job, whose
+# training (the shipped 60-epoch recipe) takes ~6 minutes on 2 cores
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(2400)]
 
 CFG = load_pipeline_config()
 
