@@ -72,16 +72,23 @@ def make_data(work: Path, per_class: int, holdout_per_class: int) -> tuple[Path,
     return train_dir, holdout_dir
 
 
-def pair_labels() -> list[tuple[str, str]]:
-    """The imprint-only pairs of the set (the benchmark knows its own data)."""
+def pair_labels(given: list[str] | None = None) -> list[tuple[str, str]]:
+    """The imprint-only pairs: ``given`` as ``A,B`` strings, else the built-in set's."""
     from rxvision.data.synth import mixed_catalog
 
+    if given:
+        return [(a, b) for a, b in (pair.split(",", 1) for pair in given)]
     products = mixed_catalog(8, 2)
     return [(products[0].label, products[1].label), (products[2].label, products[3].label)]
 
 
 def run_recipe(
-    name: str, overrides: list[str], train_dir: Path, holdout_dir: Path, work: Path
+    name: str,
+    overrides: list[str],
+    train_dir: Path,
+    holdout_dir: Path,
+    work: Path,
+    pairs: list[tuple[str, str]],
 ) -> dict[str, Any]:
     """Train one recipe and score the hold-out through the scoring path."""
     from rxvision.serving.model import evaluate_model
@@ -104,7 +111,7 @@ def run_recipe(
     }
     pairs = {
         f"{a} / {b}": (recall[a] + recall[b]) / 2  # equal images per class: the pair's recall
-        for a, b in pair_labels()
+        for a, b in pairs
     }
     return {
         "model_uri": result.model_uri,
@@ -162,15 +169,30 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "var" / "bench-lookalikes")
     parser.add_argument("--out", type=Path, default=RESULTS / "lookalikes.json")
     parser.add_argument("--only", choices=["shipped", "old"], help="Run one recipe only.")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="Train on this image folder (<class>/*) instead of the built-in set.",
+    )
+    parser.add_argument("--holdout", type=Path, help="With --data: the hold-out image folder.")
+    parser.add_argument(
+        "--pair", action="append", help="With --data: an imprint-only pair, CLASS_A,CLASS_B."
+    )
     parser.add_argument("overrides", nargs="*", help="Overrides of the shipped recipe.")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RXVISION_HOME", str(args.work / "home"))
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # a local store in the work folder
-    train_dir, holdout_dir = make_data(args.work, args.per_class, args.holdout_per_class)
+    if args.data:
+        if not (args.holdout and args.pair):
+            parser.error("--data needs --holdout and at least one --pair")
+        train_dir, holdout_dir = args.data, args.holdout
+    else:
+        train_dir, holdout_dir = make_data(args.work, args.per_class, args.holdout_per_class)
+    pairs = pair_labels(args.pair)
     recipes = {"shipped": list(args.overrides), "old": OLD_RECIPE}
     results = [
-        run_recipe(name, overrides, train_dir, holdout_dir, args.work)
+        run_recipe(name, overrides, train_dir, holdout_dir, args.work, pairs)
         for name, overrides in recipes.items()
         if args.only in (None, name)
     ]
