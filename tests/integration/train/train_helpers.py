@@ -19,10 +19,12 @@ CPU_QUICK = repo_root() / "configs" / "cpu-quick.yaml"
 
 # The mechanics tests (tracking, checkpoints, resume, DDP) need steps, not accuracy:
 # MobileNetV3-small (full checkpoints of ~20 MB, not ResNet-18's ~135 MB) at 32 px on a
-# few dozen images, no DataLoader workers.
+# few dozen images, no DataLoader workers, the whole frame (feature sets built with a
+# plain PreprocessConfig).
 TINY = [
     "model.architecture=mobilenet_v3_small",
     "data.img_size=32",
+    "data.localize.enabled=false",
     "data.num_workers=0",
     "data.val_fraction=0.25",
     "training.batch_size=4",
