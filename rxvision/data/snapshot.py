@@ -455,13 +455,17 @@ class SnapshotStore:
             _configure_dvc_local(work, self.settings)
             _dvc(work, self.settings, "pull", "--jobs", str(self.settings.jobs))
             info = self._read_meta(work)
-            staging = out.parent / f".{out.name}.partial"
-            shutil.rmtree(staging, ignore_errors=True)
-            self._extract_verified(work / DATASET_DIR, staging, progress)
-            (staging / MARKER_FILE).write_text(json.dumps(asdict(info), indent=2))
-            if out.exists():
-                out.rmdir()
-            staging.rename(out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            remove_abandoned_staging(out)
+            # Unique per pull: two overlapping runs on one worker must not share (and
+            # delete each other's files in) one staging directory.
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out), dir=out.parent))
+            try:
+                self._extract_verified(work / DATASET_DIR, staging, progress)
+                (staging / MARKER_FILE).write_text(json.dumps(asdict(info), indent=2))
+                publish_directory(staging, out, info)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return info
 
     def _extract_verified(self, dataset: Path, staging: Path, progress: Progress | None) -> None:
@@ -496,3 +500,53 @@ class SnapshotStore:
                 done += count
                 if progress:
                     progress("extract", done, len(entries))
+
+
+def staging_prefix(out: Path) -> str:
+    """The name prefix of ``out``'s staging directories; the pid says whose each is."""
+    return f".{out.name}.partial-{os.getpid()}-"
+
+
+def remove_abandoned_staging(out: Path) -> None:
+    """Delete staging directories of ``out`` left by pulls whose process is gone (killed)."""
+    for path in out.parent.glob(f".{out.name}.partial-*"):
+        try:
+            pid = int(path.name.rsplit(".partial-", 1)[1].split("-", 1)[0])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _process_alive(pid):
+            log.info("removing %s, left by a pull that no longer runs (pid %d)", path, pid)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish_directory(staging: Path, out: Path, info: SnapshotInfo) -> None:
+    """Move the verified ``staging`` to ``out`` in one rename.
+
+    When a concurrent pull of the same snapshot published first, its copy is kept and
+    ours dropped; ``out`` holding anything else is an error, never overwritten.
+    """
+    try:
+        if out.exists() and not any(out.iterdir()):
+            out.rmdir()
+        staging.rename(out)
+        return
+    except OSError:
+        if not out.exists():
+            raise
+    marker = out / MARKER_FILE
+    if marker.is_file():
+        have = SnapshotInfo.from_json(json.loads(marker.read_text()))
+        if have.content_hash == info.content_hash:
+            log.info("%s was published by a concurrent pull of %s: keeping it", out, info.tag)
+            return
+    raise SnapshotError(f"{out} appeared during the pull and is not snapshot {info.tag}")

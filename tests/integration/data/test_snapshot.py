@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -43,7 +46,7 @@ def test_snapshot_then_pull_is_byte_exact(
     assert pulled.content_hash == info.content_hash
     assert image_files(tmp_path / "out") == image_files(pill_dir)
     assert (tmp_path / "out" / MARKER_FILE).is_file()
-    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+    assert not any(".partial" in p.name for p in tmp_path.iterdir())
 
 
 def test_the_remote_holds_a_few_packed_objects_not_one_per_image(
@@ -81,6 +84,35 @@ def test_excluded_files_are_listed_not_dropped_silently(
     bad = sorted(p.relative_to(pill_dir).as_posix() for p in pill_dir.rglob("*.jpg"))[:2]
     info, _ = snapshots.create(pill_dir, "q1", exclude=bad)
     assert info.images == 46 and info.excluded == bad
+
+
+def test_overlapping_pulls_publish_one_intact_copy_and_spare_each_others_staging(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots.create(pill_dir, "v1")
+    out = tmp_path / "data"
+    # A pull of another live process (our parent) is under way: its files stay untouched.
+    live = tmp_path / f".data.partial-{os.getppid()}-other"
+    (live / "a").mkdir(parents=True)
+    (live / "a" / "x.jpg").write_bytes(b"in flight")
+    # A pull killed earlier (its pid no longer exists) left its staging behind.
+    dead = tmp_path / f".data.partial-{dead_pid()}-killed"
+    dead.mkdir()
+    (dead / "y.jpg").write_bytes(b"half")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        infos = list(pool.map(lambda _: snapshots.pull("v1", out), range(2)))
+    assert infos[0].content_hash == infos[1].content_hash
+    assert image_files(out) == image_files(pill_dir)
+    assert (live / "a" / "x.jpg").read_bytes() == b"in flight"
+    assert not dead.exists()
+    leftovers = [p.name for p in tmp_path.iterdir() if ".partial" in p.name]
+    assert leftovers == [live.name]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_pull_refuses_to_overwrite_other_data(
