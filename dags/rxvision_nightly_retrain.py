@@ -37,7 +37,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from rxvision.pipeline import nightly
+from rxvision.pipeline import pools, run_ids
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision_airflow.alerting import send
 from rxvision_airflow.assets import CHAMPION
@@ -67,9 +67,10 @@ def _run_id() -> str:
     tags=["rxvision", "training", "nightly"],
     doc_md=__doc__,
     user_defined_macros={
-        "rxv_train_run_id": nightly.train_run_id,
-        "rxv_summary_uri": lambda run: nightly.summary_uri(S, run),
-        "rxv_report_uri": lambda run: f"{S.reports_uri.rstrip('/')}/{nightly.safe_id(run)}.json",
+        "rxv_train_run_id": run_ids.train_run_id,
+        "rxv_features": lambda ti: ti.xcom_pull(task_ids="preprocess")["features_uri"],
+        "rxv_summary_uri": lambda run: run_ids.summary_uri(S, run),
+        "rxv_report_uri": lambda run: f"{S.reports_uri.rstrip('/')}/{run_ids.safe_id(run)}.json",
     },
     params={
         "snapshot_rev": Param(
@@ -84,8 +85,12 @@ def _run_id() -> str:
     },
 )
 def rxvision_nightly_retrain() -> None:
+    # The pipeline steps import the data stack (cv2, pyarrow): inside the tasks, so that
+    # parsing this file stays cheap.
     @task(**task_limits(CFG, S, "resolve_snapshot"))
     def resolve_snapshot(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        from rxvision.pipeline import nightly
+
         params = params or {}
         with rxvision_task(CFG):
             snapshot = nightly.resolve_snapshot(params.get("snapshot_rev"))
@@ -99,11 +104,15 @@ def rxvision_nightly_retrain() -> None:
 
     @task(**task_limits(CFG, S, "pull_snapshot"))
     def pull_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
+        from rxvision.pipeline import nightly
+
         with rxvision_task(CFG):
             return nightly.pull_snapshot(snapshot["rev"])
 
     @task(**task_limits(CFG, S, "preprocess"))
     def preprocess(snapshot: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+        from rxvision.pipeline import nightly
+
         with rxvision_task(CFG):
             return nightly.preprocess(snapshot["rev"], report["report_uri"])
 
@@ -121,26 +130,32 @@ def rxvision_nightly_retrain() -> None:
     train = RxVisionTrainOperator(
         task_id="train",
         data_uri="{{ ti.xcom_pull(task_ids='preprocess')['features_uri'] }}",
-        train_run_id="{{ rxv_train_run_id(dag.dag_id, run_id) }}",
-        summary_uri="{{ rxv_summary_uri(rxv_train_run_id(dag.dag_id, run_id)) }}",
+        train_run_id="{{ rxv_train_run_id(dag.dag_id, run_id, rxv_features(ti)) }}",
+        summary_uri="{{ rxv_summary_uri(rxv_train_run_id(dag.dag_id, run_id, rxv_features(ti))) }}",
         snapshot_rev="{{ ti.xcom_pull(task_ids='resolve_snapshot')['rev'] }}",
         snapshot_hash="{{ ti.xcom_pull(task_ids='resolve_snapshot')['content_hash'] }}",
         overrides="{{ 'training.epochs=' ~ params.epochs if params.epochs else '' }}",
         pipeline_config=CFG,
         queue=CFG.train_launcher.queue,
+        pool=pools.TRAIN.name,  # overlapping runs (a backfill) take turns
         **task_limits(CFG, S, "train"),
     )
     features >> train
 
     @task(**task_limits(CFG, S, "evaluate"))
     def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+        from rxvision.pipeline import nightly
+
         with rxvision_task(CFG):
             return nightly.evaluate(trained["summary_uri"])
 
-    @task(**task_limits(CFG, S, "register"))
+    # one slot: gate-compare-promote of two runs never interleave
+    @task(pool=pools.REGISTER.name, **task_limits(CFG, S, "register"))
     def register(
         trained: dict[str, Any], evaluation: dict[str, Any], snapshot: dict[str, Any]
     ) -> dict[str, Any]:
+        from rxvision.pipeline import nightly
+
         try:
             with rxvision_task(CFG):
                 return nightly.register_and_promote(

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 from airflow.exceptions import AirflowException
 from airflow.providers.docker.operators.docker import DockerOperator
 from docker.types import DeviceRequest, Mount
@@ -127,6 +128,7 @@ class RxVisionTrainOperator(DockerOperator):
             self._run_local(args, env)
         else:
             self._prepare_container(mode, args, env)
+            self.remove_orphan(self.container_name)
             super().execute(context)
         return {"run_id": self.train_run_id, "summary_uri": self.summary_uri, "launcher": mode}
 
@@ -138,9 +140,27 @@ class RxVisionTrainOperator(DockerOperator):
         self._private_environment = {**self._private_environment, **secret}
         self.command = args
         self.device_requests = self._gpu_requests()
+        # Named after the run: a retry whose worker was killed finds the orphan and
+        # removes it, instead of a second container training on the same checkpoints.
+        self.container_name = container_name(self.train_run_id)
         if mode == "docker-dev":
             self.entrypoint = [str(Path(sys.prefix) / "bin" / "rxvision"), "train"]
             self.mounts = [*self.mounts, *dev_mounts()]
+
+    def remove_orphan(self, name: str) -> None:
+        """Remove container ``name`` left by an earlier try (its worker was killed)."""
+        try:
+            found = self.cli.inspect_container(name)
+        except docker.errors.NotFound:
+            return
+        state = (found.get("State") or {}).get("Status", "?")
+        self.log.warning(
+            "container %s of an earlier try is still here (%s): removing it before this "
+            "try starts (training resumes from the run's last checkpoint)",
+            name,
+            state,
+        )
+        self.cli.remove_container(name, force=True)
 
     def _gpu_requests(self) -> list[DeviceRequest] | None:
         wanted = str(self.pipeline_config.train_launcher.gpus).strip().lower()
@@ -179,6 +199,11 @@ class RxVisionTrainOperator(DockerOperator):
             self.log.info("%s", line.rstrip())
         if proc.wait() != 0:
             raise AirflowException(f"rxvision train exited {proc.returncode}")
+
+
+def container_name(train_run_id: str) -> str:
+    """The training container's name: one per training run, so at most one runs."""
+    return f"rxvision-train-{train_run_id}"
 
 
 def dev_mounts() -> list[Mount]:

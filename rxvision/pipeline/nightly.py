@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from rxvision.data.splits import SPLITS_ARTIFACT, TEST, TRAIN
 from rxvision.data.validation import DataValidator
 from rxvision.errors import DataValidationError, RxVisionError
 from rxvision.home import Home
-from rxvision.pipeline.config import NightlySettings
 from rxvision.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
@@ -64,22 +62,6 @@ def send_gauges(scope: str, values: dict[str, float | int | None]) -> None:
         for name, value in values.items():
             if value is not None:
                 pipe.gauge(f"{scope}.{name}", float(value))
-
-
-def safe_id(text: str) -> str:
-    """``text`` made safe for object keys and run ids (Airflow run ids hold ``:`` and ``+``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
-
-
-def train_run_id(dag_id: str, dag_run_id: str) -> str:
-    """The training run id of a DAG run: the same on every retry, so a retry resumes."""
-    digest = hashlib.sha256(f"{dag_id}/{dag_run_id}".encode()).hexdigest()[:12]
-    return f"af-{digest}"
-
-
-def summary_uri(settings: NightlySettings, run_id: str) -> str:
-    """Where the train task's container writes its summary JSON."""
-    return f"{settings.runs_uri.rstrip('/')}/{run_id}/train_summary.json"
 
 
 def local_snapshot_dir(content_hash: str, home: Home | None = None) -> Path:

@@ -22,6 +22,7 @@ from rxvision.config.load import load_config
 from rxvision.config.schema import StackConfig
 from rxvision.errors import StackError
 from rxvision.home import Home, repo_root
+from rxvision.pipeline.pools import write_pools_file
 from rxvision.stack import scale, services
 from rxvision.stack.credentials import StackCredentials, load_or_create_credentials
 from rxvision.stack.ports import (
@@ -345,8 +346,12 @@ class LocalStack:
             return None
         log_file = self.home.logs_dir / "airflow-db-migrate.log"
         out = log_file.open("ab")
+        # then the one-slot pools: the scheduler never schedules a task of a missing pool
+        pools = write_pools_file(layout.airflow_home / "pools.json")
+        airflow = shlex.quote(str(services.bin_dir() / "airflow"))
+        script = f"{airflow} db migrate && {airflow} pools import {shlex.quote(str(pools))}"
         return subprocess.Popen(
-            [str(services.bin_dir() / "airflow"), "db", "migrate"],
+            ["/bin/sh", "-c", script],
             env=services.airflow_env(layout),
             cwd=layout.airflow_home,
             stdin=subprocess.DEVNULL,
@@ -365,7 +370,7 @@ class LocalStack:
             code = -1
         if code != 0:
             tail = (self.home.logs_dir / "airflow-db-migrate.log").read_text().splitlines()[-30:]
-            raise StackError("airflow db migrate failed:\n" + "\n".join(tail))
+            raise StackError("airflow db migrate / pools import failed:\n" + "\n".join(tail))
 
     def down(self) -> list[str]:
         """Stop every server of this home (reverse start order); return those stopped."""

@@ -20,13 +20,14 @@ from typing import Any
 
 import torch
 
-from rxvision.errors import ConfigError, NotFound
+from rxvision.errors import ConfigError, NotFound, RxVisionError
 from rxvision.storage.s3 import S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)
 
 STEP_PATTERN = re.compile(r"^step-(\d{8})\.ckpt$")
 BEST = "best.ckpt"
+DATA_RECORD = "data.json"  # which data the run's checkpoints were trained on
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # what a Lightning checkpoint must hold to resume a fit, not just to load weights
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops", "global_step")
@@ -45,6 +46,12 @@ def check_run_id(run_id: str) -> str:
             "starting with a letter or digit"
         )
     return run_id
+
+
+class CheckpointDataMismatch(RxVisionError):
+    """A run id's checkpoints were trained on other data than this run's: no resume."""
+
+    exit_code = 11  # 10 is ChampionChanged
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,38 @@ class CheckpointStore:
             else:
                 (self.local_dir / ref.name).unlink(missing_ok=True)
         return [ref.uri for ref in doomed]
+
+    def recorded_data(self) -> str | None:
+        """The data identity the run's checkpoints were trained on (None: not recorded)."""
+        if self.is_s3:
+            uri = f"{self.uri}/{DATA_RECORD}"
+            return self.s3.get_bytes(uri).decode() if self.s3.exists(uri) else None
+        path = self.local_dir / DATA_RECORD
+        return path.read_text() if path.is_file() else None
+
+    def claim_for_data(self, identity: str) -> None:
+        """Record that this run trains on ``identity``; ``CheckpointDataMismatch`` when the
+        run id's checkpoints were trained on other data (a resume would mix the two)."""
+        recorded = self.recorded_data()
+        if recorded is None:
+            if self.list_steps():
+                log.warning("run %s has checkpoints but no data record: resuming", self.run_id)
+            self._write_data_record(identity)
+        elif recorded != identity:
+            raise CheckpointDataMismatch(
+                f"run {self.run_id}: its checkpoints at {self.uri} were trained on "
+                f"{recorded}, this run's data is {identity}; refusing to resume them. "
+                "Use another run id, or delete those checkpoints to start over"
+            )
+
+    def _write_data_record(self, identity: str) -> None:
+        if self.is_s3:
+            self.s3.put_bytes(f"{self.uri}/{DATA_RECORD}", identity.encode())
+            return
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        temp = self.local_dir / f".{DATA_RECORD}.{os.getpid()}.tmp"
+        temp.write_text(identity)
+        os.replace(temp, self.local_dir / DATA_RECORD)
 
     def discard_partial(self) -> int:
         """Delete what killed writers left: temporary files next to local checkpoints and

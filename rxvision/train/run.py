@@ -227,6 +227,10 @@ def train(
         pin_memory=accelerator == "gpu",
         seed=cfg.training.seed,
     )
+    if zero:
+        # A run id is bound to its data before anything is logged: checkpoints trained
+        # on other data are refused, never resumed under this run's lineage.
+        checkpoint_store(cfg, home, run_id).claim_for_data(data_identity(datamodule))
     steps_per_epoch = datamodule.steps_per_epoch(cfg.training.accumulate_grad_batches)
     max_steps = cfg.training.max_steps or cfg.training.epochs * steps_per_epoch
 
@@ -352,16 +356,23 @@ def _callbacks(
     return callbacks
 
 
+def checkpoint_store(cfg: TrainConfig, home: Home, run_id: str) -> CheckpointStore:
+    """Where run ``run_id`` keeps its checkpoints (S3 ones staged under the home's cache)."""
+    return CheckpointStore(
+        checkpoint_root(cfg, home), run_id, staging_root=home.cache_dir / "checkpoints" / run_id
+    )
+
+
 def _resume_point(
     store: CheckpointStore, cfg: TrainConfig, zero: bool
 ) -> tuple[str | None, Path | None]:
     """(name, local path) of the checkpoint to resume from. Rank 0 picks it; the other
     ranks take rank 0's choice from the environment, so all resume from the same one."""
-    if not cfg.checkpoint.resume:
-        return None, None
     if not zero:
         name = os.environ.get(ENV_RESUME, "")
         return (name, store.fetch(name)) if name else (None, None)
+    if not cfg.checkpoint.resume:
+        return None, None
     if store.discard_partial():
         log.info("removed partial checkpoint files of an interrupted run")
     found = store.latest_loadable()
@@ -387,9 +398,7 @@ def _fit_and_evaluate(
     progress_bar: bool | None,
 ) -> TrainResult:
     zero = tracker is not None or launch_rank_is_zero()
-    store = CheckpointStore(
-        checkpoint_root(cfg, home), run_id, staging_root=home.cache_dir / "checkpoints" / run_id
-    )
+    store = checkpoint_store(cfg, home, run_id)
     resume_name, resume_path = _resume_point(store, cfg, zero)
     if resume_path is not None:
         datamodule.resume_at(*resume_progress(resume_path))
@@ -478,6 +487,14 @@ def _fit_and_evaluate(
         _log_outcome(tracker, cfg, module, datamodule, store, result, exported, final)
     store.clear_staging()
     return result
+
+
+def data_identity(datamodule: RxVisionDataModule) -> str:
+    """What a run's checkpoints are bound to: the data source and its snapshot hash."""
+    source = datamodule.source
+    if source.manifest is not None:  # content-addressed: the same wherever it was copied
+        return f"feature set {source.manifest.key} (snapshot {source.snapshot_hash})"
+    return source.description
 
 
 def resume_progress(path: Path) -> tuple[int, int]:

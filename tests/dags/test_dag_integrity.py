@@ -28,7 +28,7 @@ for dag_id, dag in bag.dags.items():
         "deadlines": {d.name: {"interval": d.interval.total_seconds(),
                                "callback": d.callback.path, "kwargs": d.callback.kwargs}
                       for d in (dag.deadline or [])},
-        "tasks": [{"task_id": t.task_id, "retries": t.retries, "owner": t.owner,
+        "tasks": [{"task_id": t.task_id, "retries": t.retries, "owner": t.owner, "pool": t.pool,
                    "backoff": t.retry_exponential_backoff,
                    "on_failure": [getattr(c, "__qualname__", str(c))
                                   for c in (t.on_failure_callback or [])]
@@ -68,7 +68,18 @@ print(json.dumps(out))
 """
 
 
-def parse_dags(tmp_path: Path, script: str = PARSE) -> dict[str, Any]:
+# One DAG file parsed alone: which heavy modules its parse imported.
+HEAVY_IMPORTS = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+heavy = ("torch", "cv2", "albumentations", "lightning", "pytorch_lightning", "onnxruntime")
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
+                  "dags": sorted(bag.dags), "heavy": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+def parse_dags(tmp_path: Path, script: str = PARSE, folder: Path = REPO / "dags") -> dict[str, Any]:
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path),
@@ -78,7 +89,7 @@ def parse_dags(tmp_path: Path, script: str = PARSE) -> dict[str, Any]:
         "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'plugins'}",
     }
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(REPO / "dags")],
+        [sys.executable, "-c", script, str(folder)],
         env=env,
         capture_output=True,
         text=True,
@@ -175,3 +186,22 @@ def test_a_deploy_never_starts_a_run_for_a_cron_time_already_past(tmp_path: Path
     # and they do run: deployed at 02:15, the nightly run is the next day's 02:00
     nightly = dict(first_runs[load_pipeline_config().nightly.dag_id])
     assert nightly["2026-11-27T02:15:00+00:00"] == "2026-11-28T02:00:00+00:00"
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES)
+def test_parsing_a_dag_file_imports_no_torch_cv2_or_albumentations(
+    dag_file: str, tmp_path: Path
+) -> None:
+    # the DAG processor parses every file every few minutes: the ML stack loads in tasks
+    parsed = parse_dags(tmp_path, HEAVY_IMPORTS, REPO / "dags" / dag_file)
+    assert parsed["errors"] == {} and parsed["dags"]
+    assert parsed["heavy"] == [], f"{dag_file} imports {parsed['heavy']} at parse time"
+
+
+def test_training_and_registration_take_one_slot_pools(dagbag: dict[str, Any]) -> None:
+    from rxvision.pipeline.pools import REGISTER, TRAIN
+
+    tasks = {t["task_id"]: t for t in dagbag["dags"]["rxvision_nightly_retrain"]["tasks"]}
+    assert tasks["train"]["pool"] == TRAIN.name and TRAIN.slots == 1
+    assert tasks["register"]["pool"] == REGISTER.name and REGISTER.slots == 1
+    assert tasks["pull_snapshot"]["pool"] == "default_pool"

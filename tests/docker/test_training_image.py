@@ -5,6 +5,7 @@ and scoring images'."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,32 @@ def test_production_system_stage_builds_on_the_local_base(
     assert out.strip() == "(3, 11)"
     config = images.images.get(f"rxvision-{image}:system").attrs["Config"]
     assert "RXVISION_HOME=/var/lib/rxvision" in config["Env"]
+
+
+def test_a_retry_removes_the_container_its_killed_try_left_running(
+    images: docker.DockerClient,
+) -> None:
+    from rxvision.pipeline.config import load_pipeline_config
+    from rxvision_airflow.operators import RxVisionTrainOperator, container_name
+
+    name = container_name("it-orphan")
+    # what a SIGKILLed worker leaves: its training container, still running
+    orphan = images.containers.run(
+        "rxvision-train:dev", entrypoint=["sleep", "300"], name=name, detach=True
+    )
+    try:
+        op = RxVisionTrainOperator(
+            task_id="train",
+            data_uri="s3://rxvision-data/features/abc",
+            train_run_id="it-orphan",
+            summary_uri="s3://rxvision-artifacts/runs/it-orphan/train_summary.json",
+            pipeline_config=load_pipeline_config(overrides=["train_launcher.gpus=0"]),
+        )
+        op._prepare_container("docker", op.train_args(), {})
+        assert op.container_name == name
+        op.remove_orphan(op.container_name)
+        with pytest.raises(docker.errors.NotFound):
+            images.containers.get(orphan.id)
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            orphan.remove(force=True)

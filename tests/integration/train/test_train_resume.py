@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -85,6 +86,20 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_step(
     resumed_step = int(STEP_PATTERN.match(resumed["resumed_from"].rsplit("/", 1)[-1]).group(1))
     assert resumed_step >= killed_at
     assert resumed["global_step"] == resumed["max_steps"] == 6 * resumed["extra"]["steps_per_epoch"]
+
+    # the same run id on other data: refused before anything is logged or trained
+    other = tmp_path / "other-pills"
+    shutil.copytree(tiny_pills, other)
+    refused = subprocess.run(
+        cli_command(*[str(other) if a == str(tiny_pills) else a for a in args]),
+        env=env,
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 11, refused.stderr
+    assert f"run {run_id}" in refused.stderr and "refusing to resume" in refused.stderr
 
     # the same config, never interrupted (in-process: only the step count is compared)
     clean = train(

@@ -214,3 +214,13 @@ def test_dockerfiles_have_the_stages(dockerfile: str, entrypoint: str) -> None:
     assert re.search(r"^USER rxvision$", text, re.M)
     assert f"ENTRYPOINT {entrypoint}" in text
     assert "id=extra_ca" in text and "requirements.lock" in text
+
+
+def test_init_creates_every_pool_the_dags_use(rendered: dict[str, Any]) -> None:
+    from rxvision.pipeline.pools import POOLS
+
+    script = "\n".join(rendered["services"]["airflow-init"]["command"])
+    for pool in POOLS:
+        # a task whose pool is missing is never scheduled
+        assert f"airflow pools set {pool.name} {pool.slots} " in script, pool.name
+    assert script.index("airflow db migrate") < script.index("airflow pools set")

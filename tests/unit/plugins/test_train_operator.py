@@ -74,6 +74,7 @@ def test_credentials_go_to_private_environment_only(monkeypatch: pytest.MonkeyPa
     assert op.device_requests is None
     assert op.entrypoint == [str(Path(sys.prefix) / "bin" / "rxvision"), "train"]
     assert op.command[:2] == ["--config", str(repo_root() / "configs" / "cpu-quick.yaml")]
+    assert op.container_name == "rxvision-train-af-123"  # one container per training run
 
 
 def test_a_gpu_count_is_requested_as_is() -> None:

@@ -13,6 +13,8 @@ from moto import mock_aws
 from rxvision.errors import ConfigError
 from rxvision.storage.s3 import S3Config, S3Store
 from rxvision.train.checkpoints import (
+    DATA_RECORD,
+    CheckpointDataMismatch,
     CheckpointStore,
     check_run_id,
     step_name,
@@ -95,6 +97,21 @@ def test_no_checkpoint_means_no_resume(local: CheckpointStore) -> None:
     (local.local_dir).mkdir(parents=True)
     (local.local_dir / step_name(1)).write_bytes(b"garbage")
     assert local.latest_loadable() is None
+
+
+def test_a_run_id_is_bound_to_the_data_its_checkpoints_were_trained_on(
+    local: CheckpointStore,
+) -> None:
+    local.claim_for_data("feature set aaa (snapshot 111)")
+    save(local, 3)
+    local.claim_for_data("feature set aaa (snapshot 111)")  # the retry: same data, resumes
+    assert (local.local_dir / DATA_RECORD).read_text() == "feature set aaa (snapshot 111)"
+    with pytest.raises(CheckpointDataMismatch) as refused:
+        local.claim_for_data("feature set bbb (snapshot 222)")
+    message = str(refused.value)
+    assert "run-1" in message and "aaa" in message and "bbb" in message
+    assert [r.step for r in local.list_steps()] == [3]  # nothing deleted
+    assert refused.value.exit_code == 11
 
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", "-x", "a b"])
