@@ -7,7 +7,7 @@ import logging
 import os
 from typing import Any
 
-from rxvision.pipeline.alerts import Alert, AlertSinks
+from rxvision.pipeline.alerts import Alert, AlertSinks, url_secrets
 from rxvision.pipeline.config import PipelineConfig, load_pipeline_config
 from rxvision_airflow.connections import s3_env, webhook_url
 
@@ -29,14 +29,29 @@ def build_sinks(cfg: PipelineConfig) -> AlertSinks:
                 region=env.get("AWS_DEFAULT_REGION", "us-east-1"),
             )
         )
+    url = webhook_url(cfg.connections.alerts)
+    if url:
+        _mask(url)
     return AlertSinks(
-        webhook_url=webhook_url(cfg.connections.alerts),
+        webhook_url=url,
         statsd_host=os.environ.get("STATSD_HOST"),
         statsd_port=int(os.environ.get("STATSD_PORT") or 8125),
         prefix=cfg.statsd_prefix,
         records_uri=cfg.alerts_uri,
         store=store,
     )
+
+
+def _mask(url: str) -> None:
+    """Have Airflow's secrets masker hide the webhook URL and its path in every log of
+    this process (a Slack webhook's path is its token)."""
+    try:
+        from airflow.sdk.log import mask_secret
+
+        for secret in url_secrets(url):
+            mask_secret(secret)
+    except Exception as exc:  # masking is a second line of defence: never fail on it
+        log.debug("cannot register the webhook URL with the secrets masker: %s", type(exc).__name__)
 
 
 def send(alert: Alert, cfg: PipelineConfig | None = None) -> dict[str, str]:
@@ -59,14 +74,17 @@ def on_task_failure(context: dict[str, Any]) -> None:
     if map_index is not None and map_index >= 0:
         task_id = f"{task_id}[{map_index}]"
     run_id = getattr(ti, "run_id", None) or getattr(dag_run, "run_id", "?")
+    try_number = getattr(ti, "try_number", None)
     send(
         Alert(
             kind="task_failed",
             dag_id=str(dag_id),
             run_id=str(run_id),
             task_id=str(task_id),
-            summary=f"{task_id} failed after {getattr(ti, 'try_number', '?')} tries: {error}",
+            summary=f"{task_id} failed after {try_number or '?'} tries: {error}",
             severity="error",
+            # a task cleared and failing again is a new try: it must page again
+            try_number=try_number if isinstance(try_number, int) else None,
             details={"log_url": getattr(ti, "log_url", None), "error": str(error)[:2000]},
         )
     )

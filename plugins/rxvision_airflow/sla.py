@@ -6,6 +6,11 @@ Airflow 3 dropped task SLAs. Each DAG carries one ``DeadlineAlert`` per task, na
 ``task_sla_callback``, which alerts only if that task has not finished. A task that
 fails is the failure callback's business, not an SLA miss.
 
+Deadlines count from the queued time, and a run waiting behind another one
+(``max_active_runs=1``) stays ``queued``: its work has not begun, so its deadlines do not
+page (the callback logs that the run is still queued). A run that started but whose task
+has not still pages.
+
 This module must stay importable by the triggerer (no DAG-file functions).
 """
 
@@ -26,6 +31,7 @@ log = logging.getLogger(__name__)
 CALLBACK = "rxvision_airflow.sla.task_sla_callback"
 DONE = frozenset({"success", "skipped"})
 FAILED = frozenset({"failed", "upstream_failed", "removed"})
+QUEUED = "queued"
 
 
 def task_deadline_alerts(settings: DagSettings) -> list[DeadlineAlert]:
@@ -61,13 +67,32 @@ def states_of(task_states: dict[str, Any], task_id: str) -> list[str]:
     return out
 
 
-def sla_verdict(states: list[str]) -> str:
-    """``finished`` (no alert), ``failed`` (the failure callback alerts) or ``late``."""
+def sla_verdict(states: list[str], run_queued: bool = False) -> str:
+    """``finished`` (no alert), ``failed`` (the failure callback alerts), ``queued`` (the
+    run has not started: no alert) or ``late`` (alert)."""
     if states and all(s in DONE for s in states):
         return "finished"
     if any(s in FAILED for s in states):
         return "failed"
+    if run_queued:
+        return "queued"
     return "late"
+
+
+def _state_name(state: Any) -> str | None:
+    # a DagRunState enum from the Task SDK, or its value from the JSON context
+    value = getattr(state, "value", state)
+    return str(value) if value is not None else None
+
+
+def run_was_queued(live_state: Any, dag_run: Any) -> bool:
+    """Whether the run had not started: ``queued`` now (``live_state``, from Airflow) or
+    when the scheduler found the deadline missed (the ``state`` of the context's
+    ``dag_run``: a DAGRunResponse snapshot taken then, the same on every redelivery).
+    Either way its budget, counted from the queued time, was spent waiting. Unknown
+    states count as started: when in doubt, page."""
+    snapshot = dag_run.get("state") if isinstance(dag_run, dict) else None
+    return QUEUED in {_state_name(live_state), _state_name(snapshot)}
 
 
 def _dag_run_id(context: dict[str, Any] | None) -> str | None:
@@ -84,6 +109,13 @@ def _task_states(dag_id: str, run_id: str) -> dict[str, Any]:
 
     states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id])
     return dict(states.get(run_id, {}))
+
+
+def _dag_run_state(dag_id: str, run_id: str) -> str:
+    # Answered by the triggerer's supervisor (GetDagRunState), like the task states.
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    return RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id)
 
 
 async def task_sla_callback(
@@ -106,7 +138,23 @@ async def task_sla_callback(
     except Exception as exc:
         log.warning("cannot read task states of %s/%s: %s", dag_id, run_id, exc)
         states = []
-    verdict = sla_verdict(states)
+    try:
+        live_state: str | None = _dag_run_state(dag_id, run_id)
+    except Exception as exc:
+        log.warning("cannot read the state of run %s/%s: %s", dag_id, run_id, exc)
+        live_state = None
+    dag_run = (context or {}).get("dag_run")
+    verdict = sla_verdict(states, run_was_queued(live_state, dag_run))
+    if verdict == "queued":
+        log.info(
+            "SLA of %s.%s (%s): the run is still queued behind another run (max_active_runs),"
+            " so its %s budget counted from the queued time ran out before it started; no alert",
+            dag_id,
+            task_id,
+            run_id,
+            timedelta(seconds=due_s),
+        )
+        return f"{task_id}: run still queued, no alert"
     if verdict != "late":
         log.info("SLA of %s.%s (%s): %s, no alert", dag_id, task_id, run_id, verdict)
         return f"{task_id}: {verdict}"

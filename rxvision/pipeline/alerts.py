@@ -1,12 +1,18 @@
 """On-call alerts: one ``Alert``, sent to every sink once (log, statsd, webhook, a record).
 
 Airflow callbacks deliver at least once (a restarted triggerer runs a deadline callback
-again), so each alert has a dedupe key: its record in S3 is written after the webhook
-accepted it, and an alert whose record exists is logged and not sent again.
+again), so each alert has a dedupe key: its record in S3 is written only after the webhook
+accepted it (a 2xx), and an alert whose record exists is logged and not sent again. An
+alert the webhook did not accept leaves no record, so its redelivery pages again.
+
+A webhook URL is a secret (a Slack URL's path is its token): it is never logged, and
+neither are ``requests``' exception messages, which embed it. Logs name the exception
+type, the status code and the URL's ``scheme://host:port`` only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -14,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import statsd
@@ -24,6 +31,16 @@ from rxvision.storage.s3 import S3Store, parse_s3_uri
 log = logging.getLogger(__name__)
 
 SEVERITIES = ("info", "warning", "error", "critical")
+REDACTED = "<redacted>"
+# urllib3 logs the request path at DEBUG (and on retries/redirects): these loggers get
+# the redacting filter below
+URLLIB3_LOGGERS = (
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.poolmanager",
+    "urllib3.response",
+    "urllib3.util.retry",
+)
 
 
 @dataclass(frozen=True)
@@ -38,11 +55,14 @@ class Alert:
     severity: str = "error"
     details: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    # set for task failures: a task cleared and failing again is a new page
+    try_number: int | None = None
 
     @property
     def dedupe_key(self) -> str:
-        """Same failure of the same task in the same run: same key."""
-        return f"{self.kind}:{self.dag_id}:{self.run_id}:{self.task_id}"
+        """Same failure of the same task (and try, when known) in the same run: same key."""
+        key = f"{self.kind}:{self.dag_id}:{self.run_id}:{self.task_id}"
+        return key if self.try_number is None else f"{key}:try{self.try_number}"
 
     def payload(self) -> dict[str, Any]:
         """The webhook body: Slack's ``text`` plus PagerDuty Events v2 fields."""
@@ -66,12 +86,79 @@ class Alert:
 
 
 def record_name(alert: Alert) -> str:
-    """A safe object name for the alert's record."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", alert.dedupe_key) + ".json"
+    """A safe object name for the alert's record.
+
+    The readable part maps every unsafe character to ``_``; the digest of the exact key
+    keeps two keys that differ only there (``a[3]`` and ``a_3_``) apart, since a
+    collision would suppress a page.
+    """
+    key = alert.dedupe_key
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)[:200]
+    return f"{safe}.{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+
+
+def url_origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``: all of a webhook URL that may be logged."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return "<unparsable url>"
+    return f"{parts.scheme or '?'}://{parts.hostname or '?'}:{port or '?'}"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that must never be logged: the whole URL, its path and
+    query, and a password (longest first, so the whole URL is redacted as one)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return [url]
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    found = {url, tail, parts.path, password or ""} - {"", "/"}
+    return sorted(found, key=len, reverse=True)
+
+
+class RedactFilter(logging.Filter):
+    """Rewrites a log record that shows a registered secret (urllib3 logs the request
+    path at DEBUG, and a Slack webhook's path is its token)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def add(self, url: str) -> None:
+        """Redact ``url``'s secret parts from now on."""
+        self.secrets.update(url_secrets(url))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record, with every secret replaced by ``<redacted>``."""
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        if not any(s in message for s in self.secrets):
+            return True
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            message = message.replace(secret, REDACTED)
+        record.msg, record.args = message, None
+        return True
+
+
+REDACT = RedactFilter()
+for _name in URLLIB3_LOGGERS:
+    logging.getLogger(_name).addFilter(REDACT)
+
+
+RETRY_STATUSES = frozenset({408, 429})  # "try again later" 4xx: retried like a 5xx
 
 
 class WebhookError(Exception):
-    """The webhook answered with a server error (retried)."""
+    """The webhook answered with a server error or asked to try later (retried)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"webhook answered {status}")
+        self.status = status
 
 
 @retry(
@@ -81,10 +168,11 @@ class WebhookError(Exception):
     reraise=True,
 )
 def post_webhook(url: str, body: dict[str, Any], timeout_s: float = 10) -> int:
-    """POST the JSON body; retry connection errors and 5xx; return the status code."""
+    """POST the JSON body; retry connection errors, 5xx, 408 and 429; return the status
+    code (any other 4xx is permanent: not retried)."""
     resp = requests.post(url, json=body, timeout=timeout_s)
-    if resp.status_code >= 500:
-        raise WebhookError(f"webhook answered {resp.status_code}")
+    if resp.status_code >= 500 or resp.status_code in RETRY_STATUSES:
+        raise WebhookError(resp.status_code)
     return resp.status_code
 
 
@@ -102,11 +190,13 @@ class AlertSinks:
         store: S3Store | None = None,
     ) -> None:
         self.webhook_url = webhook_url
+        if webhook_url:
+            REDACT.add(webhook_url)
         self.records_uri = records_uri.rstrip("/") if records_uri else None
         self._store = store
-        self._statsd = (
-            statsd.StatsClient(statsd_host, statsd_port, prefix=prefix) if statsd_host else None
-        )
+        self._statsd_addr = (statsd_host, statsd_port) if statsd_host else None
+        self._prefix = prefix
+        self._statsd: statsd.StatsClient | None = None
 
     @property
     def store(self) -> S3Store:
@@ -128,32 +218,72 @@ class AlertSinks:
             return False
 
     def send(self, alert: Alert) -> dict[str, str]:
-        """Deliver ``alert`` to each sink once; return each sink's outcome."""
+        """Deliver ``alert`` to each sink once; return each sink's outcome.
+
+        The record (the dedupe marker) is written only when the webhook answered 2xx or
+        none is configured: an alert it did not accept is paged again on redelivery.
+        """
         log.error("ALERT %s %s: %s", alert.kind, alert.dedupe_key, alert.summary)
         if self.already_sent(alert):
             log.info("alert %s was already delivered: not sent again", alert.dedupe_key)
             return {"dedupe": "already sent"}
         outcome = {"log": "ok", "statsd": self._send_statsd(alert)}
-        outcome["webhook"] = self._send_webhook(alert)
-        outcome["record"] = self._write_record(alert, outcome)
+        outcome["webhook"], delivered = self._send_webhook(alert)
+        if delivered:
+            outcome["record"] = self._write_record(alert, outcome)
+        else:
+            outcome["record"] = "not written: webhook did not accept the alert"
         return outcome
 
     def _send_statsd(self, alert: Alert) -> str:
-        if self._statsd is None:
-            return "off"
-        with self._statsd.pipeline() as pipe:
-            pipe.incr(f"alerts.{alert.kind}")
-            pipe.incr(f"alerts.{alert.kind}.{alert.dag_id}.{alert.task_id}")
-        return "ok"
-
-    def _send_webhook(self, alert: Alert) -> str:
-        if not self.webhook_url:
+        if self._statsd_addr is None:
             return "off"
         try:
-            return str(post_webhook(self.webhook_url, alert.payload()))
+            if self._statsd is None:  # resolves the host: may fail, like any send
+                self._statsd = statsd.StatsClient(*self._statsd_addr, prefix=self._prefix)
+            with self._statsd.pipeline() as pipe:
+                pipe.incr(f"alerts.{alert.kind}")
+                pipe.incr(f"alerts.{alert.kind}.{alert.dag_id}.{alert.task_id}")
         except Exception as exc:
-            log.error("webhook failed for %s: %s", alert.dedupe_key, exc)
+            log.error("statsd failed for %s: %s", alert.dedupe_key, type(exc).__name__)
             return f"failed: {type(exc).__name__}"
+        return "ok"
+
+    def _send_webhook(self, alert: Alert) -> tuple[str, bool]:
+        """The webhook's outcome and whether it accepted the alert (a 2xx, or no webhook)."""
+        if not self.webhook_url:
+            return "off", True
+        origin = url_origin(self.webhook_url)
+        try:
+            status = post_webhook(self.webhook_url, alert.payload())
+        except WebhookError as exc:
+            log.error(
+                "webhook at %s failed for %s: HTTP %d after retries; not recorded, a "
+                "redelivery pages again",
+                origin,
+                alert.dedupe_key,
+                exc.status,
+            )
+            return f"failed: WebhookError {exc.status}", False
+        except Exception as exc:
+            # the message of a requests exception embeds the URL: only its type is logged
+            log.error(
+                "webhook at %s failed for %s: %s; not recorded, a redelivery pages again",
+                origin,
+                alert.dedupe_key,
+                type(exc).__name__,
+            )
+            return f"failed: {type(exc).__name__}", False
+        if 200 <= status < 300:
+            return str(status), True
+        log.error(
+            "webhook at %s refused %s: HTTP %d, a permanent failure (check the alerts "
+            "connection's URL); not recorded as delivered",
+            origin,
+            alert.dedupe_key,
+            status,
+        )
+        return f"refused: HTTP {status}", False
 
     def _write_record(self, alert: Alert, outcome: dict[str, str]) -> str:
         uri = self._record_uri(alert)

@@ -43,6 +43,7 @@ def test_failed_task_pages_the_webhook_connection(
     finally:
         receiver.close()
     (body,) = receiver.bodies
-    assert body["dedup_key"] == "task_failed:rxvision_batch_scoring:manual__7:score_shard[3]"
+    # the try number is in the key: a task cleared and failing again pages again
+    assert body["dedup_key"] == "task_failed:rxvision_batch_scoring:manual__7:score_shard[3]:try3"
     assert "score_shard[3] failed after 3 tries: S3 said 503" in body["text"]
     assert body["payload"]["custom_details"]["log_url"] == "http://127.0.0.1:1/log"

@@ -1,16 +1,23 @@
 """Per-task SLAs: one deadline per task at its cumulative budget, and the callback's
-verdict from the task's states (mapped instances included)."""
+verdict from the task's states (mapped instances included) and the run's state (a run
+still queued behind another does not page)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from http_receiver import Receiver
 
 pytest.importorskip("airflow.sdk")
 
+from rxvision.home import repo_root
 from rxvision.pipeline.alerts import Alert
 from rxvision.pipeline.config import DagSettings, load_pipeline_config
 from rxvision_airflow import sla
@@ -117,3 +124,98 @@ def test_default_args_carry_retries_backoff_owner_and_the_failure_alert() -> Non
     assert sla.task_limits(cfg, cfg.nightly, "train")["execution_timeout"] == timedelta(
         seconds=cfg.nightly.sla_s["train"] * cfg.hard_limit_factor
     )
+
+
+@pytest.mark.parametrize(
+    ("live", "snapshot", "queued"),
+    [
+        ("queued", {"state": "queued", "start_date": None}, True),  # behind another run
+        (None, {"state": "queued", "start_date": None}, True),  # live lookup failed
+        ("running", {"state": "queued", "start_date": None}, True),  # queued at the deadline
+        ("queued", {"state": "running"}, True),  # cleared since: queued again
+        ("running", {"state": "running", "start_date": "2026-11-26T02:00:05Z"}, False),
+        (None, {"dag_run_id": "r"}, False),  # unknown: page
+        (None, None, False),
+    ],
+)
+def test_run_was_queued(live: str | None, snapshot: dict[str, Any] | None, queued: bool) -> None:
+    assert sla.run_was_queued(live, snapshot) is queued
+
+
+def test_run_was_queued_reads_the_sdk_enum() -> None:
+    # the type of RuntimeTaskInstance.get_dagrun_state's answer
+    from airflow.sdk.api.datamodels._generated import DagRunState
+
+    assert sla.run_was_queued(DagRunState.QUEUED, None) is True
+    assert sla.run_was_queued(DagRunState.RUNNING, None) is False
+
+
+@pytest.mark.parametrize(
+    ("states", "run_queued", "verdict"),
+    [
+        ([], True, "queued"),  # behind another run: its work has not begun
+        (["none"], True, "queued"),
+        ([], False, "late"),  # the run started, the task never did: page
+        (["none"], False, "late"),
+        (["success"], True, "finished"),
+        (["failed"], True, "failed"),
+    ],
+)
+def test_verdict_of_a_queued_run(states: list[str], run_queued: bool, verdict: str) -> None:
+    assert sla.sla_verdict(states, run_queued) == verdict
+
+
+@pytest.fixture
+def webhook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """The real config with the webhook connection on a loopback receiver, no S3."""
+    cfg = yaml.safe_load((repo_root() / "configs" / "pipeline.yaml").read_text())
+    cfg["alerts_uri"] = None
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    receiver = Receiver([])
+    monkeypatch.setenv("RXVISION_PIPELINE_CONFIG", str(path))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RXVISION_ALERTS", f'{{"conn_type": "http", "host": "{receiver.url}"}}'
+    )
+    monkeypatch.delenv("STATSD_HOST", raising=False)
+    yield receiver
+    receiver.close()
+
+
+def _run_callback(monkeypatch: pytest.MonkeyPatch, run_state: str, start: str | None) -> str:
+    # only Airflow's state lookups are replaced (they need the triggerer's supervisor)
+    monkeypatch.setattr(sla, "_task_states", lambda dag_id, run_id: {"train": None})
+    monkeypatch.setattr(sla, "_dag_run_state", lambda dag_id, run_id: run_state)
+    context = {
+        "dag_run": {
+            "dag_id": "nightly",
+            "dag_run_id": "scheduled__2",
+            "state": run_state,
+            "queued_at": "2026-11-26T02:00:00Z",
+            "start_date": start,
+        },
+        "deadline": {},
+    }
+    return asyncio.run(
+        sla.task_sla_callback("nightly", "train", budget_s=60, due_s=600, context=context)
+    )
+
+
+def test_callback_of_a_run_queued_behind_another_does_not_page(
+    monkeypatch: pytest.MonkeyPatch, webhook: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=sla.log.name)
+    result = _run_callback(monkeypatch, "queued", None)
+    assert result == "train: run still queued, no alert"
+    assert webhook.bodies == []
+    assert "the run is still queued behind another run" in caplog.text
+
+
+def test_callback_of_a_started_run_whose_task_never_started_pages(
+    monkeypatch: pytest.MonkeyPatch, webhook: Receiver
+) -> None:
+    result = _run_callback(monkeypatch, "running", "2026-11-26T02:00:05Z")
+    assert result.startswith("train: late, alert")
+    (body,) = webhook.bodies
+    assert body["dedup_key"] == "sla_miss:nightly:scheduled__2:train"
+    assert "states: ['none']" in body["payload"]["summary"]
