@@ -35,6 +35,8 @@ def up(
         console.print(f"[yellow]port {old} for {name} was taken: using {new}[/]")
     started = ", ".join(report.started) or "nothing (all running)"
     console.print(f"stack up in {report.seconds:.0f}s; started: {started}")
+    style = "red" if "NOT RUNNING" in report.docker or "could not" in report.docker else "none"
+    console.print(f"docker engine: {report.docker}", style=style, highlight=False)
     _print_urls(stack)
     if report.credentials_created:
         # Shown once, when created; afterwards they live (mode 0600) in the home only.
@@ -71,8 +73,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         for name, s in info["servers"].items():
             table.add_row(name, str(s["pid"] or "-"), "yes" if s["healthy"] else "[red]no[/]")
         console.print(table)
+        docker = info["docker"]
+        shown = "ok" if docker["healthy"] else "[red]NOT RUNNING[/]"
+        console.print(f"docker engine ({docker['launcher']} launcher): {shown}: {docker['detail']}")
         _print_urls(stack)
-    if not all(s["healthy"] for s in info["servers"].values()):
+    if not all(s["healthy"] for s in info["servers"].values()) or not info["docker"]["healthy"]:
         raise typer.Exit(1)
 
 

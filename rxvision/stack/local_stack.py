@@ -23,7 +23,7 @@ from rxvision.config.schema import StackConfig
 from rxvision.errors import StackError
 from rxvision.home import Home, repo_root
 from rxvision.pipeline.pools import write_pools_file
-from rxvision.stack import scale, services
+from rxvision.stack import docker_engine, scale, services
 from rxvision.stack.credentials import StackCredentials, load_or_create_credentials
 from rxvision.stack.ports import (
     PortRegistry,
@@ -75,6 +75,7 @@ class UpReport:
     moved_ports: dict[str, tuple[int, int]] = field(default_factory=dict)
     credentials_created: bool = False
     seconds: float = 0.0
+    docker: str = ""  # what happened to the Docker engine the train task needs
 
 
 def server_names(profile: str, config: StackConfig) -> tuple[str, ...]:
@@ -267,8 +268,35 @@ class LocalStack:
         )
         if self.profile == "scale":
             self._up_celery_workers(layout, report, timeout_s)
+        report.docker = self._ensure_docker_engine()
         report.seconds = time.monotonic() - began
         return report
+
+    @property
+    def docker_marker(self) -> Path:
+        """Present while the Docker engine runs because this stack's ``up`` started it."""
+        return self.home.stack_dir / "dockerd-started"
+
+    def _ensure_docker_engine(self) -> str:
+        mode, url = docker_engine.launcher_mode()
+        state = docker_engine.engine_state(mode, url)
+        if state.reachable or not state.needed:
+            return (
+                f"{state.detail} (train launcher: {mode})"
+                if state.needed
+                else (f"not needed (train launcher: {mode})")
+            )
+        why = docker_engine.why_not_startable(url)
+        if why is not None:
+            log.warning("the train task needs a Docker engine (%s): %s", mode, why)
+            return f"NOT RUNNING, and not started: {why} (train launcher: {mode})"
+        did = docker_engine.start_engine(self.docker_marker)
+        state = docker_engine.engine_state(mode, url)
+        return f"{did}: {state.detail} (train launcher: {mode})"
+
+    def docker_state(self) -> docker_engine.EngineState:
+        """The Docker engine as the train launcher will find it."""
+        return docker_engine.engine_state(*docker_engine.launcher_mode())
 
     def _check_profile_switch(self) -> None:
         running = [n for n in self._all_known_servers() if self._pid_of(n) is not None]
@@ -347,6 +375,7 @@ class LocalStack:
         log_file = self.home.logs_dir / "airflow-db-migrate.log"
         out = log_file.open("ab")
         # then the one-slot pools: the scheduler never schedules a task of a missing pool
+        layout.airflow_home.mkdir(parents=True, exist_ok=True)
         pools = write_pools_file(layout.airflow_home / "pools.json")
         airflow = shlex.quote(str(services.bin_dir() / "airflow"))
         script = f"{airflow} db migrate && {airflow} pools import {shlex.quote(str(pools))}"
@@ -381,6 +410,8 @@ class LocalStack:
                 stub = self.process_stub(name)
                 if stub.stop():
                     stopped.append(name)
+        if docker_engine.stop_engine_if_started(self.docker_marker):
+            stopped.append("dockerd")
         left = kill_stragglers(self.stack_id, self.home.run_dir / "sessions.json")
         if left:
             log.info("stopped %d leftover process(es) of this stack", len(left))
@@ -445,8 +476,34 @@ class LocalStack:
             "home": str(self.home.root),
             "profile": self.profile,
             "servers": servers,
+            "docker": self.docker_state().to_json(),
             "urls": self.urls(layout),
         }
+
+    def listening_sockets(self) -> list[tuple[str, int, str, int]]:
+        """(server, pid, address, port) of every TCP socket listening in a process of this
+        stack (each server and its children)."""
+        import psutil
+
+        found = []
+        for name in self._all_known_servers():
+            pid = self._pid_of(name)
+            if pid is None:
+                continue
+            try:
+                root = psutil.Process(pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for proc in procs:
+                try:
+                    conns = proc.net_connections(kind="tcp")
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                for conn in conns:
+                    if conn.status == psutil.CONN_LISTEN:
+                        found.append((name, proc.pid, conn.laddr.ip, conn.laddr.port))
+        return sorted(set(found))
 
     def urls(self, layout: services.StackLayout | None = None) -> dict[str, str]:
         """Where a person looks: Airflow UI, MLflow UI, the S3 endpoint, statsd."""

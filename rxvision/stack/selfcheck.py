@@ -7,6 +7,7 @@ real scheduler via the REST API. statsd: a counter sent and then kept by the rec
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 import uuid
@@ -18,7 +19,8 @@ from tempfile import TemporaryDirectory
 from botocore.exceptions import ClientError
 
 from rxvision.errors import StackError
-from rxvision.orchestration.airflow_client import AirflowClient
+from rxvision.orchestration.airflow_client import AirflowApiError, AirflowClient
+from rxvision.stack import docker_engine
 from rxvision.stack.local_stack import LocalStack
 from rxvision.stack.process import wait_until
 from rxvision.storage.s3 import S3Config, S3Store
@@ -45,6 +47,9 @@ def run_checks(stack: LocalStack, with_dag_run: bool = True) -> list[CheckResult
         ("mlflow", check_mlflow),
         ("statsd", check_statsd),
         ("airflow", check_airflow if with_dag_run else check_airflow_health),
+        ("pools", check_airflow_pools),
+        ("docker", check_docker_engine),
+        ("loopback", check_loopback),
     ]
     results = []
     for name, check in checks:
@@ -143,6 +148,46 @@ def check_airflow_health(stack: LocalStack) -> str:
     if bad:
         raise StackError(f"Airflow parts not healthy: {bad}")
     return "metadatabase, scheduler, triggerer, dag_processor healthy"
+
+
+def check_airflow_pools(stack: LocalStack) -> str:
+    """The one-slot pools the nightly DAG needs exist (a task of a missing pool never
+    runs)."""
+    from rxvision.pipeline.pools import POOLS
+
+    client = airflow_client(stack)
+    found = {}
+    for pool in POOLS:
+        try:
+            found[pool.name] = client.request("GET", f"/pools/{pool.name}")["slots"]
+        except AirflowApiError as exc:
+            raise StackError(
+                f"Airflow pool {pool.name} is missing: run `rxvision stack up`"
+            ) from exc
+        if found[pool.name] != pool.slots:
+            raise StackError(
+                f"Airflow pool {pool.name} has {found[pool.name]} slots, not {pool.slots}"
+            )
+    return ", ".join(f"{name} ({slots} slot)" for name, slots in found.items())
+
+
+def check_docker_engine(stack: LocalStack) -> str:
+    """The engine the nightly's ``train`` task needs answers (unless the launcher is local)."""
+    state = stack.docker_state()
+    if not state.healthy:
+        why = docker_engine.why_not_startable(None) or "run `rxvision stack up` to start it"
+        raise StackError(f"train launcher {state.mode}: Docker engine {state.detail}; {why}")
+    return f"train launcher {state.mode}: {state.detail}"
+
+
+def check_loopback(stack: LocalStack) -> str:
+    """Every TCP socket the stack listens on is on the loopback interface."""
+    sockets = stack.listening_sockets()
+    exposed = [s for s in sockets if not ipaddress.ip_address(s[2]).is_loopback]
+    if exposed:
+        shown = ", ".join(f"{name} (pid {pid}) on {ip}:{port}" for name, pid, ip, port in exposed)
+        raise StackError(f"listening beyond loopback: {shown}")
+    return f"{len(sockets)} listening sockets, all on loopback"
 
 
 def check_airflow(stack: LocalStack) -> str:

@@ -345,6 +345,10 @@ def airflow_spec(layout: StackLayout, component: str) -> ProcessSpec:
     argv = [str(bin_dir() / "airflow"), component]
     if component == "api-server":
         argv += ["--host", HOST, "--port", str(layout.ports["airflow_api"]), "--workers", "1"]
+    elif component in ("scheduler", "triggerer"):
+        # Their log servers bind 0.0.0.0 (hard-coded upstream); the api-server reads the
+        # task logs from the same folder on this host, so they are not needed here.
+        argv += ["--skip-serve-logs"]
     return ProcessSpec(
         f"airflow-{component}", argv, airflow_env(layout), layout.airflow_home, stop_grace_s=15
     )

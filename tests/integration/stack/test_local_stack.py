@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -132,6 +133,24 @@ def test_stack_check_passes_with_a_dag_run_through_the_scheduler(cli_env: dict) 
     )
 
 
+def test_every_listening_socket_of_the_stack_is_on_loopback(stack: LocalStack) -> None:
+    sockets = stack.listening_sockets()
+    servers = {name for name, *_ in sockets}
+    # the S3, MLflow and Airflow API ports at least; log servers are off (no 8793/8794)
+    assert {"seaweedfs", "mlflow", "airflow-api-server"} <= servers, sockets
+    assert all(ipaddress.ip_address(ip).is_loopback for _, _, ip, _ in sockets), sockets
+    assert not [s for s in sockets if s[0] in ("airflow-scheduler", "airflow-triggerer")]
+
+
+def test_up_created_the_one_slot_pools(stack: LocalStack) -> None:
+    from rxvision.pipeline.pools import POOLS
+    from rxvision.stack.selfcheck import airflow_client
+
+    client = airflow_client(stack)
+    for pool in POOLS:
+        assert client.request("GET", f"/pools/{pool.name}")["slots"] == pool.slots == 1
+
+
 def test_up_twice_starts_nothing(stack: LocalStack) -> None:
     report = stack.up(timeout_s=60)
     assert report.started == []
@@ -149,6 +168,30 @@ def test_status_json_shows_every_server_healthy(cli_env: dict) -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert all(s["healthy"] for s in info["servers"].values()), info
+    # the engine the nightly's train task needs is part of the stack's health
+    assert info["docker"]["launcher"] == "docker-dev" and info["docker"]["running"], info
+    assert info["docker"]["detail"].startswith("Docker "), info
+
+
+def test_a_stack_whose_train_launcher_needs_a_missing_engine_is_not_healthy(
+    cli_env: dict,
+) -> None:
+    # the launcher pointed at a socket where no engine answers: what a reboot leaves
+    env = {**cli_env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    proc = subprocess.run(
+        [*RXVISION, "stack", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "docker engine (docker-dev launcher): NOT RUNNING" in " ".join(proc.stdout.split())
+    local = {**env, "RXVISION_TRAIN_LAUNCHER": "local"}
+    proc = subprocess.run(
+        [*RXVISION, "stack", "status", "--json"],
+        env=local,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and json.loads(proc.stdout)["docker"]["needed"] is False
 
 
 def test_env_exports_work_for_a_fresh_shell(cli_env: dict) -> None:

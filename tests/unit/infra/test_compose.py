@@ -224,3 +224,11 @@ def test_init_creates_every_pool_the_dags_use(rendered: dict[str, Any]) -> None:
         # a task whose pool is missing is never scheduled
         assert f"airflow pools set {pool.name} {pool.slots} " in script, pool.name
     assert script.index("airflow db migrate") < script.index("airflow pools set")
+
+
+def test_task_logs_go_to_s3_through_the_project_connection(rendered: dict[str, Any]) -> None:
+    for service in ("airflow-scheduler", "airflow-api-server"):
+        env = rendered["services"][service]["environment"]
+        assert env["AIRFLOW__LOGGING__REMOTE_LOGGING"] == "True"
+        assert env["AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"].startswith("s3://rxvision-")
+        assert env["AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID"] == "rxvision_s3"
