@@ -5,6 +5,7 @@ worker SIGKILLed mid-task loses nothing: its task is retried and each row lands 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import os
 import signal
@@ -68,6 +69,10 @@ def test_stack_runs_celery_on_postgres_and_redis(scale_stack: LocalStack) -> Non
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
     answering = scale.celery_workers_answering(scale_stack.layout())
     assert answering == {scale.celery_node_name("default"), scale.celery_node_name("gpu")}
+    # every listening TCP socket of the scale profile is on loopback
+    sockets = scale_stack.listening_sockets()
+    assert {"postgres", "redis", "mlflow", "airflow-api-server"} <= {s[0] for s in sockets}
+    assert all(ipaddress.ip_address(ip).is_loopback for _, _, ip, _ in sockets), sockets
 
 
 def test_nightly_tasks_ran_on_their_queues_workers(
