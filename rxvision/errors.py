@@ -45,3 +45,15 @@ class SnapshotError(RxVisionError):
     """A dataset snapshot cannot be created, found or verified (e.g. a moved tag)."""
 
     exit_code = 6
+
+
+class EndpointUnreachable(RxVisionError):
+    """A server (S3, MLflow, Airflow) does not answer at its URL; the message names it."""
+
+    exit_code = 11
+
+
+class AccessDenied(RxVisionError):
+    """A server or the file system refused the credentials or permissions used."""
+
+    exit_code = 12

@@ -57,6 +57,11 @@ class Home:
         return self.root / "cache"
 
     @property
+    def reports_dir(self) -> Path:
+        """Reports the CLI writes beside its runs (e.g. ``rxvision train``'s validation)."""
+        return self.root / "reports"
+
+    @property
     def tmp_dir(self) -> Path:
         """Scratch space for servers that leave sockets behind."""
         return self.root / "tmp"

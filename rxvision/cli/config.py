@@ -24,6 +24,8 @@ def show(
 ) -> None:
     """Validate a config (with overrides) and print it resolved, defaults filled in."""
     if kind not in SCHEMAS:
-        raise typer.BadParameter(f"unknown schema {kind!r}; choose one of {', '.join(SCHEMAS)}")
+        raise typer.BadParameter(
+            f"unknown schema {kind!r}; choose one of {', '.join(SCHEMAS)}", param_hint="--kind"
+        )
     cfg = load_config(path, SCHEMAS[kind], overrides or [])
     typer.echo(OmegaConf.to_yaml(OmegaConf.create(cfg.model_dump(mode="json"))), nl=False)

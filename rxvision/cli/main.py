@@ -5,11 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from rxvision.cli.errors import UNEXPECTED_EXIT_CODE, translate
+from rxvision.cli.store import choose_store
 from rxvision.errors import RxVisionError
+from rxvision.home import Home
 
 app = typer.Typer(
     name="rxvision",
@@ -42,7 +48,9 @@ def _register_groups() -> None:
 
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Debug logging, and the traceback of an unexpected error."
+    ),
 ) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(
@@ -53,43 +61,101 @@ def _root(
 _register_groups()
 
 
-def run_app(typer_app: typer.Typer, *, configure_logging: bool = True) -> None:
-    """Run a typer app as a program: ``RxVisionError`` and ``typer.Exit`` become exit codes.
+# groups that never read MLflow or S3 through the environment: no store is chosen for them
+STORE_FREE_COMMANDS = {"stack", "config"}
 
-    Also used by the modules that run alone (``python -m rxvision.cli.train``), so every
-    entry point maps errors and picks the MLflow store the same way.
+
+def _arguments(argv: list[str]) -> list[str]:
+    # what the user typed before a `--` (after it, every word is an argument)
+    return argv[: argv.index("--")] if "--" in argv else argv
+
+
+def is_verbose(argv: list[str]) -> bool:
+    """``--verbose``/``-v`` among the options, or ``RXVISION_VERBOSE=1``."""
+    return os.environ.get("RXVISION_VERBOSE", "") in {"1", "true", "yes"} or any(
+        word in ("--verbose", "-v") for word in _arguments(argv)
+    )
+
+
+def needs_store(typer_app: typer.Typer, argv: list[str]) -> bool:
+    """Whether this command line reads MLflow or S3 (help and the stack's own commands do
+    not, so they print no store line)."""
+    words = _arguments(argv)
+    if not words or "--help" in words:
+        return False
+    if typer_app is not app:
+        return True  # a command run alone (python -m rxvision.cli.train)
+    command = next((w for w in words if not w.startswith("-")), None)
+    return command is not None and command not in STORE_FREE_COMMANDS
+
+
+def print_error(message: str) -> None:
+    """One ``error: ...`` line on stderr (never wrapped, never read as markup)."""
+    one_line = " ".join(str(message).split())
+    err_console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
+
+
+def _usage_message(exc: Any) -> str:
+    # click's usage errors print a usage block; the CLI says it in one line instead
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see {ctx.command_path} --help)"
+    return str(message)
+
+
+def run_app(typer_app: typer.Typer, *, configure_logging: bool = True) -> None:
+    """Run a typer app as a program: every error becomes one line and an exit code.
+
+    ``RxVisionError`` keeps its code, click's usage errors exit 2, known library errors
+    (``rxvision.cli.errors.translate``) theirs; an unexpected error exits 70 with its
+    traceback under ``--verbose``. Also used by the modules that run alone (``python -m
+    rxvision.cli.train``), so every entry point maps errors and picks the store the same way.
     """
+    argv = sys.argv[1:]
+    verbose = is_verbose(argv)
     if configure_logging:
         logging.basicConfig(
-            level=logging.INFO,
+            level=logging.DEBUG if verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        # One local store for every command (train logs there, score and model read it),
-        # so the CLI works on a laptop with no tracking server.
-        from rxvision.home import Home
-
-        os.environ["MLFLOW_TRACKING_URI"] = Home.from_env().local_mlflow_uri()
     try:
+        home = Home.from_env()
+        if needs_store(typer_app, argv):
+            err_console.print(escape(choose_store(home)), highlight=False, soft_wrap=True)
+        elif not os.environ.get("MLFLOW_TRACKING_URI"):
+            os.environ["MLFLOW_TRACKING_URI"] = home.local_mlflow_uri()
         # Without standalone mode click returns the code of typer.Exit instead of exiting.
         code = typer_app(standalone_mode=False)
     except RxVisionError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise SystemExit(exc.exit_code) from None
-    except typer.Abort:
+        _fail(exc, exc.exit_code, verbose)
+    except (typer.Abort, KeyboardInterrupt):
         raise SystemExit(130) from None
     except SystemExit:
         raise
-    except Exception as exc:  # click's usage errors carry their own exit code
-        code = getattr(exc, "exit_code", None)
-        show = getattr(exc, "show", None)
-        if code is not None and callable(show):
-            show()
-            raise SystemExit(code) from None
-        raise
+    except Exception as exc:
+        usage_code = getattr(exc, "exit_code", None)
+        if isinstance(usage_code, int) and callable(getattr(exc, "format_message", None)):
+            _fail(exc, usage_code, verbose, message=_usage_message(exc))
+        mapped = translate(exc)
+        if mapped is not None:
+            _fail(exc, mapped.exit_code, verbose, message=str(mapped))
+        if verbose:
+            traceback.print_exc()
+        hint = "the traceback is above" if verbose else "run with --verbose for the traceback"
+        print_error(f"unexpected {type(exc).__name__}: {exc} ({hint})")
+        raise SystemExit(UNEXPECTED_EXIT_CODE) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _fail(exc: BaseException, code: int, verbose: bool, message: str | None = None) -> NoReturn:
+    # the traceback of an expected error helps only when debugging
+    if verbose:
+        traceback.print_exception(exc)
+    print_error(str(exc) if message is None else message)
+    raise SystemExit(code) from None
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rxvision.orchestration.airflow_client import AirflowClient
@@ -107,7 +108,14 @@ def _print_status(info: dict[str, Any]) -> None:
     else:
         table.add_row("champion", str((champ or {}).get("error", "none yet")))
     for dag_id, run in (info.get("dag_runs") or {}).items():
-        if isinstance(run, dict) and "run_id" in run:
+        if isinstance(run, dict) and run.get("outcome"):
+            # Airflow says success, but the gates refused the model: the champion stayed
+            table.add_row(
+                dag_id,
+                f"[yellow]{run['outcome']}[/]: {escape(str(run.get('failed_gates', '')))} "
+                f"({escape(str(run['run_id']))})",
+            )
+        elif isinstance(run, dict) and "run_id" in run:
             table.add_row(dag_id, f"{run['state']} ({run['run_id']})")
         else:
             table.add_row(dag_id, "no runs" if run is None else str(run))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 from rxvision.errors import NotFound, RxVisionError
 from rxvision.orchestration.airflow_client import AirflowClient
@@ -73,11 +75,15 @@ def last_runs(client: AirflowClient, dag_ids: list[str]) -> dict[str, dict[str, 
     return out
 
 
-def sla_misses(alerts_uri: str | None, limit: int = 10) -> dict[str, Any]:
-    """SLA alerts on record: the count and the newest ``limit``."""
+def sla_misses(
+    alerts_uri: str | None, limit: int = 10, alerts: Iterable[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """SLA alerts on record (``alerts``, else those under ``alerts_uri``): the count and
+    the newest ``limit``."""
     if alerts_uri is None:
         return {"count": None, "recent": [], "note": "alerts_uri is null: not recorded"}
-    misses = [a for a in list_alerts(alerts_uri) if a.get("kind") == "sla_miss"]
+    records = list_alerts(alerts_uri) if alerts is None else alerts
+    misses = [a for a in records if a.get("kind") == "sla_miss"]
     misses.sort(key=lambda a: str(a.get("created")), reverse=True)
     return {
         "count": len(misses),
@@ -86,6 +92,71 @@ def sla_misses(alerts_uri: str | None, limit: int = 10) -> dict[str, Any]:
             for a in misses[:limit]
         ],
     }
+
+
+NOT_PROMOTED = "not_promoted"
+NOT_PROMOTED_STATE = "not promoted"
+REGISTER_TASK = "register"
+GATES_SAID = "refused by the production gates: "
+
+
+def failed_gates(summary: str) -> str:
+    """The failed gates of a not_promoted alert's summary (``min_top1: 0.62 (needs >=
+    0.80) FAILED; ...``), else the summary itself."""
+    _, found, gates = summary.partition(GATES_SAID)
+    return gates if found else summary
+
+
+def refusal_of(
+    run: dict[str, Any], dag_id: str, alerts: Iterable[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The newest not_promoted alert of this DAG run (None: the model was not refused)."""
+    mine = [
+        a
+        for a in alerts
+        if a.get("kind") == NOT_PROMOTED
+        and a.get("dag_id") == dag_id
+        and a.get("run_id") == run.get("run_id")
+    ]
+    return max(mine, key=lambda a: str(a.get("created"))) if mine else None
+
+
+def register_state(client: AirflowClient, dag_id: str, run_id: str) -> str | None:
+    """The state of the run's ``register`` task instance (None when it has none)."""
+    path = (
+        f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
+        f"/taskInstances/{REGISTER_TASK}"
+    )
+    data = client.request("GET", path)
+    return str(data.get("state")) if isinstance(data, dict) and data.get("state") else None
+
+
+def mark_refusal(
+    run: dict[str, Any] | None,
+    dag_id: str,
+    alerts: Iterable[dict[str, Any]],
+    client: AirflowClient | None,
+) -> None:
+    """Mark a successful nightly run whose model the gates refused: its ``register`` is
+    skipped with a not_promoted alert, so Airflow calls the run a success. ``outcome``
+    becomes "not promoted" and ``failed_gates`` names the gates (from the alert)."""
+    if not run or run.get("state") != "success":
+        return
+    alert = refusal_of(run, dag_id, alerts)
+    if alert is not None:
+        run["outcome"] = NOT_PROMOTED_STATE
+        run["failed_gates"] = failed_gates(str(alert.get("summary", "")))
+        return
+    if client is None:
+        return
+    try:
+        skipped = register_state(client, dag_id, str(run["run_id"])) == "skipped"
+    except (RxVisionError, OSError, ValueError) as exc:
+        log.debug("cannot read the register task of %s: %s", run.get("run_id"), exc)
+        return
+    if skipped:  # no alert on record (alerts_uri null, or the record failed)
+        run["outcome"] = NOT_PROMOTED_STATE
+        run["failed_gates"] = "unknown: register was skipped and no not_promoted alert is on record"
 
 
 def latest_predictions(latest_uri: str) -> dict[str, Any] | None:
@@ -103,12 +174,27 @@ def latest_predictions(latest_uri: str) -> dict[str, Any] | None:
 def collect_status(cfg: PipelineConfig, client: AirflowClient | None) -> dict[str, Any]:
     """Everything ``rxvision status`` shows; each part says ``error`` instead of failing."""
     out: dict[str, Any] = {}
-    parts = {
+    alerts = _alert_records(cfg.alerts_uri)
+
+    def dag_runs() -> dict[str, dict[str, Any] | None] | None:
+        if client is None:
+            return None
+        runs = last_runs(client, [cfg.nightly.dag_id, cfg.scoring.dag_id])
+        nightly = cfg.nightly.dag_id
+        try:
+            records = alerts()
+        except Exception as exc:  # the alerts part says so; the runs still show
+            log.debug("alerts unreadable: %s", exc)
+            records = []
+        mark_refusal(runs.get(nightly), nightly, records, client)
+        return runs
+
+    parts: dict[str, Callable[[], Any]] = {
         "champion": champion_status,
-        "dag_runs": lambda: (
-            last_runs(client, [cfg.nightly.dag_id, cfg.scoring.dag_id]) if client else None
+        "dag_runs": dag_runs,
+        "sla_misses": lambda: sla_misses(
+            cfg.alerts_uri, alerts=alerts() if cfg.alerts_uri else None
         ),
-        "sla_misses": lambda: sla_misses(cfg.alerts_uri),
         "predictions": lambda: latest_predictions(cfg.scoring.latest_uri),
     }
     for name, get in parts.items():
@@ -120,3 +206,15 @@ def collect_status(cfg: PipelineConfig, client: AirflowClient | None) -> dict[st
         except Exception as exc:
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
+
+
+def _alert_records(alerts_uri: str | None) -> Callable[[], list[dict[str, Any]]]:
+    """The alert records, read once when first asked (status shows them twice)."""
+    cache: list[list[dict[str, Any]]] = []
+
+    def read() -> list[dict[str, Any]]:
+        if not cache:
+            cache.append(list(list_alerts(alerts_uri)) if alerts_uri else [])
+        return cache[0]
+
+    return read

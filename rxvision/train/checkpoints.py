@@ -51,7 +51,7 @@ def check_run_id(run_id: str) -> str:
 class CheckpointDataMismatch(RxVisionError):
     """A run id's checkpoints were trained on other data than this run's: no resume."""
 
-    exit_code = 11  # 10 is ChampionChanged
+    exit_code = 13  # 10-12: ChampionChanged, EndpointUnreachable, AccessDenied
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -28,15 +28,8 @@ from rxvision.data.feature_store import (
     FeatureManifest,
     FeatureShardDataset,
     FeatureStore,
-    list_image_folder,
 )
-from rxvision.data.imaging import (
-    ImageDecodeError,
-    ImageSpec,
-    decode_hashed,
-    load_image,
-    sha256_hex,
-)
+from rxvision.data.imaging import ImageSpec
 from rxvision.data.presets import EvalPreset, TrainPreset, seed_worker_transform
 from rxvision.data.splits import (
     TEST,
@@ -51,6 +44,7 @@ from rxvision.errors import ConfigError, DataValidationError, NotFound
 from rxvision.home import Home
 from rxvision.storage.s3 import parse_s3_uri
 from rxvision.train.config import DataLoadingConfig
+from rxvision.train.folder_source import ImageFolderDataset, folder_key, folder_rows
 from rxvision.train.sampler import ResumableSampler
 
 log = logging.getLogger(__name__)
@@ -104,7 +98,7 @@ class DataSource:
         assert self.folder is not None
         log.info("hashing %d images of %s for the content split", len(self.paths), self.folder)
         return [
-            _folder_key(self.folder / path, spec, label)
+            folder_key(self.folder / path, spec, label)
             for path, label in zip(self.paths, self.labels, strict=True)
         ]
 
@@ -120,45 +114,13 @@ class DataSource:
         return ImageFolderDataset(self.folder, rows, transform, spec)
 
 
-def _folder_key(path: Path, spec: ImageSpec, label: int) -> ImageKey:
-    try:
-        data = path.read_bytes()
-        _, _, frame_hash = decode_hashed(data, spec, name=str(path))
-    except ImageDecodeError as exc:
-        raise DataValidationError(
-            f"{path}: {exc.reason} (run `rxvision data validate` and leave rejected files out)"
-        ) from exc
-    return ImageKey(sha256_hex(data), frame_hash, label)
-
-
-class ImageFolderDataset(Dataset[tuple[Any, int]]):
-    """Images decoded by ``load_image`` (as scoring decodes them), then transformed."""
-
-    def __init__(
-        self,
-        root: Path,
-        rows: Sequence[tuple[str, int]],
-        transform: Transform,
-        spec: ImageSpec,
-    ) -> None:
-        self.root = root
-        self.rows = list(rows)
-        self.transform = transform
-        self.spec = spec
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, label = self.rows[index]
-        array = load_image(self.root / path, self.spec)
-        return self.transform(array), label
-
-
-def resolve_data(spec: str | Path, cache_dir: Path | None = None) -> DataSource:
+def resolve_data(
+    spec: str | Path, cache_dir: Path | None = None, *, exclude: Collection[str] = ()
+) -> DataSource:
     """What ``--data`` names: an ImageFolder directory, a shard set's local
     ``manifest.json`` (or its folder), or a shard set in S3 (``s3://.../<key>[/manifest.json]``,
-    downloaded once into ``cache_dir``)."""
+    downloaded once into ``cache_dir``). ``exclude``: paths of an image folder (relative to
+    it, as the validation report names them) left out."""
     text = str(spec)
     cache = cache_dir or Home.from_env().cache_dir / "features"
     if text.startswith("s3://"):
@@ -169,20 +131,21 @@ def resolve_data(spec: str | Path, cache_dir: Path | None = None) -> DataSource:
     if path.is_dir() and (path / MANIFEST).is_file():
         return _from_local_manifest(path / MANIFEST)
     if path.is_dir():
-        return _from_folder(path)
+        return _from_folder(path, exclude)
     raise NotFound(
         f"--data {text}: no such directory or manifest (expected an image folder, "
         f"a feature-store {MANIFEST}, or s3://bucket/prefix/<key>)"
     )
 
 
-def _from_folder(root: Path) -> DataSource:
-    rows = list_image_folder(root)
+def _from_folder(root: Path, exclude: Collection[str] = ()) -> DataSource:
+    rows = folder_rows(root, exclude)
     classes = sorted({label for _, label in rows})
     index = {c: i for i, c in enumerate(classes)}
+    left_out = f" ({len(exclude)} invalid files left out)" if exclude else ""
     return _checked(
         DataSource(
-            description=f"image folder {root}",
+            description=f"image folder {root}{left_out}",
             classes=classes,
             labels=[index[label] for _, label in rows],
             folder=root,

@@ -50,9 +50,19 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_step(
 ) -> None:
     run_id = "it-killed"
     summary = tmp_path / "summary.json"
+    # the CLI validates an image folder as the nightly does; these photos are 48 px
+    data_config = tmp_path / "data.yaml"
+    policy = (repo_root() / "configs" / "data.yaml").read_text()
+    data_config.write_text(
+        policy.replace("min_width: 224", "min_width: 32").replace(
+            "min_height: 224", "min_height: 32"
+        )
+    )
     args = [
         "--config",
         str(CPU_QUICK),
+        "--data-config",
+        str(data_config),
         "--data",
         str(tiny_pills),
         *OVERRIDES,
@@ -98,7 +108,7 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_step(
         text=True,
         timeout=300,
     )
-    assert refused.returncode == 11, refused.stderr
+    assert refused.returncode == 13, refused.stderr
     assert f"run {run_id}" in refused.stderr and "refusing to resume" in refused.stderr
 
     # the same config, never interrupted (in-process: only the step count is compared)

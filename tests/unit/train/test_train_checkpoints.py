@@ -111,7 +111,7 @@ def test_a_run_id_is_bound_to_the_data_its_checkpoints_were_trained_on(
     message = str(refused.value)
     assert "run-1" in message and "aaa" in message and "bbb" in message
     assert [r.step for r in local.list_steps()] == [3]  # nothing deleted
-    assert refused.value.exit_code == 11
+    assert refused.value.exit_code == 13
 
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", "-x", "a b"])

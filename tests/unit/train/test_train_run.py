@@ -98,7 +98,8 @@ def test_cli_passes_config_overrides_and_writes_the_summary(
             "--config",
             str(repo_root() / "configs" / "cpu-quick.yaml"),
             "--data",
-            str(tmp_path),
+            # a shard set: passed through as is (an image folder is validated first)
+            "s3://rxvision-data/features/abc",
             "training.epochs=3",
             "--summary",
             str(summary),
@@ -110,7 +111,7 @@ def test_cli_passes_config_overrides_and_writes_the_summary(
     )
     assert result.exit_code == 0, result.output
     assert calls["cfg"].training.epochs == 3
-    assert calls["data"] == str(tmp_path)
+    assert calls["data"] == "s3://rxvision-data/features/abc"
     assert calls["run_id"] == "r1" and calls["snapshot_rev"] == "snap-2024-01-01"
     written = json.loads(summary.read_text())
     assert {"run_id", "model_uri", "metrics", "checkpoint_uri", "global_step"} <= set(written)
