@@ -64,7 +64,7 @@ from rxvision.data.decode import (
     inspect_file,
 )
 from rxvision.data.layout import check_class_layout
-from rxvision.errors import ConfigError, DataValidationError
+from rxvision.errors import ConfigError, DataValidationError, NotFound
 
 __all__ = [
     "CLASS_IMBALANCE",
@@ -583,7 +583,7 @@ class DataValidator:
         """
         root = Path(data_path)
         if not root.is_dir():
-            raise DataValidationError(f"dataset folder {root} does not exist or is not a folder")
+            raise NotFound(f"dataset folder {root} does not exist or is not a folder")
         check_class_layout(root)  # DIR/<split>/<class>/ is refused (DataLayoutError)
         metrics = self._compute_metrics(root)
         return self._evaluate_criteria(metrics)

@@ -85,7 +85,8 @@ class S3Store:
             config=Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": 5, "mode": "standard"},
+                # the standard variable wins (a CLI that must fail fast sets it to 1)
+                retries={"max_attempts": _max_attempts(), "mode": "standard"},
                 max_pool_connections=cfg.max_pool_connections,
             ),
         )
@@ -163,3 +164,11 @@ class S3Store:
             chunk = [{"Key": k} for k in keys[start : start + 1000]]
             self.client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
         return len(keys)
+
+
+def _max_attempts(default: int = 5) -> int:
+    """``AWS_MAX_ATTEMPTS`` when set (boto3's own variable), else ``default``."""
+    try:
+        return max(1, int(os.environ.get("AWS_MAX_ATTEMPTS") or default))
+    except ValueError:
+        return default

@@ -96,7 +96,7 @@ CASES = [
     Case(
         "data validate: missing folder",
         ["data", "validate", "/no/such", "--report", "/tmp/r.json"],
-        5,
+        4,
         ["/no/such"],
     ),
     Case("data validate: missing option", ["data", "validate", "/tmp"], 2, ["--report"]),

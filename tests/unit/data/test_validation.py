@@ -30,7 +30,7 @@ from rxvision.data.validation import (
     ValidationPolicy,
     ValidationResult,
 )
-from rxvision.errors import ConfigError, DataValidationError
+from rxvision.errors import ConfigError, DataValidationError, NotFound
 
 pytestmark = pytest.mark.unit
 
@@ -465,7 +465,7 @@ def test_policy_from_a_config_file(tmp_path: Path) -> None:
 
 
 def test_missing_folder_is_named(tmp_path: Path) -> None:
-    with pytest.raises(DataValidationError, match="nope"):
+    with pytest.raises(NotFound, match="nope"):
         DataValidator(workers=0).validate_dataset(tmp_path / "nope")
 
 
