@@ -7,13 +7,25 @@ Parquet predictions to S3 (`key`, `label`, `confidence`, top-k, `model_version`,
 
 Tasks, and what to do when one fails:
 
-- `plan_shards`: pins `champion` (and `fallback`) to one version and lists the input
-  shards. MLflow or S3 unreachable, or no champion yet: run the nightly DAG.
+- `plan_shards`: pins `champion` and `fallback` to one version each and lists the input
+  shards, both saved in the run's `_plan.json`: a rerun of the run (a cleared task) reuses
+  them, so a promotion between tries never mixes versions across shards. MLflow or S3
+  unreachable, or no champion yet: run the nightly DAG. **No image** under the incoming
+  prefix (a night with no new photos) is normal here: with `scoring.allow_empty: true`
+  (the default) nothing is scored, `publish` writes an empty `_manifest.json` and
+  `_SUCCESS`, and `latest.json` keeps pointing at the last predictions; set it to false
+  to make `plan_shards` fail instead.
 - `score_shard`: one mapped task per shard; streams images, batches them, writes the
   shard's Parquet atomically. A corrupt image is an error row; a failing model trips
-  the circuit breaker to the fallback. A retry skips shards already committed.
+  the circuit breaker to the fallback. A champion that **cannot be loaded** (a download
+  timeout) fails the try, so that Airflow retries it; only the last try scores with the
+  fallback, and then each row says why in `fallback_reason` (and the log says so). A
+  retry skips shards already committed.
 - `publish`: checks every shard is committed, writes `_manifest.json` and `_SUCCESS`,
-  moves `latest.json`. A shard missing: clear its failed `score_shard` instance.
+  moves `latest.json` **forward only**: it is refused (a warning in the log, and
+  `latest_moved: false` in the task's return value; the task succeeds) when the pointer
+  names a run planned later than this one, e.g. when an old run is cleared and
+  republishes. A shard missing: clear its failed `score_shard` instance.
 
 Predictions of a run are complete only when `_SUCCESS` exists; readers should wait for it.
 """
@@ -22,7 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 from airflow.timetables.assets import AssetOrTimeSchedule
 
 from rxvision.pipeline import scoring
@@ -59,24 +71,35 @@ def rxvision_batch_scoring() -> None:
         run_id = str(get_current_context()["run_id"])
         input_uri = (params or {}).get("input_uri") or S.input_uri
         with rxvision_task(CFG, "scoring"):
-            return scoring.plan(input_uri, scoring.output_uri(S, run_id))
+            return scoring.plan(input_uri, scoring.output_uri(S, run_id), allow_empty=S.allow_empty)
 
     @task(
         map_index_template="{{ item['shard']['shard_id'] }}", **task_limits(CFG, S, "score_shard")
     )
     def score_shard(item: dict[str, Any]) -> dict[str, Any]:
+        ti = get_current_context()["ti"]
+        last_try = scoring.is_last_try(ti.try_number, ti.max_tries)
         with rxvision_task(CFG, "scoring"):
-            return scoring.score(item)
+            return scoring.score(item, last_try=last_try)
 
-    @task(**task_limits(CFG, S, "publish"))
-    def publish(planned: list[dict[str, Any]], scored: list[dict[str, Any]]) -> dict[str, Any]:
+    # none_failed: an empty plan maps no score_shard (skipped), and the run still
+    # finalises; a failed shard still stops it
+    @task(trigger_rule=TriggerRule.NONE_FAILED, **task_limits(CFG, S, "publish"))
+    def publish(planned: list[dict[str, Any]]) -> dict[str, Any]:
         run_id = str(get_current_context()["run_id"])
         with rxvision_task(CFG, "scoring"):
-            return scoring.publish(planned, S.latest_uri, dag_run_id=run_id)
+            return scoring.publish(
+                planned,
+                S.latest_uri,
+                dag_run_id=run_id,
+                output=scoring.output_uri(S, run_id),
+                allow_empty=S.allow_empty,
+            )
 
     planned = plan_shards()
-    scored = score_shard.expand(item=planned)
-    publish(planned, scored)
+    # an ordering edge only: publish reads nothing the shards return (an empty plan maps
+    # no shard, and there is no XCom to resolve)
+    score_shard.expand(item=planned) >> publish(planned)
 
 
 rxvision_batch_scoring()

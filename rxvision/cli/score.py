@@ -41,16 +41,41 @@ def score(
     summary: Annotated[
         Path | None, typer.Option("--summary", help="Also write the run summary JSON here.")
     ] = None,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="An input with no image is an empty success (0 rows, _SUCCESS) instead of "
+            "an error; for a scheduler. A local folder that does not exist stays an error.",
+        ),
+    ] = False,
+    require_primary: Annotated[
+        bool,
+        typer.Option(
+            "--require-primary",
+            help="Fail (exit 9, nothing written) when the model cannot be loaded, instead "
+            "of scoring with the fallback alias.",
+        ),
+    ] = False,
 ) -> None:
     """Score INPUT with MODEL into OUTPUT (shards of Parquet, _manifest.json, _SUCCESS).
 
-    A rerun into the same OUTPUT skips the shards already committed.
+    A rerun into the same OUTPUT skips the shards already committed. An input folder
+    that does not exist, or an input with no image, is an error (exit 4) with nothing
+    written, unless --allow-empty.
     """
     # imported here: torch and MLflow take seconds, `rxvision --help` must not wait
     from rxvision.serving.batch import load_scoring_config, score_batch
 
     cfg = load_scoring_config(config, overrides or [])
-    manifest = score_batch(model or cfg.model_uri, input_uri, output_uri, config=cfg)
+    manifest = score_batch(
+        model or cfg.model_uri,
+        input_uri,
+        output_uri,
+        config=cfg,
+        allow_empty=allow_empty,
+        fallback_on_load_failure=not require_primary,
+    )
     if summary is not None:
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(json.dumps(manifest, indent=2))

@@ -5,8 +5,10 @@ tasks (one mapped task per shard):
 
 1. ``plan_shards``: list the input (sorted keys, image suffixes only), cut it into
    shards of ``shard_size`` keys (``shard-00000``, ...). The plan is saved as
-   ``OUTPUT/_plan.json`` by the first run; reruns reuse it, so files arriving later
-   never move a key from one shard to another.
+   ``OUTPUT/_plan.json`` by the first run (with the time it was made and, from the DAG,
+   the pinned model versions); reruns reuse it, so files arriving later never move a key
+   from one shard to another. A missing input folder, or an input with no image, is
+   ``NoInputImages`` (nothing written) unless ``allow_empty``.
 2. ``score_shard``: download with a bounded thread pool (``download_workers`` threads,
    at most ``max_in_flight`` images ahead of the model), decode, preprocess with the
    model's ``EvalPreset``, batch, score. Rows go to ``OUTPUT/_tmp/<shard>.<token>.parquet``
@@ -16,14 +18,20 @@ tasks (one mapped task per shard):
 3. ``finalize_scoring``: once every planned shard is committed, write
    ``OUTPUT/_manifest.json`` (shards, row counts, merged metrics) and ``_SUCCESS`` last.
 
-The primary model sits behind a circuit breaker (``rxvision.serving.circuit``): when it
-cannot be loaded, or its error rate over a sliding window passes the threshold, the
-``fallback`` alias scores instead; rows say which model scored them (``scored_by``,
-``model_version``) and an alert metric goes to statsd.
+The primary model sits behind a circuit breaker (``rxvision.serving.circuit``): when its
+error rate over a sliding window passes the threshold, the ``fallback`` alias scores
+instead. When it cannot be loaded, the fallback scores only if the caller allows it
+(``fallback_on_load_failure``: the CLI, or an Airflow task's last try); otherwise
+``PrimaryUnavailable`` is raised with nothing committed, so a transient failure (a
+download timeout) is retried rather than committing a whole shard scored by the
+fallback. Rows say which model scored them (``scored_by``, ``model_version``) and why
+the fallback did (``fallback_reason``); an alert metric goes to statsd.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import io
 import json
 import logging
@@ -31,9 +39,10 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +77,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = repo_root() / "configs" / "serving.yaml"
 PRIMARY, FALLBACK = "primary", "fallback"
+# a fallback reason repeats on every row of a shard: the exception text, cut to this
+REASON_CHARS = 500
 MISSING = "missing"
 DOWNLOAD_FAILED = "download_failed"
 MODEL_ERROR = "model_error"
@@ -90,6 +101,9 @@ PREDICTION_SCHEMA = pa.schema(
         # frame was scored); null when the model scores whole frames by design
         ("localized", pa.bool_()),
         ("localization", pa.string()),
+        # why the fallback scored this row (the primary failed to load, the breaker was
+        # open, or the primary failed on this image); null when the primary scored it
+        ("fallback_reason", pa.string()),
     ]
 )
 
@@ -98,6 +112,16 @@ class ScoringError(RxVisionError):
     """A shard cannot be scored (no model loads) or a run is not complete."""
 
     exit_code = 9
+
+
+class PrimaryUnavailable(ScoringError):
+    """The primary model cannot be loaded and this try may not fall back: nothing is
+    committed, and the task's retry loads it again."""
+
+
+class NoInputImages(NotFound):
+    """The input folder does not exist, or the input holds no image (a path typo must
+    not look like a night with no images)."""
 
 
 # --- config ------------------------------------------------------------------------------
@@ -223,6 +247,58 @@ class Storage:
         tmp.write_bytes(data)
         tmp.replace(path)
 
+    def read_tagged(self, uri: str) -> tuple[bytes, str] | None:
+        """An object's bytes and its version tag (the S3 ETag; a content hash locally),
+        for ``write_if``; None when it does not exist."""
+        if uri.startswith("s3://"):
+            from botocore.exceptions import ClientError
+
+            bucket, key = parse_s3_uri(uri)
+            try:
+                got = self.s3.client.get_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if _error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                    return None
+                raise
+            return bytes(got["Body"].read()), str(got["ETag"])
+        path = Path(uri)
+        if not path.is_file():
+            return None
+        data = path.read_bytes()
+        return data, hashlib.sha256(data).hexdigest()
+
+    def write_if(self, uri: str, data: bytes, match: str | None) -> bool:
+        """Write ``data`` only if the object is still the version ``read_tagged`` saw
+        (``match``; None: only if it does not exist). False when another writer came
+        first. On S3 a conditional PUT (If-Match / If-None-Match: the store decides,
+        atomically); locally under an exclusive lock on a sibling ``.lock`` file."""
+        if uri.startswith("s3://"):
+            return self._s3_write_if(uri, data, match)
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            found = self.read_tagged(uri)
+            if (found[1] if found else None) != match:
+                return False
+            self.write(uri, data)
+            return True
+
+    def _s3_write_if(self, uri: str, data: bytes, match: str | None) -> bool:
+        from botocore.exceptions import ClientError
+
+        bucket, key = parse_s3_uri(uri)
+        condition = {"IfMatch": match} if match is not None else {"IfNoneMatch": "*"}
+        try:
+            self.s3.client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+        except ClientError as exc:
+            # 412: the object changed (or appeared) since it was read; 409: a concurrent
+            # conditional write is in flight
+            if _error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                return False
+            raise
+        return True
+
     def exists(self, uri: str) -> bool:
         """Whether an object exists."""
         return self.s3.exists(uri) if uri.startswith("s3://") else Path(uri).is_file()
@@ -249,6 +325,11 @@ class Storage:
         for path in found:
             Path(path).unlink(missing_ok=True)
         return len(found)
+
+
+def _error_code(exc: Any) -> str:
+    """A botocore ``ClientError``'s error code (``NoSuchKey``, ``PreconditionFailed``)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 # --- shards ------------------------------------------------------------------------------
@@ -290,11 +371,14 @@ def list_input_shards(
     storage: Storage | None = None,
 ) -> list[Shard]:
     """The input's images in key order, ``shard_size`` per shard: the same input always
-    gives the same shards. Hidden (``.``/``_``) names and other suffixes are skipped."""
+    gives the same shards. Hidden (``.``/``_``) names and other suffixes are skipped.
+    ``NoInputImages`` when a local input folder does not exist (a path typo)."""
     if shard_size < 1:
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
     storage = storage or Storage()
     input_uri = normalize_uri(input_uri)
+    if not input_uri.startswith("s3://") and not Path(input_uri).is_dir():
+        raise NoInputImages(f"input folder {input_uri} does not exist")
     keys = [u for u in storage.list(input_uri) if _is_input_image(u, input_uri, suffixes)]
     shards = [
         Shard(shard_id(i), tuple(keys[start : start + shard_size]))
@@ -304,6 +388,22 @@ def list_input_shards(
     return shards
 
 
+def read_plan(output_uri: str, storage: Storage | None = None) -> dict[str, Any] | None:
+    """``OUTPUT/_plan.json`` as saved by ``plan_shards``; None before the first plan."""
+    storage = storage or Storage()
+    plan_uri = join(normalize_uri(output_uri), "_plan.json")
+    if not storage.exists(plan_uri):
+        return None
+    return dict(json.loads(storage.read(plan_uri)))
+
+
+def plan_time(plan: Mapping[str, Any]) -> datetime:
+    """When a plan was made (``planned_at``; ``created`` for plans saved before it)."""
+    raw = str(plan.get("planned_at") or plan["created"])
+    stamp = datetime.fromisoformat(raw)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
 def plan_shards(
     input_uri: str,
     output_uri: str,
@@ -311,29 +411,48 @@ def plan_shards(
     *,
     suffixes: Sequence[str] = IMAGE_SUFFIXES,
     storage: Storage | None = None,
+    allow_empty: bool = False,
+    record: Mapping[str, Any] | None = None,
 ) -> list[Shard]:
     """The run's shards: read from ``OUTPUT/_plan.json`` when a run already planned
-    them (same input and shard size), else listed and saved there."""
+    them (same input and shard size), else listed and saved there with ``record``
+    (e.g. the pinned models) and the time. No image: ``NoInputImages`` before anything
+    is written, unless ``allow_empty`` (then an empty plan)."""
     storage = storage or Storage()
     input_uri, output_uri = normalize_uri(input_uri), normalize_uri(output_uri)
-    plan_uri = join(output_uri, "_plan.json")
-    if storage.exists(plan_uri):
-        plan = json.loads(storage.read(plan_uri))
+    plan = read_plan(output_uri, storage)
+    if plan is not None:
         if plan["input_uri"] != input_uri or plan["shard_size"] != shard_size:
             raise ConfigError(
                 f"{output_uri} holds a run of input {plan['input_uri']} with shard_size "
                 f"{plan['shard_size']}, not {input_uri} with {shard_size}: choose a new output"
             )
-        return [Shard.from_json(s) for s in plan["shards"]]
+        shards = [Shard.from_json(s) for s in plan["shards"]]
+        _check_not_empty(shards, input_uri, allow_empty)
+        return shards
     shards = list_input_shards(input_uri, shard_size, suffixes=suffixes, storage=storage)
+    _check_not_empty(shards, input_uri, allow_empty)
+    now = datetime.now(UTC)
     plan = {
         "input_uri": input_uri,
         "shard_size": shard_size,
-        "created": _now(),
+        "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        # orders runs (latest.json never moves to an older plan): microseconds, so two
+        # runs planned in the same second still compare
+        "planned_at": now.isoformat(timespec="microseconds"),
+        **(record or {}),
         "shards": [s.to_json() for s in shards],
     }
-    storage.write(plan_uri, json.dumps(plan).encode())
+    storage.write(join(output_uri, "_plan.json"), json.dumps(plan).encode())
     return shards
+
+
+def _check_not_empty(shards: Sequence[Shard], input_uri: str, allow_empty: bool) -> None:
+    if not shards and not allow_empty:
+        raise NoInputImages(
+            f"no images under {input_uri} (suffixes other than images and hidden names are "
+            "skipped): check the path, or allow an empty run (--allow-empty)"
+        )
 
 
 def shard_uri(output_uri: str, shard: str) -> str:
@@ -466,7 +585,12 @@ class _Slot:
 
 
 class ModelPool:
-    """The primary and fallback models, each loaded when first needed, behind a breaker."""
+    """The primary and fallback models, each loaded when first needed, behind a breaker.
+
+    ``fallback_on_load_failure``: whether a primary that cannot be loaded is replaced by
+    the fallback (True: the CLI, or an Airflow task's last try) or raises
+    ``PrimaryUnavailable`` (an earlier try: the retry loads it again).
+    """
 
     def __init__(
         self,
@@ -476,8 +600,10 @@ class ModelPool:
         *,
         sink: StatsdSink | None = None,
         loader: ModelLoader | None = None,
+        fallback_on_load_failure: bool = True,
     ) -> None:
         self.config = config
+        self.fallback_on_load_failure = fallback_on_load_failure
         self.sink = sink or StatsdSink()
         self.loader = loader or (lambda uri: load_model(uri, tracking_uri=config.tracking_uri))
         self.slots = {PRIMARY: _Slot(primary_uri), FALLBACK: _Slot(fallback_uri)}
@@ -500,12 +626,39 @@ class ModelPool:
         try:
             slot.loaded = self.loader(slot.uri)
         except Exception as exc:  # any load failure: the other model takes over
-            slot.failure = f"{type(exc).__name__}: {exc}"
+            failure = f"{type(exc).__name__}: {exc}"
+            if role == PRIMARY and not self.fallback_on_load_failure:
+                # a download timeout must not cost a whole shard its champion: raise, with
+                # nothing recorded or committed, and let the task's retry load it again
+                log.error(
+                    "cannot load primary model %s: %s; not the last try: failing the try "
+                    "so that it is retried (the fallback scores only on the last try)",
+                    slot.uri,
+                    failure,
+                )
+                raise PrimaryUnavailable(
+                    f"cannot load primary model {slot.uri}: {failure} (not the last try: "
+                    "retried, the fallback scores only on the last try)"
+                ) from exc
+            slot.failure = failure
             log.error("cannot load %s model %s: %s", role, slot.uri, slot.failure)
             if role == PRIMARY:
+                log.error(
+                    "scoring with the fallback model %s instead of %s (each row says so in "
+                    "fallback_reason)",
+                    self.slots[FALLBACK].uri,
+                    slot.uri,
+                )
                 self.sink.alert("primary_load_failed", slot.failure)
                 self.breaker.trip(f"load_failed: {slot.failure}", permanent=True)
         return slot.loaded
+
+    def fallback_reason(self) -> str:
+        """Why the fallback scores now: the primary did not load, or the breaker is open."""
+        failure = self.slots[PRIMARY].failure
+        if failure is not None:
+            return f"primary_load_failed: {failure}"[:REASON_CHARS]
+        return f"circuit_open: {self.breaker.reason or 'open'}"[:REASON_CHARS]
 
     def choose(self) -> str:
         """The role to score the next batch: the primary while the breaker allows it."""
@@ -574,6 +727,7 @@ def error_row(key: str, reason: str, shard: str, model: str | None = None) -> di
         "shard_id": shard,
         "localized": None,
         "localization": None,
+        "fallback_reason": None,
     }
 
 
@@ -588,9 +742,11 @@ def prediction_rows(
     review_threshold: float,
     shard: str,
     located: Sequence[str] | None = None,
+    fallback_reason: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per image: top-1 label and confidence, top-k, review flag, and where the
-    pill was found (``located``: each image's localization status)."""
+    """One row per image: top-1 label and confidence, top-k, review flag, where the pill
+    was found (``located``: each image's localization status) and, for rows the
+    fallback scored, why (``fallback_reason``)."""
     k = min(top_k, probs.shape[1])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     rows = []
@@ -612,6 +768,7 @@ def prediction_rows(
                 "shard_id": shard,
                 "localized": None if status == DISABLED else status == LOCALIZED,
                 "localization": None if status == DISABLED else status,
+                "fallback_reason": fallback_reason if role == FALLBACK else None,
             }
         )
     return rows
@@ -707,10 +864,13 @@ class _ShardScorer:
             sum(1 for _, r in rows if r["scored_by"] == FALLBACK),
         )
 
-    def _score(self, batch: list[_Item], role: str | None = None) -> None:
+    def _score(self, batch: list[_Item], role: str | None = None, why: str | None = None) -> None:
         """Score ``batch`` with ``role`` (default: the breaker's choice); images the
-        primary fails on go to the fallback, if there is one."""
+        primary fails on go to the fallback, if there is one. ``why``: the reason the
+        fallback scores them (default: the pool's)."""
         role = role or self.pool.choose()
+        if role == FALLBACK and why is None:
+            why = self.pool.fallback_reason()
         loaded = self.pool.get(role)
         images = _batch_tensor(batch, loaded, self.config)
         failure: str | None = None
@@ -743,6 +903,7 @@ class _ShardScorer:
                 review_threshold=self.review_threshold(loaded),
                 shard=self.shard,
                 located=[i.located for i in good],
+                fallback_reason=why,
             )
             self._add(list(zip([i.index for i in good], rows, strict=True)))
         bad = [i for i, flag in zip(batch, ok, strict=True) if not flag]
@@ -753,7 +914,7 @@ class _ShardScorer:
         self, items: list[_Item], role: str, loaded: LoadedModel, reason: str
     ) -> None:
         if role == PRIMARY and self.pool.model(FALLBACK) is not None:
-            self._score(items, FALLBACK)
+            self._score(items, FALLBACK, f"primary_failed: {reason}"[:REASON_CHARS])
             return
         self._add([(i.index, error_row(i.key, reason, self.shard, loaded.label)) for i in items])
 
@@ -788,13 +949,15 @@ def score_shard(
     storage: Storage | None = None,
     sink: StatsdSink | None = None,
     progress: ProgressFn | None = None,
+    fallback_on_load_failure: bool = True,
 ) -> ShardResult:
     """Score one shard's keys (full ``s3://`` URIs or paths) into
     ``OUTPUT/shards/<shard_id>.parquet``, unless a run already committed it.
 
     The Airflow task of one shard calls this. ``fallback_uri`` defaults to the
     ``fallback`` alias of a registry ``model_uri``. Raises ``ScoringError`` (nothing
-    committed) when neither model can be loaded.
+    committed) when neither model can be loaded, and ``PrimaryUnavailable`` when the
+    primary cannot and ``fallback_on_load_failure`` is False (a try before the last).
     """
     config = config or ScoringConfig()
     storage = storage or Storage()
@@ -809,7 +972,13 @@ def score_shard(
         fallback = (
             fallback_uri or config.fallback_uri or fallback_for(model_uri, config.fallback_alias)
         )
-        pool = ModelPool(model_uri, fallback, config, sink=sink)
+        pool = ModelPool(
+            model_uri,
+            fallback,
+            config,
+            sink=sink,
+            fallback_on_load_failure=fallback_on_load_failure,
+        )
     metrics = ScoringMetrics()
     began = time.perf_counter()
     scorer = _ShardScorer(pool, config, shard_id, metrics, sink)
@@ -952,9 +1121,16 @@ def score_batch(
     storage: Storage | None = None,
     loader: ModelLoader | None = None,
     progress: Callable[[str, int], None] | None = None,
+    allow_empty: bool = False,
+    fallback_on_load_failure: bool = True,
 ) -> dict[str, Any]:
     """Plan, score every shard in this process, finalize; return the manifest (the run
-    summary). A rerun into the same output skips committed shards."""
+    summary). A rerun into the same output skips committed shards.
+
+    No image (or no input folder): ``NoInputImages`` with nothing written, unless
+    ``allow_empty`` (an empty manifest and ``_SUCCESS``; a missing folder stays an
+    error). ``fallback_on_load_failure``: see ``ModelPool`` (this process is the only
+    try, so by default the fallback scores at once)."""
     config = config or ScoringConfig()
     storage = storage or Storage()
     sink = _sink(config)
@@ -965,9 +1141,21 @@ def score_batch(
     primary = model_uri
     fallback = config.fallback_uri or fallback_for(model_uri, config.fallback_alias)
     shards = plan_shards(
-        input_uri, output_uri, config.shard_size, suffixes=config.suffixes, storage=storage
+        input_uri,
+        output_uri,
+        config.shard_size,
+        suffixes=config.suffixes,
+        storage=storage,
+        allow_empty=allow_empty,
     )
-    pool = ModelPool(primary, fallback, config, sink=sink, loader=loader)
+    pool = ModelPool(
+        primary,
+        fallback,
+        config,
+        sink=sink,
+        loader=loader,
+        fallback_on_load_failure=fallback_on_load_failure,
+    )
     results = []
     for shard in shards:
         report = (lambda n, s=shard.shard_id: progress(s, n)) if progress else None

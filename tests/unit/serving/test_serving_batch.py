@@ -241,6 +241,10 @@ def test_primary_that_cannot_load_falls_back(
     scored = [r for r in rows if not r["error"]]
     assert scored and all(r["scored_by"] == "fallback" for r in scored)
     assert all(r["model_version"] == "tiny/1" for r in scored)
+    # the CLI has no retries: the fallback scores at once, and each row says why
+    assert {r["fallback_reason"] for r in scored} == {
+        "primary_load_failed: ConnectionError: registry unreachable for models:/tiny@champion"
+    }
     assert manifest["metrics"]["fallback_count"] == 10
     assert manifest["models"]["primary"]["load_error"].startswith("ConnectionError")
     assert manifest["models"]["circuit"]["state"] == "open"
@@ -262,6 +266,10 @@ def test_nan_primary_opens_the_breaker(
     rows = [r for r in read_rows(output) if not r["error"]]
     assert len(rows) == 10 and {r["scored_by"] for r in rows} == {"fallback"}
     assert {r["model_version"] for r in rows} == {"tiny/1"}
+    # the batches the primary returned NaN for, then the batches the open breaker sent
+    reasons = [r["fallback_reason"] for r in rows]
+    assert reasons[0] == "primary_failed: non_finite_logits: NaN or inf logits"
+    assert reasons[-1].startswith("circuit_open: error rate")
     circuit = manifest["models"]["circuit"]
     assert circuit["state"] == "open" and circuit["trips"] == 1
     assert "error rate" in circuit["reason"]

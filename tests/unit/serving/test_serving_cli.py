@@ -60,3 +60,22 @@ def test_register_needs_a_summary_or_a_model_uri() -> None:
     result = CliRunner().invoke(model_cli.app, ["register"])
     assert result.exit_code != 0
     assert "give --summary" in str(result.exception)
+
+
+def test_score_passes_allow_empty_and_require_primary() -> None:
+    manifest = {
+        "rows": 0,
+        "shards": [],
+        "output_uri": "s3://b/out",
+        "metrics": {"errors": 0, "fallback_count": 0, "images_per_s": 0.0},
+    }
+    args = ["--input", "s3://b/in", "--output", "s3://b/out"]
+    with mock.patch("rxvision.serving.batch.score_batch", return_value=manifest) as call:
+        runner = CliRunner()
+        assert runner.invoke(score_cli.app, args).exit_code == 0
+        default = call.call_args.kwargs
+        assert (default["allow_empty"], default["fallback_on_load_failure"]) == (False, True)
+        flagged = runner.invoke(score_cli.app, [*args, "--allow-empty", "--require-primary"])
+        assert flagged.exit_code == 0, flagged.output
+        chosen = call.call_args.kwargs
+        assert (chosen["allow_empty"], chosen["fallback_on_load_failure"]) == (True, False)
