@@ -9,13 +9,15 @@ from typing import Any
 
 from rxvision.pipeline.alerts import Alert, AlertSinks, url_secrets
 from rxvision.pipeline.config import PipelineConfig, load_pipeline_config
+from rxvision.pipeline.incidents import incidents_uri_for
 from rxvision_airflow.connections import s3_env, webhook_url
 
 log = logging.getLogger(__name__)
 
 
 def build_sinks(cfg: PipelineConfig) -> AlertSinks:
-    """Log, statsd (``STATSD_HOST``/``STATSD_PORT``), the webhook connection and S3 records."""
+    """Log, statsd (``STATSD_HOST``/``STATSD_PORT``), the webhook connection, S3 records
+    and incidents (the records' sibling prefix ``incidents/``)."""
     from rxvision.storage.s3 import S3Config, S3Store
 
     env = s3_env(cfg.connections.s3)
@@ -39,6 +41,7 @@ def build_sinks(cfg: PipelineConfig) -> AlertSinks:
         prefix=cfg.statsd_prefix,
         records_uri=cfg.alerts_uri,
         store=store,
+        incidents_uri=incidents_uri_for(cfg.alerts_uri),
     )
 
 
@@ -61,6 +64,24 @@ def send(alert: Alert, cfg: PipelineConfig | None = None) -> dict[str, str]:
     except Exception:
         log.exception("could not deliver alert %s", alert.dedupe_key)
         return {"error": "not delivered"}
+
+
+def resolve_after_success(
+    dag_id: str,
+    task_id: str,
+    map_index: int | None,
+    run_id: str,
+    note: str,
+    cfg: PipelineConfig | None = None,
+) -> list[str]:
+    """Close the incidents a task's success within its budget resolves, telling the
+    webhook; the ids (never raises: it runs in the listener of a task that succeeded)."""
+    try:
+        sinks = build_sinks(cfg or load_pipeline_config())
+        return sinks.resolve_incidents(dag_id, task_id, map_index, run_id, note)
+    except Exception:
+        log.exception("could not auto-resolve the incidents of %s.%s", dag_id, task_id)
+        return []
 
 
 def on_task_failure(context: dict[str, Any]) -> None:

@@ -4,6 +4,10 @@ It runs in the task's process when the task ends: a statsd timer
 ``<prefix>.task.duration.<dag>.<task>`` and, over budget, the counter
 ``<prefix>.task.sla_miss.<dag>.<task>``. It cannot see a hung task; the deadline
 callbacks in ``rxvision_airflow.sla`` do.
+
+A success within the budget (or of a task with none) resolves the task's open incidents
+of failures and SLA misses (``rxvision.pipeline.incidents``), and the webhook gets a
+resolve event for each page they sent.
 """
 
 from __future__ import annotations
@@ -49,15 +53,44 @@ def record_duration(dag_id: str, task_id: str, seconds: float, outcome: str) -> 
     return over
 
 
+def budget_of(dag_id: str, task_id: str) -> float | None:
+    """The task's SLA budget in seconds (None: it has none)."""
+    _, dags = _settings()
+    settings = dags.get(dag_id)
+    return settings.sla_s.get(task_id) if settings else None
+
+
+def resolve_note(task_id: str, run_id: str, seconds: float, budget: float | None) -> str:
+    """How an incident resolved itself, for its history and the webhook."""
+    within = f"within its {budget:.0f} s budget" if budget is not None else "(no budget)"
+    return f"{task_id} succeeded in {run_id} in {seconds:.0f} s {within}"
+
+
 def _finished(task_instance: Any, outcome: str) -> None:
     try:
         started = getattr(task_instance, "start_date", None)
         if started is None:
             return
         seconds = (datetime.now(UTC) - started).total_seconds()
-        record_duration(task_instance.dag_id, task_instance.task_id, seconds, outcome)
+        dag_id, task_id = task_instance.dag_id, task_instance.task_id
+        over = record_duration(dag_id, task_id, seconds, outcome)
     except Exception:
         log.exception("could not record the task's duration")
+        return
+    if outcome == "success" and not over:
+        _resolve(task_instance, seconds)
+
+
+def _resolve(task_instance: Any, seconds: float) -> None:
+    from rxvision_airflow.alerting import resolve_after_success
+
+    dag_id, task_id = task_instance.dag_id, task_instance.task_id
+    run_id = str(getattr(task_instance, "run_id", "?"))
+    map_index = getattr(task_instance, "map_index", None)
+    note = resolve_note(task_id, run_id, seconds, budget_of(dag_id, task_id))
+    resolve_after_success(
+        dag_id, task_id, map_index if isinstance(map_index, int) else None, run_id, note
+    )
 
 
 @hookimpl

@@ -30,6 +30,7 @@ def _register_groups() -> None:
     # Imported here so that `rxvision --help` stays fast and each group stays optional.
     from rxvision.cli import config as config_cli
     from rxvision.cli import data as data_cli
+    from rxvision.cli import incidents as incidents_cli
     from rxvision.cli import model as model_cli
     from rxvision.cli import pipeline as pipeline_cli
     from rxvision.cli import score as score_cli
@@ -44,6 +45,7 @@ def _register_groups() -> None:
     app.add_typer(config_cli.app, name="config")
     app.add_typer(pipeline_cli.app, name="pipeline")
     app.command("status")(pipeline_cli.status)
+    app.add_typer(incidents_cli.app, name="incidents")
 
 
 @app.callback()

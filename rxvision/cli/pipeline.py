@@ -87,13 +87,25 @@ def _collect() -> dict[str, Any]:
 
 
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """The champion, each DAG's last run, SLA misses and the latest predictions."""
+    """The champion, each DAG's last run, SLA misses, open incidents and the latest
+    predictions."""
     _use_stack_env()
     info = _collect()
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
     _print_status(info)
+
+
+def _incidents_line(incidents: dict[str, Any]) -> str:
+    """``2: <id> (open), <id> (acked by ann)`` (``rxvision incidents show ID`` for more)."""
+    if "error" in incidents or incidents.get("count") is None:
+        return escape(str(incidents.get("error", incidents.get("note", "?"))))
+    items = [
+        f"{i['id']} ({i['state']}{' by ' + str(i['acked_by']) if i.get('acked_by') else ''})"
+        for i in incidents.get("open", [])
+    ]
+    return escape(f"{incidents['count']}" + (": " + ", ".join(items) if items else ""))
 
 
 def _print_status(info: dict[str, Any]) -> None:
@@ -121,6 +133,7 @@ def _print_status(info: dict[str, Any]) -> None:
             table.add_row(dag_id, "no runs" if run is None else str(run))
     sla = info.get("sla_misses") or {}
     table.add_row("SLA misses", str(sla.get("count", sla.get("error", "?"))))
+    table.add_row("open incidents", _incidents_line(info.get("incidents") or {}))
     pred = info.get("predictions")
     if pred and "error" not in pred:
         table.add_row(

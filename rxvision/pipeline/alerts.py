@@ -8,6 +8,12 @@ alert the webhook did not accept leaves no record, so its redelivery pages again
 A webhook URL is a secret (a Slack URL's path is its token): it is never logged, and
 neither are ``requests``' exception messages, which embed it. Logs name the exception
 type, the status code and the URL's ``scheme://host:port`` only.
+
+With ``incidents_uri``, every alert sent is also an event on its incident
+(``rxvision.pipeline.incidents``: opened, repeat, reopened), and the gauge
+``<prefix>.incidents.open`` says how many are unresolved. ``resolve_incidents`` closes
+those a task's success resolves and tells the webhook (``event_action: resolve`` with each
+dedup key the incident paged with). The incident store failing never fails a send.
 """
 
 from __future__ import annotations
@@ -150,6 +156,9 @@ for _name in URLLIB3_LOGGERS:
     logging.getLogger(_name).addFilter(REDACT)
 
 
+# the gauge of unresolved incidents (under the prefix: rxvision.incidents.open)
+OPEN_GAUGE = "incidents.open"
+
 RETRY_STATUSES = frozenset({408, 429})  # "try again later" 4xx: retried like a 5xx
 
 
@@ -188,12 +197,14 @@ class AlertSinks:
         prefix: str = "rxvision",
         records_uri: str | None = None,
         store: S3Store | None = None,
+        incidents_uri: str | None = None,
     ) -> None:
         self.webhook_url = webhook_url
         if webhook_url:
             REDACT.add(webhook_url)
         self.records_uri = records_uri.rstrip("/") if records_uri else None
         self._store = store
+        self.incidents_uri = incidents_uri.rstrip("/") if incidents_uri else None
         self._statsd_addr = (statsd_host, statsd_port) if statsd_host else None
         self._prefix = prefix
         self._statsd: statsd.StatsClient | None = None
@@ -233,15 +244,121 @@ class AlertSinks:
             outcome["record"] = self._write_record(alert, outcome)
         else:
             outcome["record"] = "not written: webhook did not accept the alert"
+        if self.incidents_uri:  # no key at all without incidents (the outcome stays as it was)
+            outcome["incident"] = self._record_incident(alert, dict(outcome))
+        return outcome
+
+    def incidents(self) -> Any:
+        """The incident store (an ``IncidentStore``; None without ``incidents_uri``)."""
+        from rxvision.pipeline.incidents import IncidentStore
+
+        return IncidentStore(self.incidents_uri, self.store) if self.incidents_uri else None
+
+    def _record_incident(self, alert: Alert, delivery: dict[str, str]) -> str:
+        """Add the alert to its incident; the outcome (never raises: the page went out)."""
+        store = self.incidents()
+        if store is None:
+            return "off"
+        try:
+            incident = store.record_alert(alert, delivery)
+        except Exception as exc:
+            log.error(
+                "cannot record alert %s on its incident under %s: %s: %s",
+                alert.dedupe_key,
+                self.incidents_uri,
+                type(exc).__name__,
+                exc,
+            )
+            return f"failed: {type(exc).__name__}"
+        event = incident["events"][-1]["type"]
+        if event in ("opened", "reopened"):
+            self.send_open_gauge()
+        return f"{event} {incident['id']}"
+
+    def send_open_gauge(self) -> str:
+        """Set ``<prefix>.incidents.open`` to the number of unresolved incidents."""
+        store = self.incidents()
+        if store is None or self._statsd_addr is None:
+            return "off"
+        try:
+            count = len(store.unresolved())
+            self._client().gauge(OPEN_GAUGE, count)
+        except Exception as exc:
+            log.error("cannot send the open incidents gauge: %s", type(exc).__name__)
+            return f"failed: {type(exc).__name__}"
+        return str(count)
+
+    def _client(self) -> statsd.StatsClient:
+        if self._statsd is None:  # resolves the host: may fail, like any send
+            assert self._statsd_addr is not None
+            self._statsd = statsd.StatsClient(*self._statsd_addr, prefix=self._prefix)
+        return self._statsd
+
+    def resolve_incidents(
+        self, dag_id: str, task_id: str, map_index: int | None, run_id: str, note: str
+    ) -> list[str]:
+        """Resolve the incidents a success of the task closes, tell the webhook of each
+        and refresh the gauge; return the ids resolved (never raises)."""
+        store = self.incidents()
+        if store is None:
+            return []
+        try:
+            resolved = store.auto_resolve(dag_id, task_id, map_index, run_id, note)
+        except Exception as exc:
+            log.error(
+                "cannot auto-resolve incidents of %s.%s under %s: %s: %s",
+                dag_id,
+                task_id,
+                self.incidents_uri,
+                type(exc).__name__,
+                exc,
+            )
+            return []
+        for incident in resolved:
+            log.info("incident %s resolved: %s", incident["id"], note)
+            self.notify_resolved(incident)
+        if resolved:
+            self.send_open_gauge()
+        return [i["id"] for i in resolved]
+
+    def notify_resolved(self, incident: dict[str, Any]) -> dict[str, str]:
+        """Post ``event_action: resolve`` for each dedup key the incident paged with (the
+        trigger's key: PagerDuty closes the page it opened) and note the outcome on the
+        incident; each key's outcome."""
+        from rxvision.pipeline.incidents import resolve_payload
+
+        outcome: dict[str, str] = {}
+        for key in incident.get("dedup_keys", []):
+            if not self.webhook_url:
+                outcome[key] = "off"
+                continue
+            try:
+                status = post_webhook(self.webhook_url, resolve_payload(incident, key))
+                outcome[key] = str(status) if 200 <= status < 300 else f"refused: HTTP {status}"
+            except WebhookError as exc:
+                outcome[key] = f"failed: WebhookError {exc.status}"
+            except Exception as exc:  # its message embeds the URL: only the type is kept
+                outcome[key] = f"failed: {type(exc).__name__}"
+            if not outcome[key].isdigit():
+                log.error(
+                    "webhook at %s did not take the resolve of %s: %s",
+                    url_origin(self.webhook_url),
+                    key,
+                    outcome[key],
+                )
+        store = self.incidents()
+        if store is not None and outcome:
+            try:
+                store.note(incident["id"], "notified", action="resolve", webhook=outcome)
+            except Exception as exc:
+                log.error("cannot note the resolve on %s: %s", incident["id"], type(exc).__name__)
         return outcome
 
     def _send_statsd(self, alert: Alert) -> str:
         if self._statsd_addr is None:
             return "off"
         try:
-            if self._statsd is None:  # resolves the host: may fail, like any send
-                self._statsd = statsd.StatsClient(*self._statsd_addr, prefix=self._prefix)
-            with self._statsd.pipeline() as pipe:
+            with self._client().pipeline() as pipe:
                 pipe.incr(f"alerts.{alert.kind}")
                 pipe.incr(f"alerts.{alert.kind}.{alert.dag_id}.{alert.task_id}")
         except Exception as exc:

@@ -1,4 +1,5 @@
-"""``rxvision status``: the champion, each DAG's last run, SLA misses, latest predictions."""
+"""``rxvision status``: the champion, each DAG's last run, SLA misses, open incidents,
+latest predictions."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rxvision.errors import NotFound, RxVisionError
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.alerts import list_alerts
 from rxvision.pipeline.config import PipelineConfig
+from rxvision.pipeline.incidents import IncidentStore, incidents_uri_for
 from rxvision.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
@@ -159,6 +161,17 @@ def mark_refusal(
         run["failed_gates"] = "unknown: register was skipped and no not_promoted alert is on record"
 
 
+def open_incidents(alerts_uri: str | None, store: S3Store | None = None) -> dict[str, Any]:
+    """Unresolved incidents (open or acked): the count and each one's summary, oldest
+    first (``rxvision incidents show ID`` has the history)."""
+    uri = incidents_uri_for(alerts_uri)
+    if uri is None:
+        return {"count": None, "open": [], "note": "alerts_uri is null: no incidents kept"}
+    keys = ("id", "state", "kind", "dag_id", "task_id", "run_id", "opened", "acked_by")
+    found = IncidentStore(uri, store).unresolved()
+    return {"count": len(found), "open": [{k: i.get(k) for k in keys} for i in found]}
+
+
 def latest_predictions(latest_uri: str) -> dict[str, Any] | None:
     """The pointer the scoring DAG's ``publish`` task writes (None before the first run)."""
     try:
@@ -195,6 +208,7 @@ def collect_status(cfg: PipelineConfig, client: AirflowClient | None) -> dict[st
         "sla_misses": lambda: sla_misses(
             cfg.alerts_uri, alerts=alerts() if cfg.alerts_uri else None
         ),
+        "incidents": lambda: open_incidents(cfg.alerts_uri),
         "predictions": lambda: latest_predictions(cfg.scoring.latest_uri),
     }
     for name, get in parts.items():
