@@ -57,10 +57,19 @@ def score(
             "of scoring with the fallback alias.",
         ),
     ] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Score every image afresh: nothing is served from the inference cache "
+            "(its rows are still refreshed with this run's).",
+        ),
+    ] = False,
 ) -> None:
     """Score INPUT with MODEL into OUTPUT (shards of Parquet, _manifest.json, _SUCCESS).
 
-    A rerun into the same OUTPUT skips the shards already committed. An input folder
+    A rerun into the same OUTPUT skips the shards already committed. An unchanged image
+    under an unchanged model is served from the inference cache (config ``cache``). An input folder
     that does not exist, or an input with no image, is an error (exit 4) with nothing
     written, unless --allow-empty.
     """
@@ -68,6 +77,8 @@ def score(
     from rxvision.serving.batch import load_scoring_config, score_batch
 
     cfg = load_scoring_config(config, overrides or [])
+    if no_cache:
+        cfg = cfg.model_copy(update={"cache": cfg.cache.model_copy(update={"reuse": False})})
     manifest = score_batch(
         model or cfg.model_uri,
         input_uri,
@@ -82,7 +93,8 @@ def score(
     metrics = manifest["metrics"]
     typer.echo(
         f"scored {manifest['rows']} images into {len(manifest['shards'])} shards at "
-        f"{manifest['output_uri']}: {metrics['errors']} errors, "
+        f"{manifest['output_uri']}: {manifest.get('cached', 0)} from the cache, "
+        f"{metrics['errors']} errors, "
         f"{metrics['fallback_count']} by the fallback model, "
         f"{metrics['images_per_s']:.1f} images/s",
         err=True,

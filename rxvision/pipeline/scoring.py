@@ -114,9 +114,15 @@ def _all_pinned(models: dict[str, Any]) -> bool:
 
 
 def score(
-    item: dict[str, Any], config: ScoringConfig | None = None, *, last_try: bool = True
+    item: dict[str, Any],
+    config: ScoringConfig | None = None,
+    *,
+    last_try: bool = True,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
     """Score one planned shard (skipped when a try before already committed it).
+    Unchanged images under the pinned primary come from the inference cache (the
+    config's ``cache``), unless ``use_cache`` is False (then every image is scored).
 
     ``last_try``: when the primary model cannot be loaded, False raises
     ``PrimaryUnavailable`` (Airflow retries the task); True scores with the fallback,
@@ -124,6 +130,10 @@ def score(
     from rxvision.serving.batch import Shard, load_scoring_config, score_shard
 
     config = config or load_scoring_config()
+    if not use_cache:
+        config = config.model_copy(
+            update={"cache": config.cache.model_copy(update={"reuse": False})}
+        )
     one = Shard.from_json(item["shard"])
     result = score_shard(
         str(item["model_uri"]),
@@ -138,6 +148,7 @@ def score(
         "shard_id": result.shard_id,
         "uri": result.uri,
         "rows": result.rows,
+        "cached": int(result.summary.get("cached", 0)),
         "skipped": result.skipped,
     }
 

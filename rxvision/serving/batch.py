@@ -57,6 +57,14 @@ from rxvision.data.imaging import ImageDecodeError, ImageSpec, decode_located
 from rxvision.data.localize import DISABLED, LOCALIZED
 from rxvision.errors import ConfigError, NotFound, RxVisionError
 from rxvision.home import repo_root
+from rxvision.serving.cache import (
+    CacheConfig,
+    CachePartition,
+    InferenceCache,
+    RowContract,
+    content_hash,
+    open_cache,
+)
 from rxvision.serving.calibration import softmax
 from rxvision.serving.circuit import CircuitBreaker, CircuitConfig
 from rxvision.serving.metrics import ScoringMetrics, StatsdSink
@@ -104,6 +112,10 @@ PREDICTION_SCHEMA = pa.schema(
         # why the fallback scored this row (the primary failed to load, the breaker was
         # open, or the primary failed on this image); null when the primary scored it
         ("fallback_reason", pa.string()),
+        # sha256 of the bytes scored (null when they could not be read)
+        ("content_sha256", pa.string()),
+        # served from the inference cache (rxvision.serving.cache), not scored this run
+        ("cached", pa.bool_()),
     ]
 )
 
@@ -172,6 +184,7 @@ class ScoringConfig(_Strict):
     max_image_bytes: int = Field(64 * 1024 * 1024, ge=1)
     max_pixels: int = Field(50_000_000, ge=1)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     statsd: StatsdSettings = Field(default_factory=StatsdSettings)
 
 
@@ -298,6 +311,14 @@ class Storage:
                 return False
             raise
         return True
+
+    def delete(self, uri: str) -> None:
+        """Delete one object (no error when it is already gone)."""
+        if uri.startswith("s3://"):
+            bucket, key = parse_s3_uri(uri)
+            self.s3.client.delete_object(Bucket=bucket, Key=key)
+            return
+        Path(uri).unlink(missing_ok=True)
 
     def exists(self, uri: str) -> bool:
         """Whether an object exists."""
@@ -473,6 +494,8 @@ class _Item:
     tensor: torch.Tensor | None = None
     located: str = DISABLED
     error: str | None = None
+    digest: str | None = None
+    hit: dict[str, Any] | None = None  # the cached row: not decoded, not scored
 
 
 def _fetch(
@@ -482,12 +505,17 @@ def _fetch(
     storage: Storage,
     loaded: LoadedModel,
     cfg: ScoringConfig,
+    cache: CachePartition | None = None,
 ) -> _Item:
-    """Download, decode (``load_image`` under the model's contract) and preprocess one
-    image; failures become the item's error."""
+    """Download, hash, look up in ``cache``, else decode (``load_image`` under the
+    model's contract) and preprocess one image; failures become the item's error."""
     item = _Item(index, key, submitted)
     try:
         item.data = storage.read(key)
+        item.digest = content_hash(item.data)
+        item.hit = cache.get(item.digest) if cache is not None else None
+        if item.hit is not None:
+            return item
         item.tensor, item.located = _prepare(item.data, loaded, cfg, key)
         item.spec = loaded.spec
     except ImageDecodeError as exc:
@@ -601,6 +629,7 @@ class ModelPool:
         sink: StatsdSink | None = None,
         loader: ModelLoader | None = None,
         fallback_on_load_failure: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.fallback_on_load_failure = fallback_on_load_failure
@@ -608,7 +637,10 @@ class ModelPool:
         self.loader = loader or (lambda uri: load_model(uri, tracking_uri=config.tracking_uri))
         self.slots = {PRIMARY: _Slot(primary_uri), FALLBACK: _Slot(fallback_uri)}
         self.breaker = CircuitBreaker(
-            config.circuit, on_open=lambda reason: self.sink.alert("circuit_open", reason)
+            config.circuit,
+            on_open=lambda reason: self.sink.alert("circuit_open", reason),
+            on_switch=self._switched,
+            clock=clock,
         )
         self.options = PredictorOptions(
             device=resolve_device(config.device),
@@ -617,6 +649,17 @@ class ModelPool:
             probe=config.probe_runtimes,
             tracking_uri=config.tracking_uri,
         )
+
+    def _switched(self, event: dict[str, Any]) -> None:
+        """Log and count a breaker switch (``circuit.open``, ``.half_open``, ``.closed``)."""
+        log.warning(
+            "circuit %s -> %s: %s scores from now on (%s)",
+            event["from"],
+            event["to"],
+            event["scoring"],
+            event["reason"],
+        )
+        self.sink.event(f"circuit.{event['to']}")
 
     def model(self, role: str) -> LoadedModel | None:
         """The model of ``role`` (loaded on first call), or None when it cannot load."""
@@ -711,7 +754,9 @@ class ModelPool:
 # --- scoring -----------------------------------------------------------------------------
 
 
-def error_row(key: str, reason: str, shard: str, model: str | None = None) -> dict[str, Any]:
+def error_row(
+    key: str, reason: str, shard: str, model: str | None = None, digest: str | None = None
+) -> dict[str, Any]:
     """A row for an input that could not be scored."""
     return {
         "key": key,
@@ -728,6 +773,20 @@ def error_row(key: str, reason: str, shard: str, model: str | None = None) -> di
         "localized": None,
         "localization": None,
         "fallback_reason": None,
+        "content_sha256": digest,
+        "cached": False,
+    }
+
+
+def cached_row(key: str, hit: dict[str, Any], digest: str | None, shard: str) -> dict[str, Any]:
+    """A row served from the inference cache (the primary scored it in an earlier run)."""
+    return {
+        **error_row(key, "", shard),
+        **hit,
+        "error": None,
+        "scored_by": PRIMARY,
+        "content_sha256": digest,
+        "cached": True,
     }
 
 
@@ -743,6 +802,7 @@ def prediction_rows(
     shard: str,
     located: Sequence[str] | None = None,
     fallback_reason: str | None = None,
+    digests: Sequence[str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per image: top-1 label and confidence, top-k, review flag, where the pill
     was found (``located``: each image's localization status) and, for rows the
@@ -751,7 +811,8 @@ def prediction_rows(
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     rows = []
     statuses = list(located) if located is not None else [DISABLED] * len(keys)
-    for key, p, top, status in zip(keys, probs, order, statuses, strict=True):
+    hashes = list(digests) if digests is not None else [None] * len(keys)
+    for key, p, top, status, digest in zip(keys, probs, order, statuses, hashes, strict=True):
         confidence = float(p[top[0]])
         rows.append(
             {
@@ -769,6 +830,8 @@ def prediction_rows(
                 "localized": None if status == DISABLED else status == LOCALIZED,
                 "localization": None if status == DISABLED else status,
                 "fallback_reason": fallback_reason if role == FALLBACK else None,
+                "content_sha256": digest,
+                "cached": False,
             }
         )
     return rows
@@ -812,26 +875,33 @@ class _ShardScorer:
         shard: str,
         metrics: ScoringMetrics,
         sink: StatsdSink,
+        cache: InferenceCache | None = None,
     ) -> None:
         self.pool = pool
         self.config = config
         self.shard = shard
         self.metrics = metrics
         self.sink = sink
+        self.cache = cache
+        self.partition: CachePartition | None = None
         self.rows: list[tuple[int, dict[str, Any]]] = []
 
     def run(self, keys: Sequence[str], storage: Storage, progress: ProgressFn | None) -> None:
-        """Stream, batch and score every key."""
+        """Stream, batch and score every key (a cache hit is served, not scored)."""
         expected = self.pool.expected()
+        self.partition = self._partition()
 
         def fetch(index: int, key: str, submitted: float) -> _Item:
-            return _fetch(index, key, submitted, storage, expected, self.config)
+            return _fetch(index, key, submitted, storage, expected, self.config, self.partition)
 
         batch: list[_Item] = []
         workers, ahead = self.config.download_workers, self.config.max_in_flight
         for item in _stream(keys, fetch, workers, max(ahead, self.config.batch_size)):
             if item.error is not None:
-                self._add([(item.index, error_row(item.key, item.error, self.shard))])
+                row = error_row(item.key, item.error, self.shard, digest=item.digest)
+                self._add([(item.index, row)])
+            elif item.hit is not None:
+                self._add([(item.index, cached_row(item.key, item.hit, item.digest, self.shard))])
             else:
                 batch.append(item)
             if len(batch) >= self.config.batch_size:
@@ -843,6 +913,31 @@ class _ShardScorer:
             self._score(batch)
             if progress is not None:
                 progress(len(self.rows))
+
+    def _partition(self) -> CachePartition | None:
+        """The cache partition of the primary model (None without a cache, or when the
+        primary did not load: only its rows are ever cached)."""
+        primary = self.pool.slots[PRIMARY].loaded
+        if self.cache is None or primary is None:
+            return None
+        contract = RowContract(
+            self.config.top_k, self.config.tta_rotations, self.review_threshold(primary)
+        )
+        return self.cache.partition(primary, contract)
+
+    def cacheable(self) -> list[dict[str, Any]]:
+        """Rows to store after the commit: scored by the primary now, without error."""
+        if self.partition is None:
+            return []
+        primary = self.pool.get(PRIMARY).label
+        return [
+            row
+            for _, row in self.rows
+            if row["scored_by"] == PRIMARY
+            and row["model_version"] == primary
+            and not row["error"]
+            and not row["cached"]
+        ]
 
     def review_threshold(self, loaded: LoadedModel) -> float:
         """The configured threshold, else the one chosen with the model (a precision on
@@ -904,6 +999,7 @@ class _ShardScorer:
                 shard=self.shard,
                 located=[i.located for i in good],
                 fallback_reason=why,
+                digests=[i.digest for i in good],
             )
             self._add(list(zip([i.index for i in good], rows, strict=True)))
         bad = [i for i, flag in zip(batch, ok, strict=True) if not flag]
@@ -916,7 +1012,9 @@ class _ShardScorer:
         if role == PRIMARY and self.pool.model(FALLBACK) is not None:
             self._score(items, FALLBACK, f"primary_failed: {reason}"[:REASON_CHARS])
             return
-        self._add([(i.index, error_row(i.key, reason, self.shard, loaded.label)) for i in items])
+        self._add(
+            [(i.index, error_row(i.key, reason, self.shard, loaded.label, i.digest)) for i in items]
+        )
 
     def table(self) -> pa.Table:
         """The rows in key order."""
@@ -950,9 +1048,14 @@ def score_shard(
     sink: StatsdSink | None = None,
     progress: ProgressFn | None = None,
     fallback_on_load_failure: bool = True,
+    cache: InferenceCache | None = None,
 ) -> ShardResult:
     """Score one shard's keys (full ``s3://`` URIs or paths) into
     ``OUTPUT/shards/<shard_id>.parquet``, unless a run already committed it.
+
+    ``cache`` (default: ``config.cache``'s): unchanged images under an unchanged primary
+    are served from it (``cached`` rows); the primary's fresh rows are added to it
+    once the shard has committed.
 
     The Airflow task of one shard calls this. ``fallback_uri`` defaults to the
     ``fallback`` alias of a registry ``model_uri``. Raises ``ScoringError`` (nothing
@@ -979,12 +1082,15 @@ def score_shard(
             sink=sink,
             fallback_on_load_failure=fallback_on_load_failure,
         )
+    cache = cache or open_cache(config.cache, storage)
     metrics = ScoringMetrics()
     began = time.perf_counter()
-    scorer = _ShardScorer(pool, config, shard_id, metrics, sink)
+    switches = len(pool.breaker.events)  # the pool may have scored shards before this one
+    scorer = _ShardScorer(pool, config, shard_id, metrics, sink, cache)
     scorer.run(shard_keys, storage, progress)
     table = scorer.table()
     metrics.seconds = time.perf_counter() - began
+    cached = sum(bool(c) for c in table.column("cached").to_pylist())
     summary = {
         "shard_id": shard_id,
         "uri": final,
@@ -992,15 +1098,23 @@ def score_shard(
         "models": pool.describe(),
         "rows_by_model": _rows_by_model(table),
         "finished": _now(),
+        "cached": cached,
+        "circuit_events": [
+            {**event, "shard_id": shard_id} for event in pool.breaker.events[switches:]
+        ],
         **metrics.summary(),
     }
     _commit(storage, output_uri, shard_id, table, summary)
     sink.summary(summary)
     sink.event("shards.committed")
+    sink.event("cache.hits", cached)
+    if cache is not None and scorer.partition is not None:
+        cache.store_committed(scorer.partition, scorer.cacheable(), sink)
     log.info(
-        "%s: %d rows (%d errors, %d by fallback) in %.1f s, %.1f images/s",
+        "%s: %d rows (%d from the cache, %d errors, %d by fallback) in %.1f s, %.1f images/s",
         shard_id,
         table.num_rows,
+        cached,
         metrics.errors,
         metrics.fallback,
         metrics.seconds,
@@ -1078,6 +1192,7 @@ def finalize_scoring(
         raise ScoringError(f"{output_uri}: {len(missing)} shards not committed: {shown}")
     merged = ScoringMetrics()
     shards = []
+    events: list[dict[str, Any]] = []
     for shard in expected:
         summary = _read_summary(storage, output_uri, shard)
         merged.merge_summary(summary)
@@ -1086,13 +1201,18 @@ def finalize_scoring(
                 "shard_id": shard,
                 "uri": shard_uri(output_uri, shard),
                 "rows": summary.get("images"),
+                "cached": summary.get("cached", 0),
                 "rows_by_model": summary.get("rows_by_model", {}),
             }
         )
+        events.extend(summary.get("circuit_events", []))
     manifest = {
         "output_uri": output_uri,
         "finished": _now(),
         "rows": sum(int(s["rows"] or 0) for s in shards),
+        "cached": sum(int(s["cached"] or 0) for s in shards),
+        # every breaker switch of every shard, oldest first: the incident tracker's hook
+        "circuit_events": sorted(events, key=lambda e: str(e.get("time"))),
         "shards": shards,
         "metrics": merged.summary(),
         **(extra or {}),
@@ -1156,6 +1276,7 @@ def score_batch(
         loader=loader,
         fallback_on_load_failure=fallback_on_load_failure,
     )
+    cache = open_cache(config.cache, storage)  # one per run: each partition is read once
     results = []
     for shard in shards:
         report = (lambda n, s=shard.shard_id: progress(s, n)) if progress else None
@@ -1170,6 +1291,7 @@ def score_batch(
                 storage=storage,
                 sink=sink,
                 progress=report,
+                cache=cache,
             )
         )
     extra = {

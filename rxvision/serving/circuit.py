@@ -6,7 +6,13 @@ the model raised, or gave non-finite logits). When the error rate over the last
 or the model cannot be loaded at all (``trip``), the breaker opens: scoring goes to the
 fallback model. With ``cooldown_s`` set, an open breaker lets one trial batch through to
 the primary after the cool-down (half-open): success closes it, failure opens it again.
-Without it (the default for a batch job) it stays open until the end of the run.
+Without it it stays open until the end of the run (``configs/serving.yaml`` sets one).
+
+Every change of state is a switch event (``events``; ``on_switch`` hears each one): the
+time, the state left and entered, which model scores from then on, and why. The scorer
+logs them, counts them in statsd (``circuit.<state>``) and lists them in the run
+summary (``circuit_events``): the hook for incident tracking (open: an incident opens or
+repeats; closed: it resolves).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +50,13 @@ class CircuitConfig(BaseModel):
 
 
 OpenListener = Callable[[str], None]
+SwitchListener = Callable[[dict[str, Any]], None]
+# which model scores in each state (half-open: the primary's trial batch)
+SCORES_WITH = {
+    CircuitState.CLOSED: "primary",
+    CircuitState.OPEN: "fallback",
+    CircuitState.HALF_OPEN: "primary",
+}
 
 
 class CircuitBreaker:
@@ -52,11 +67,17 @@ class CircuitBreaker:
         config: CircuitConfig | None = None,
         *,
         on_open: OpenListener | None = None,
+        on_switch: SwitchListener | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or CircuitConfig()
         self.on_open = on_open
+        self.on_switch = on_switch
+        # the cool-down runs on ``clock`` (monotonic); events are stamped with ``wall``
         self.clock = clock
+        self.wall = wall
+        self.events: list[dict[str, Any]] = []
         self.outcomes: deque[bool] = deque(maxlen=self.config.window)
         self.state = CircuitState.CLOSED
         self.opened_at: float | None = None
@@ -76,7 +97,7 @@ class CircuitBreaker:
         if self.state is CircuitState.CLOSED:
             return True
         if self.state is CircuitState.OPEN and self._cooled_down():
-            self.state = CircuitState.HALF_OPEN
+            self._switch(CircuitState.HALF_OPEN, f"cool-down of {self.config.cooldown_s:g} s over")
             log.info("circuit half-open: one trial batch for the primary model")
         return self.state is CircuitState.HALF_OPEN
 
@@ -112,8 +133,22 @@ class CircuitBreaker:
         if self.state is not CircuitState.OPEN:
             self._open(reason)
 
+    def _switch(self, to: CircuitState, reason: str) -> None:
+        """Enter ``to`` and record the switch event."""
+        event = {
+            "time": datetime.fromtimestamp(self.wall(), UTC).isoformat(timespec="milliseconds"),
+            "from": self.state.value,
+            "to": to.value,
+            "scoring": SCORES_WITH[to],
+            "reason": reason,
+        }
+        self.state = to
+        self.events.append(event)
+        if self.on_switch is not None:
+            self.on_switch(event)
+
     def _open(self, reason: str) -> None:
-        self.state = CircuitState.OPEN
+        self._switch(CircuitState.OPEN, reason)
         self.opened_at = self.clock()
         self.reason = reason
         self.trips += 1
@@ -122,7 +157,7 @@ class CircuitBreaker:
             self.on_open(reason)
 
     def _close(self) -> None:
-        self.state = CircuitState.CLOSED
+        self._switch(CircuitState.CLOSED, "trial batch succeeded: the primary model is healthy")
         self.opened_at = None
         self.reason = None
         self.outcomes.clear()
@@ -136,4 +171,5 @@ class CircuitBreaker:
             "window": len(self.outcomes),
             "trips": self.trips,
             "reason": self.reason,
+            "switches": len(self.events),
         }

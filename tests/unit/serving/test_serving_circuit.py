@@ -79,3 +79,27 @@ def test_without_cooldown_an_open_breaker_stays_open() -> None:
     breaker.record(failures=1)
     clock.now = 1e9
     assert not breaker.allow()
+
+
+def test_every_switch_is_an_event_with_time_states_and_reason() -> None:
+    clock = Clock()
+    heard: list[dict[str, object]] = []
+    breaker = CircuitBreaker(
+        CircuitConfig(window=2, error_rate=0.5, min_calls=1, cooldown_s=5),
+        on_switch=heard.append,
+        clock=clock,
+        wall=lambda: 0.0,
+    )
+    breaker.record(failures=1)
+    clock.now = 5
+    assert breaker.allow()
+    breaker.record(successes=2)
+    assert heard == breaker.events
+    assert [(e["from"], e["to"], e["scoring"]) for e in heard] == [
+        ("closed", "open", "fallback"),
+        ("open", "half_open", "primary"),
+        ("half_open", "closed", "primary"),
+    ]
+    assert heard[0]["time"] == "1970-01-01T00:00:00.000+00:00"
+    assert heard[1]["reason"] == "cool-down of 5 s over"
+    assert breaker.snapshot()["switches"] == 3

@@ -79,3 +79,21 @@ def test_score_passes_allow_empty_and_require_primary() -> None:
         assert flagged.exit_code == 0, flagged.output
         chosen = call.call_args.kwargs
         assert (chosen["allow_empty"], chosen["fallback_on_load_failure"]) == (True, False)
+
+
+def test_no_cache_turns_reuse_off_and_the_count_is_printed() -> None:
+    manifest = {
+        "rows": 3,
+        "cached": 2,
+        "shards": [{}],
+        "output_uri": "s3://b/out",
+        "metrics": {"errors": 0, "fallback_count": 0, "images_per_s": 1.0},
+    }
+    args = ["--input", "s3://b/in", "--output", "s3://b/out"]
+    with mock.patch("rxvision.serving.batch.score_batch", return_value=manifest) as call:
+        runner = CliRunner()
+        default = runner.invoke(score_cli.app, args)
+        assert default.exit_code == 0 and "2 from the cache" in default.output
+        assert call.call_args.kwargs["config"].cache.reuse is True
+        assert runner.invoke(score_cli.app, [*args, "--no-cache"]).exit_code == 0
+        assert call.call_args.kwargs["config"].cache.reuse is False

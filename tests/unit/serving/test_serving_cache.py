@@ -1,0 +1,196 @@
+"""The inference cache on local folders with injected models: hits, misses by
+construction (content, version, preprocessing, row contract), what is never cached,
+compaction, and a cache that cannot be written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from serving_fixtures import broken_model, loaded_model, write_images
+
+from rxvision.serving.batch import ScoringConfig, Storage, score_batch
+from rxvision.serving.cache import CACHED_COLUMNS, content_hash
+from rxvision.serving.model import LoadedModel
+
+pytestmark = pytest.mark.unit
+
+CHAMPION = "models:/tiny@champion"
+
+
+def cached_config(config: ScoringConfig, cache: Path, **fields: Any) -> ScoringConfig:
+    """``config`` with a cache in ``cache``; ``fields``: more cache (or top-level) fields."""
+    top = {k: v for k, v in fields.items() if k in ScoringConfig.model_fields}
+    cache_fields = {k: v for k, v in fields.items() if k not in top}
+    return ScoringConfig.model_validate(
+        {**config.model_dump(), **top, "cache": {"uri": str(cache), **cache_fields}}
+    )
+
+
+def run(
+    config: ScoringConfig, image_dir: Path, output: Path, models: dict[str, LoadedModel]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Score into ``output``; the manifest and the rows by key."""
+
+    def load(uri: str) -> LoadedModel:
+        if uri not in models:
+            raise ConnectionError(f"registry unreachable for {uri}")
+        return models[uri]
+
+    manifest = score_batch(CHAMPION, str(image_dir), str(output), config=config, loader=load)
+    rows = {}
+    for path in sorted((output / "shards").glob("*.parquet")):
+        rows.update({r["key"]: r for r in pq.read_table(path).to_pylist()})
+    return manifest, rows
+
+
+def segments(cache: Path) -> list[Path]:
+    return sorted(cache.rglob("seg-*.parquet"))
+
+
+def predictions(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in CACHED_COLUMNS}
+
+
+def test_a_rescore_of_unchanged_images_is_served_from_the_cache(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    cfg = cached_config(config, tmp_path / "cache")
+    models = {CHAMPION: loaded_model("tiny/1")}
+    first, cold = run(cfg, image_dir, tmp_path / "run1", models)
+    # b/ holds byte copies of a/'s first four images: once a/'s shard has committed,
+    # the copies are served from the cache within the same run
+    copies = {k for k, r in cold.items() if r["cached"]}
+    assert first["cached"] == 4 and first["rows"] == 13
+    assert sorted(Path(k).relative_to(image_dir).as_posix() for k in copies) == [
+        f"b/img-00{i}.jpg" for i in range(4)
+    ]
+    # a segment per shard with fresh rows: shard-00002's one good image was a copy
+    assert len(segments(tmp_path / "cache")) == 2
+
+    second, warm = run(cfg, image_dir, tmp_path / "run2", models)
+    assert second["cached"] == 10 and second["rows"] == 13
+    assert [s["cached"] for s in second["shards"]] == [5, 4, 1]
+    for key, row in warm.items():
+        if row["error"]:  # error rows are never cached: they are tried again
+            assert not row["cached"] and cold[key]["error"] == row["error"]
+            continue
+        assert row["cached"] and row["scored_by"] == "primary"
+        assert predictions(row) == predictions(cold[key])
+        assert row["content_sha256"] == content_hash(Path(key).read_bytes())
+    # nothing new to store: no segment was added
+    assert len(segments(tmp_path / "cache")) == 2
+    assert second["metrics"]["batches"] == 0  # not one model call
+
+
+def test_a_changed_image_under_the_same_key_is_scored_afresh(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    cfg = cached_config(config, tmp_path / "cache")
+    models = {CHAMPION: loaded_model("tiny/1")}
+    run(cfg, image_dir, tmp_path / "run1", models)
+    changed = image_dir / "a" / "img-002.jpg"
+    other = write_images(tmp_path / "other", 1, size=56)[0].read_bytes()
+    changed.write_bytes(other)
+
+    manifest, rows = run(cfg, image_dir, tmp_path / "run2", models)
+    _, truth = run(config, image_dir, tmp_path / "uncached", models)
+    row = rows[str(changed)]
+    assert not row["cached"] and row["content_sha256"] == content_hash(other)
+    assert predictions(row) == predictions(truth[str(changed)])
+    assert manifest["cached"] == 9
+
+
+def test_a_new_version_a_new_preprocessing_or_a_new_row_contract_misses(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    cache = tmp_path / "cache"
+    cfg = cached_config(config, cache)
+    run(cfg, image_dir, tmp_path / "run1", {CHAMPION: loaded_model("tiny/1")})
+    top3 = cached_config(config, cache, top_k=3)
+    changes = {
+        "promoted": (cfg, loaded_model("tiny/2", 1)),
+        "resized": (cfg, loaded_model("tiny/1", img_size=24)),
+        "top_k": (top3, loaded_model("tiny/1")),
+    }
+    for name, (cfg_, model) in changes.items():
+        manifest, rows = run(cfg_, image_dir, tmp_path / name, {CHAMPION: model})
+        # only b/'s byte copies of a/ hit: rows this run stored in its own partition
+        served = {k for k, r in rows.items() if r["cached"]}
+        assert manifest["cached"] == len(served) == 4, name
+        assert all("/b/img-00" in k for k in served), name
+        assert {r["model_version"] for r in rows.values() if not r["error"]} == {model.label}
+    # four partitions: the versions, the preprocessing and the row contract
+    assert len({p.parent for p in segments(cache)}) == 4
+
+
+def test_no_reuse_scores_everything_and_refreshes_the_cache(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    cache = tmp_path / "cache"
+    models = {CHAMPION: loaded_model("tiny/1")}
+    run(cached_config(config, cache), image_dir, tmp_path / "run1", models)
+    manifest, rows = run(
+        cached_config(config, cache, reuse=False), image_dir, tmp_path / "run2", models
+    )
+    assert manifest["cached"] == 0 and not any(r["cached"] for r in rows.values())
+    assert manifest["metrics"]["images"] - manifest["metrics"]["errors"] == 10  # all scored
+    assert len(segments(cache)) == 2 + 3  # run 1's, and each of run 2's shards
+
+
+def test_fallback_rows_are_never_cached(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    cache = tmp_path / "cache"
+    cfg = cached_config(config, cache)
+    models = {CHAMPION: broken_model("tiny/2"), "models:/tiny@fallback": loaded_model("tiny/1")}
+    manifest, rows = run(cfg, image_dir, tmp_path / "run1", models)
+    assert manifest["metrics"]["fallback_count"] == 10
+    assert not any(r["cached"] for r in rows.values())
+    assert segments(cache) == []
+    again, _ = run(cfg, image_dir, tmp_path / "run2", models)
+    assert again["cached"] == 0 and again["metrics"]["fallback_count"] == 10
+
+
+def test_a_partition_past_max_segments_is_merged(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    cache = tmp_path / "cache"
+    cfg = cached_config(config, cache, shard_size=2, max_segments=3)
+    models = {CHAMPION: loaded_model("tiny/1")}
+    run(cfg, image_dir, tmp_path / "run1", models)
+    assert len(segments(cache)) <= 3
+    manifest, _ = run(cfg, image_dir, tmp_path / "run2", models)
+    assert manifest["cached"] == 10
+
+
+class NoCacheWrites(Storage):
+    """Local files, but every write under the cache fails."""
+
+    def __init__(self, cache: Path) -> None:
+        super().__init__()
+        self.cache = str(cache)
+
+    def write(self, uri: str, data: bytes) -> None:
+        if uri.startswith(self.cache):
+            raise PermissionError(f"access denied: {uri}")
+        super().write(uri, data)
+
+
+def test_a_cache_that_cannot_be_written_never_fails_the_run(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    cache = tmp_path / "cache"
+    output = tmp_path / "out"
+    manifest = score_batch(
+        CHAMPION,
+        str(image_dir),
+        str(output),
+        config=cached_config(config, cache),
+        storage=NoCacheWrites(cache),
+        loader=lambda uri: loaded_model("tiny/1"),
+    )
+    assert manifest["rows"] == 13 and (output / "_SUCCESS").is_file()
+    assert segments(cache) == []
