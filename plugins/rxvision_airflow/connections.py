@@ -27,7 +27,15 @@ from rxvision.pipeline.config import PipelineConfig
 log = logging.getLogger(__name__)
 
 # variables that hold secrets: passed to containers as private_environment, never logged
-SECRET_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+# never rendered or logged: a Slack webhook URL's path is its secret
+SECRET_VARS = frozenset(
+    {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "RXVISION_ALERT_WEBHOOK_URL",
+    }
+)
 
 
 def _connection(conn_id: str) -> Any | None:

@@ -28,7 +28,7 @@ from docker.types import DeviceRequest, Mount
 
 from rxvision.home import repo_root
 from rxvision.pipeline.config import PipelineConfig, load_pipeline_config
-from rxvision_airflow.connections import split_secrets, task_env
+from rxvision_airflow.connections import split_secrets, task_env, webhook_url
 
 CONTAINER_HOME = "/var/lib/rxvision"
 
@@ -103,6 +103,16 @@ class RxVisionTrainOperator(DockerOperator):
         env = task_env(self.pipeline_config, "training")
         env.setdefault("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
         env["RXVISION_CHECKPOINT_ROOT"] = self.pipeline_config.nightly.checkpoint_root
+        # training's own alerts (monitoring thresholds) take the on-call path: records and
+        # incidents beside the DAGs', the webhook (a secret: private environment), filed
+        # under this DAG and task so the task's next success resolves them
+        if self.pipeline_config.alerts_uri:
+            env["RXVISION_ALERTS_URI"] = self.pipeline_config.alerts_uri
+        env["RXVISION_ALERT_WEBHOOK_URL"] = (
+            webhook_url(self.pipeline_config.connections.alerts) or ""
+        )
+        env["AIRFLOW_CTX_DAG_ID"] = self.dag_id
+        env["AIRFLOW_CTX_TASK_ID"] = self.task_id
         for name in ("STATSD_HOST", "STATSD_PORT", "AWS_DEFAULT_REGION"):
             if os.environ.get(name):
                 env.setdefault(name, os.environ[name])

@@ -68,6 +68,8 @@ class ExperimentConfig(_Strict):
     model: Model = Field(default_factory=Model)
     training: Training = Field(default_factory=Training)
     data: dict[str, Any] = Field(default_factory=dict)
+    # checked key by key by rxvision.train.config (MonitoringConfig)
+    monitoring: dict[str, Any] = Field(default_factory=dict)
 
 
 class S3Stack(_Strict):

@@ -194,27 +194,54 @@ class StepCheckpoint(Callback):
         if value is None:
             return
         score = float(value)
-        if self.best_score is None or score >= self.best_score:  # ties: the later one
+        if self.best_score is not None and score < self.best_score:  # ties: the later one
+            return
+        # weights (and loop state) only: a model to export, not a point to resume from
+        if self._write(trainer, BEST, weights_only=True) is not None:
             self.best_score, self.best_step = score, trainer.global_step
-            # weights (and loop state) only: a model to export, not a point to resume from
-            self._write(trainer, BEST, weights_only=True)
 
     def save(self, trainer: pl.Trainer, name: str) -> None:
-        """Save a step checkpoint unless this step was saved already; prune old ones."""
+        """Save a step checkpoint unless this step was saved already; prune old ones
+        (not after a refused write: the older checkpoints are the good ones)."""
         if trainer.global_step == self.last_saved_step or trainer.global_step == 0:
             return
-        self.last_saved_step = trainer.global_step
-        self.last_uri = self._write(trainer, name)
+        uri = self._write(trainer, name)
+        if uri is None:
+            return
+        self.last_saved_step, self.last_uri = trainer.global_step, uri
         if trainer.is_global_zero:
             self.store.prune(self.keep_last)
 
-    def _write(self, trainer: pl.Trainer, name: str, weights_only: bool = False) -> str:
+    def _write(self, trainer: pl.Trainer, name: str, weights_only: bool = False) -> str | None:
+        """Write and publish checkpoint ``name``; None (nothing written) when a weight is
+        NaN or infinite: a diverged model must never replace the last good checkpoint.
+        Every rank decides alike (DDP keeps the weights identical)."""
+        if not finite_weights(trainer.lightning_module):
+            log.error(
+                "not writing checkpoint %s at step %d: the model has non-finite weights; "
+                "the last good checkpoint stays %s",
+                name,
+                trainer.global_step,
+                self.last_uri or "the newest one in " + self.store.uri,
+            )
+            return None
         temp = self.store.temp_path(name)
         trainer.save_checkpoint(temp, weights_only=weights_only)
         uri = f"{self.store.uri}/{name}"
         if trainer.is_global_zero:
             uri = self.store.publish(temp, name)
         return uri
+
+
+def finite_weights(module: nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of ``module`` is finite (one
+    device sync, whatever the number of tensors)."""
+    checks = [
+        torch.isfinite(t.detach()).all()
+        for t in module.state_dict().values()
+        if isinstance(t, torch.Tensor) and t.is_floating_point()
+    ]
+    return bool(torch.stack(checks).all()) if checks else True
 
 
 class TrainingTelemetry(Callback):

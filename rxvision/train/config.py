@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, model_validator
 
 from rxvision.config.load import load_config
 from rxvision.config.schema import FineTuning, Model, Optimizer, Scheduler, Tracking, Training
@@ -77,6 +77,23 @@ class SchedulerConfig(Scheduler):
     warmup_start_factor: float = Field(0.1, gt=0, le=1)
 
 
+class BatchSizeFinderConfig(Strict):
+    """Lightning's batch-size finder (``Tuner.scale_batch_size``) before a GPU run: the
+    largest per-device batch that fits in memory, found by ``mode`` (power: doubling;
+    binsearch: then bisecting) from ``training.batch_size`` within ``max_trials`` tries
+    of ``steps_per_trial`` steps, capped at ``max_batch_size``. Off by default; skipped
+    with a log line on CPU (memory is not what limits a CPU batch) and with more than
+    one device (the tuner does not run under DDP). The size found is recorded beside
+    the run's checkpoints, so a resumed run keeps it. The learning rate is not scaled.
+    """
+
+    enabled: bool = False
+    mode: Literal["power", "binsearch"] = "power"
+    max_trials: int = Field(6, ge=1, le=25)
+    steps_per_trial: int = Field(3, ge=1)
+    max_batch_size: int = Field(1024, ge=1)
+
+
 class TrainingConfig(Training):
     """The optimisation: how long, in what batches, and with what seed.
 
@@ -96,6 +113,7 @@ class TrainingConfig(Training):
     seed: int = 42
     val_every_n_epochs: int = Field(1, ge=1)
     log_every_n_steps: int = Field(10, ge=1)
+    batch_size_finder: BatchSizeFinderConfig = Field(default_factory=BatchSizeFinderConfig)
 
 
 class LocalizeConfig(Strict):
@@ -224,6 +242,67 @@ class CheckpointConfig(Strict):
     resume: bool = True
 
 
+class MonitoringConfig(Strict):
+    """Alert thresholds checked during training (``rxvision.train.monitoring``).
+
+    Each crossing sends one alert per metric per run (log, statsd, the webhook in
+    ``RXVISION_ALERT_WEBHOOK_URL``, a record under ``alerts_uri``). ``null`` turns a
+    threshold off. Resource thresholds are checked on rank 0 every
+    ``check_every_n_steps`` optimizer steps:
+
+    - ``max_rss``: peak resident set of the training process (bytes, or ``"12GiB"``);
+    - ``max_gpu_memory_fraction``: peak memory the CUDA allocator held over the GPU's
+      total (skipped, with a log line, on CPU);
+    - ``min_throughput_fraction``: the median images/s of the last ``throughput_window``
+      batches below this fraction of the running median, after ``throughput_warmup_steps``
+      batches (a value >= 1 always fires: a drill);
+    - ``min_free_disk``: free space where checkpoints are written (the local staging folder
+      for an S3 root).
+
+    ``nonfinite_loss``: checked on every step before the backward pass; ``stop`` alerts and
+    stops the run with ``NonFiniteLoss`` (the newest checkpoint, always finite, is kept),
+    ``alert`` only alerts. ``plateau_evals``: alert when ``plateau_metric`` did not improve
+    by more than ``plateau_min_delta`` for that many evaluations; ``stop_on_plateau`` then
+    also ends the fit early (evaluation and logging of the best checkpoint still run).
+    """
+
+    check_every_n_steps: int = Field(10, ge=1)
+    max_rss: ByteSize | None = None
+    max_gpu_memory_fraction: float | None = Field(None, gt=0)
+    min_throughput_fraction: float | None = Field(None, gt=0)
+    throughput_warmup_steps: int = Field(20, ge=0)
+    throughput_window: int = Field(10, ge=1)
+    nonfinite_loss: Literal["stop", "alert", "off"] = "stop"
+    plateau_evals: int | None = Field(None, ge=1)
+    plateau_metric: str = "val/top1"
+    plateau_mode: Literal["max", "min"] = "max"
+    plateau_min_delta: float = Field(0.0, ge=0)
+    stop_on_plateau: bool = False
+    min_free_disk: ByteSize | None = None
+    alerts_uri: str | None = None
+
+    @field_validator("alerts_uri")
+    @classmethod
+    def _s3_only(cls, value: str | None) -> str | None:
+        if value and not value.startswith("s3://"):
+            raise ValueError(f"monitoring.alerts_uri {value!r}: an s3://bucket/prefix or null")
+        return value or None
+
+    def enabled_thresholds(self) -> list[str]:
+        """The names of the thresholds that are on."""
+        named = {
+            "max_rss": self.max_rss,
+            "max_gpu_memory_fraction": self.max_gpu_memory_fraction,
+            "min_throughput_fraction": self.min_throughput_fraction,
+            "plateau_evals": self.plateau_evals,
+            "min_free_disk": self.min_free_disk,
+        }
+        on = [name for name, value in named.items() if value is not None]
+        if self.nonfinite_loss != "off":
+            on.append(f"nonfinite_loss={self.nonfinite_loss}")
+        return on
+
+
 class TrainConfig(Strict):
     """A training run: the experiment (tracking, model, training) plus how to run it."""
 
@@ -234,6 +313,7 @@ class TrainConfig(Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
 
 def load_train_config(path: Path | str, overrides: list[str] | None = None) -> TrainConfig:

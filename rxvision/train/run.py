@@ -35,6 +35,7 @@ from rxvision.data.splits import SPLITS_ARTIFACT
 from rxvision.errors import ConfigError
 from rxvision.home import Home
 from rxvision.train.backbones import backbone_blocks, build_backbone, load_pretrained
+from rxvision.train.batch_finder import training_batch_size
 from rxvision.train.callbacks import (
     BackboneFreezer,
     LogProgress,
@@ -46,6 +47,7 @@ from rxvision.train.config import TrainConfig, TrainerConfig
 from rxvision.train.datamodule import DataSource, RxVisionDataModule, resolve_data
 from rxvision.train.evaluation import FinalEvaluation, final_evaluation, pairs_figure
 from rxvision.train.module import RxVisionTrainer, metric_name
+from rxvision.train.monitoring import TrainingMonitor
 from rxvision.train.tracking import (
     RunTracker,
     confusion_figure,
@@ -231,6 +233,18 @@ def train(
         # A run id is bound to its data before anything is logged: checkpoints trained
         # on other data are refused, never resumed under this run's lineage.
         checkpoint_store(cfg, home, run_id).claim_for_data(data_identity(datamodule))
+    # training.batch_size_finder (rxvision.train.batch_finder): before the step budget,
+    # which counts batches of the size found
+    datamodule.batch_size = training_batch_size(
+        cfg.training.batch_size_finder,
+        cfg.training.batch_size,
+        accelerator=accelerator,
+        world=world,
+        store=checkpoint_store(cfg, home, run_id),
+        datamodule=datamodule,
+        make_module=lambda: build_module(cfg, source.classes, 1, home),
+        precision=precision,
+    )
     steps_per_epoch = datamodule.steps_per_epoch(cfg.training.accumulate_grad_batches)
     max_steps = cfg.training.max_steps or cfg.training.epochs * steps_per_epoch
 
@@ -256,6 +270,7 @@ def train(
                 "run.steps_per_epoch": steps_per_epoch,
                 "run.precision": precision,
                 "run.world_size": world,
+                "run.batch_size": datamodule.batch_size,
             }
         )
 
@@ -406,6 +421,7 @@ def _fit_and_evaluate(
         store, every_n_steps=cfg.checkpoint.every_n_steps, keep_last=cfg.checkpoint.keep_last
     )
     telemetry = TrainingTelemetry(world, cfg.training.log_every_n_steps)
+    monitor = TrainingMonitor(cfg.monitoring, run_id=run_id, store=store, world_size=world)
     rich = progress_bar if progress_bar is not None else sys.stderr.isatty()
     trainer = pl.Trainer(
         accelerator=accelerator,
@@ -425,7 +441,9 @@ def _fit_and_evaluate(
         enable_model_summary=zero,
         enable_autolog_hparams=False,  # the flattened config is logged as params instead
         logger=tracker.lightning_logger() if tracker is not None else False,
-        callbacks=_callbacks(cfg, module, checkpoints, telemetry, max_steps=max_steps, rich=rich),
+        callbacks=_callbacks(
+            cfg, module, checkpoints, telemetry, monitor, max_steps=max_steps, rich=rich
+        ),
         deterministic=cfg.trainer.deterministic,
         # the datamodule's ResumableSampler splits ranks itself; evaluation loaders are not
         # split (a DistributedSampler pads, so some images would count twice)
@@ -480,6 +498,7 @@ def _fit_and_evaluate(
             "fit_seconds": round(fit_seconds, 2),
             "samples_per_s": telemetry.samples_per_second(),
             "world_size": world,
+            "alerts": list(monitor.alerted),
             "confused_pairs": final.pairs_record()["pairs"] if final else [],
         },
     )

@@ -60,14 +60,20 @@ def test_docker_defaults_from_config() -> None:
 
 def test_credentials_go_to_private_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_RXVISION_S3", S3_CONN)
+    hook = "https://hooks.example.com/services/T0/SECRETPATH"
+    monkeypatch.setenv("AIRFLOW_CONN_RXVISION_ALERTS", f'{{"conn_type": "http", "host": "{hook}"}}')
     monkeypatch.setenv("RXVISION_GIT_COMMIT", "abc123")
     op = make(**{"train_launcher.gpus": "0"})
     op._prepare_container("docker-dev", op.train_args(), op.run_env())
     assert op._private_environment == {
         "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
         "AWS_SECRET_ACCESS_KEY": "secret-key-123",
+        # training's threshold alerts page through it: a secret, never rendered
+        "RXVISION_ALERT_WEBHOOK_URL": hook,
     }
     assert "secret-key-123" not in repr(op.environment)
+    assert "SECRETPATH" not in repr(op.environment)
+    assert op.environment["AIRFLOW_CTX_TASK_ID"] == "train"
     assert op.environment["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:9"
     assert op.environment["RXVISION_CHECKPOINT_ROOT"] == "s3://rxvision-checkpoints"
     assert op.environment["RXVISION_GIT_COMMIT"] == "abc123"
