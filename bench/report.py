@@ -18,6 +18,7 @@ ORDER = [
     "train_step",
     "scoring",
     "scoring_job",
+    "scoring_cache",
     "orchestration",
     "gpu_train",
     "gpu_input",

@@ -1,9 +1,19 @@
 """
 ### RxVision batch scoring
 
-Scores every image under the incoming S3 prefix with the champion model and writes
+Scores the images under the incoming S3 prefix with the champion model and writes
 Parquet predictions to S3 (`key`, `label`, `confidence`, top-k, `model_version`,
 `needs_review`). Runs daily and whenever the nightly DAG promotes a new champion.
+
+**Incremental**: a run scores only the images that are new or changed (another ETag or
+size under the same key) since the last run that published, by the prefix's
+processed-keys manifest under `scoring.processed_uri`; `publish` advances it, so a
+failed run's images are planned again by the next run (the inference cache serves the
+shards it did commit). A new champion scores every image (`rescore_on_new_champion`).
+Trigger with the param `full: true` to rescan everything (one run's predictions then
+cover the whole prefix; unchanged images come from the inference cache);
+`scoring.processed_uri: null` turns incremental scoring off; `no_cache: true` scores
+every planned image afresh.
 
 Tasks, and what to do when one fails:
 
@@ -14,7 +24,7 @@ Tasks, and what to do when one fails:
   prefix (a night with no new photos) is normal here: with `scoring.allow_empty: true`
   (the default) nothing is scored, `publish` writes an empty `_manifest.json` and
   `_SUCCESS`, and `latest.json` keeps pointing at the last predictions; set it to false
-  to make `plan_shards` fail instead.
+  to make `plan_shards` fail instead. The same holds for a night with **nothing new**.
 - `score_shard`: one mapped task per shard; streams images, batches them, writes the
   shard's Parquet atomically. A corrupt image is an error row; a failing model trips
   the circuit breaker to the fallback. A champion that **cannot be loaded** (a download
@@ -25,7 +35,9 @@ Tasks, and what to do when one fails:
   moves `latest.json` **forward only**: it is refused (a warning in the log, and
   `latest_moved: false` in the task's return value; the task succeeds) when the pointer
   names a run planned later than this one, e.g. when an old run is cleared and
-  republishes. A shard missing: clear its failed `score_shard` instance.
+  republishes. Then it records the planned images in the processed-keys manifest (a
+  conditional write; the task's return value says how many under `processed`). A shard
+  missing: clear its failed `score_shard` instance.
 
 Predictions of a run are complete only when `_SUCCESS` exists; readers should wait for it.
 """
@@ -63,6 +75,18 @@ S = CFG.scoring
         "input_uri": Param(
             None, type=["null", "string"], description="Images to score (default: config)"
         ),
+        "full": Param(
+            False,
+            type="boolean",
+            description="Score every image under the input, not only what is new since "
+            "the last published run",
+        ),
+        "no_cache": Param(
+            False,
+            type="boolean",
+            description="Score every planned image afresh, not from the inference cache "
+            "(fresh rows still refresh it)",
+        ),
     },
 )
 def rxvision_batch_scoring() -> None:
@@ -71,16 +95,24 @@ def rxvision_batch_scoring() -> None:
         run_id = str(get_current_context()["run_id"])
         input_uri = (params or {}).get("input_uri") or S.input_uri
         with rxvision_task(CFG, "scoring"):
-            return scoring.plan(input_uri, scoring.output_uri(S, run_id), allow_empty=S.allow_empty)
+            return scoring.plan(
+                input_uri,
+                scoring.output_uri(S, run_id),
+                allow_empty=S.allow_empty,
+                processed_uri=S.processed_uri,
+                full=bool((params or {}).get("full")),
+                rescore_on_new_champion=S.rescore_on_new_champion,
+            )
 
     @task(
         map_index_template="{{ item['shard']['shard_id'] }}", **task_limits(CFG, S, "score_shard")
     )
-    def score_shard(item: dict[str, Any]) -> dict[str, Any]:
+    def score_shard(item: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
         ti = get_current_context()["ti"]
         last_try = scoring.is_last_try(ti.try_number, ti.max_tries)
+        use_cache = not (params or {}).get("no_cache")
         with rxvision_task(CFG, "scoring"):
-            return scoring.score(item, last_try=last_try)
+            return scoring.score(item, last_try=last_try, use_cache=use_cache)
 
     # none_failed: an empty plan maps no score_shard (skipped), and the run still
     # finalises; a failed shard still stops it

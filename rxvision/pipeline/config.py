@@ -106,6 +106,12 @@ class ScoringSettings(DagSettings):
     # a night with no new images is normal for a scheduler: the run succeeds with an empty
     # manifest and latest.json keeps pointing at the last predictions. False: it fails.
     allow_empty: bool = True
+    # the processed-keys manifests, one per input prefix (rxvision.serving.processed): a
+    # run scores only the images new or changed since the last run that published (the
+    # DAG's ``full`` param: all of them). null: every run scores every image.
+    processed_uri: str | None = "s3://rxvision-predictions/processed"
+    # a run whose champion is not the one that scored the manifest's keys scores them all
+    rescore_on_new_champion: bool = True
 
 
 class TrainLauncher(_Strict):

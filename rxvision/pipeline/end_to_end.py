@@ -155,8 +155,9 @@ def run_pipeline(
         say("new champion: waiting for the scoring DAG its Asset event starts")
         scoring_run = wait_for_asset_run(client, cfg.scoring.dag_id, started_at, timeout_s=120)
     if scoring_run is None:
-        say("no new champion this time: triggering the scoring DAG by hand")
-        scoring_id = client.trigger(cfg.scoring.dag_id)
+        say("no new champion this time: rescoring every image (full, served by the cache)")
+        # incremental scoring would find nothing new: the main job shows a full run
+        scoring_id = client.trigger(cfg.scoring.dag_id, {"full": True})
     else:
         scoring_id = str(scoring_run["dag_run_id"])
     remaining = max(60.0, timeout_s - (time.monotonic() - began))

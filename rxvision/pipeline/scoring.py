@@ -6,6 +6,10 @@ of the DAG run scores with the same versions; ``score`` commits one shard's Parq
 ``publish`` checks every shard is in, writes the manifest and ``_SUCCESS`` and moves the
 ``latest`` pointer forward (never to an older run's predictions).
 
+Incremental: with a ``processed_uri``, ``plan`` lists only the images new or changed
+since the last run that published (``rxvision.serving.processed``), and ``publish``
+advances that manifest once ``_SUCCESS`` is written; ``full`` plans every image.
+
 The scorer (torch, OpenCV, albumentations: seconds to import) is imported inside the
 functions: the DAG file imports this module, and every DAG parse would pay for it.
 """
@@ -48,17 +52,45 @@ def plan(
     *,
     allow_empty: bool = False,
     storage: Storage | None = None,
+    processed_uri: str | None = None,
+    full: bool = False,
+    rescore_on_new_champion: bool = True,
 ) -> list[dict[str, Any]]:
     """Pin the models and list the input shards (both saved in the output's
     ``_plan.json``): one work item per shard, each naming the models and the output (a
     mapped task's input). A rerun into the same output reuses the plan's pinned versions,
     so a promotion between tries never mixes versions across shards. No image:
-    ``NoInputImages`` (nothing written), or with ``allow_empty`` an empty plan and no items."""
-    from rxvision.serving.batch import Storage, load_scoring_config, plan_shards, read_plan
+    ``NoInputImages`` (nothing written), or with ``allow_empty`` an empty plan and no items.
+
+    ``processed_uri``: plan only the images new or changed since the last run that
+    published (the manifest of ``input_uri`` under it), every image when ``full`` (or,
+    with ``rescore_on_new_champion``, when the pinned champion is not the manifest's)."""
+    from rxvision.serving.batch import (
+        Storage,
+        load_scoring_config,
+        normalize_uri,
+        plan_shards,
+        read_plan,
+    )
 
     config = config or load_scoring_config()
     storage = storage or Storage()
     models = _pinned_models(output, config, storage)
+    record: dict[str, Any] = {"models": models} if _all_pinned(models) else {}
+    keys = None
+    if processed_uri and read_plan(output, storage) is None:  # a rerun keeps its plan
+        from rxvision.serving.processed import manifest_uri, select
+
+        source = normalize_uri(input_uri)
+        chosen = select(
+            source,
+            manifest_uri(processed_uri, source),
+            storage,
+            model_uri=str(models["primary"]),
+            full=full,
+            rescore_on_new_champion=rescore_on_new_champion,
+        )
+        record["incremental"], keys = chosen.record, chosen.keys
     shards = plan_shards(
         input_uri,
         output,
@@ -66,7 +98,8 @@ def plan(
         suffixes=config.suffixes,
         storage=storage,
         allow_empty=allow_empty,
-        record={"models": models} if _all_pinned(models) else None,
+        record=record or None,
+        keys=keys,
     )
     # the plan in force: ours, or the one a try before saved (its versions win)
     saved = (read_plan(output, storage) or {}).get("models") or models
@@ -188,6 +221,7 @@ def publish(
             "dag_run_id": dag_run_id,
             "latest_moved": False,
             "latest_reason": reason,
+            "processed": advance_processed(read_plan(output, storage), storage, dag_run_id),
         }
     planned = items[0]
     shard_ids = [item["shard"]["shard_id"] for item in items]
@@ -229,7 +263,24 @@ def publish(
         latest["error_rate"],
         reason,
     )
-    return {**latest, "latest_moved": moved, "latest_reason": reason}
+    processed = advance_processed(plan, storage, dag_run_id)
+    return {**latest, "latest_moved": moved, "latest_reason": reason, "processed": processed}
+
+
+def advance_processed(
+    plan: dict[str, Any] | None, storage: Storage, dag_run_id: str | None
+) -> dict[str, Any] | None:
+    """Record a published run's planned keys in its input's processed-keys manifest
+    (only after ``_SUCCESS``: a failed run never advances it); None when the run was
+    not incremental."""
+    if not plan or not plan.get("incremental"):
+        return None
+    from rxvision.serving.processed import advance
+
+    planned = [key for shard in plan["shards"] for key in shard["keys"]]
+    return advance(
+        plan["incremental"], str(plan["input_uri"]), planned, storage, dag_run_id=dag_run_id
+    )
 
 
 def move_latest(latest_uri: str, record: dict[str, Any], storage: Storage) -> tuple[bool, str]:

@@ -57,6 +57,7 @@ from rxvision.data.imaging import ImageDecodeError, ImageSpec, decode_located
 from rxvision.data.localize import DISABLED, LOCALIZED
 from rxvision.errors import ConfigError, NotFound, RxVisionError
 from rxvision.home import repo_root
+from rxvision.serving.batch_tuning import BatchSizeChoice, BatchTuningConfig, choose_batch_size
 from rxvision.serving.cache import (
     CacheConfig,
     CachePartition,
@@ -166,7 +167,9 @@ class ScoringConfig(_Strict):
     fallback_alias: str = "fallback"
     tracking_uri: str | None = None
     shard_size: int = Field(500, ge=1)
-    batch_size: int = Field(32, ge=1)
+    # null: the size tuned at export for the runtime and device that score (a version
+    # tag, rxvision.serving.batch_tuning), else 32; a number overrides the tuned size
+    batch_size: int | None = Field(None, ge=1)
     download_workers: int = Field(8, ge=1, le=256)
     max_in_flight: int = Field(64, ge=1)
     top_k: int = Field(5, ge=1)
@@ -185,6 +188,7 @@ class ScoringConfig(_Strict):
     max_pixels: int = Field(50_000_000, ge=1)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    batch_tuning: BatchTuningConfig = Field(default_factory=BatchTuningConfig)
     statsd: StatsdSettings = Field(default_factory=StatsdSettings)
 
 
@@ -390,9 +394,12 @@ def list_input_shards(
     *,
     suffixes: Sequence[str] = IMAGE_SUFFIXES,
     storage: Storage | None = None,
+    keys: Sequence[str] | None = None,
 ) -> list[Shard]:
     """The input's images in key order, ``shard_size`` per shard: the same input always
     gives the same shards. Hidden (``.``/``_``) names and other suffixes are skipped.
+    ``keys``: the candidates (full URIs: e.g. only what is new, ``rxvision.serving.
+    processed``), default every object listed under the input.
     ``NoInputImages`` when a local input folder does not exist (a path typo)."""
     if shard_size < 1:
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
@@ -400,7 +407,8 @@ def list_input_shards(
     input_uri = normalize_uri(input_uri)
     if not input_uri.startswith("s3://") and not Path(input_uri).is_dir():
         raise NoInputImages(f"input folder {input_uri} does not exist")
-    keys = [u for u in storage.list(input_uri) if _is_input_image(u, input_uri, suffixes)]
+    listed = storage.list(input_uri) if keys is None else sorted(keys)
+    keys = [u for u in listed if _is_input_image(u, input_uri, suffixes)]
     shards = [
         Shard(shard_id(i), tuple(keys[start : start + shard_size]))
         for i, start in enumerate(range(0, len(keys), shard_size))
@@ -434,11 +442,13 @@ def plan_shards(
     storage: Storage | None = None,
     allow_empty: bool = False,
     record: Mapping[str, Any] | None = None,
+    keys: Sequence[str] | None = None,
 ) -> list[Shard]:
     """The run's shards: read from ``OUTPUT/_plan.json`` when a run already planned
-    them (same input and shard size), else listed and saved there with ``record``
-    (e.g. the pinned models) and the time. No image: ``NoInputImages`` before anything
-    is written, unless ``allow_empty`` (then an empty plan)."""
+    them (same input and shard size), else listed (or cut from ``keys``, see
+    ``list_input_shards``) and saved there with ``record`` (e.g. the pinned models) and
+    the time. No image: ``NoInputImages`` before anything is written, unless
+    ``allow_empty`` (then an empty plan)."""
     storage = storage or Storage()
     input_uri, output_uri = normalize_uri(input_uri), normalize_uri(output_uri)
     plan = read_plan(output_uri, storage)
@@ -451,7 +461,7 @@ def plan_shards(
         shards = [Shard.from_json(s) for s in plan["shards"]]
         _check_not_empty(shards, input_uri, allow_empty)
         return shards
-    shards = list_input_shards(input_uri, shard_size, suffixes=suffixes, storage=storage)
+    shards = list_input_shards(input_uri, shard_size, suffixes=suffixes, storage=storage, keys=keys)
     _check_not_empty(shards, input_uri, allow_empty)
     now = datetime.now(UTC)
     plan = {
@@ -610,6 +620,7 @@ class _Slot:
     loaded: LoadedModel | None = None
     predictor: Predictor | None = None
     failure: str | None = None
+    batch: BatchSizeChoice | None = None
 
 
 class ModelPool:
@@ -731,10 +742,35 @@ class ModelPool:
         """The role's runtime, picked on the first batch it scores."""
         slot = self.slots[role]
         if slot.predictor is None:
-            slot.predictor = select_predictor(
-                self.get(role), self.config.runtimes, sample, self.options
+            loaded = self.get(role)
+            slot.predictor = select_predictor(loaded, self.config.runtimes, sample, self.options)
+            slot.batch = choose_batch_size(
+                self.config.batch_size,
+                loaded.ref.tags,
+                slot.predictor.runtime,
+                slot.predictor.device,
+            )
+            log.info(
+                "%s model %s scores in batches of %d with %s on %s: %s",
+                role,
+                loaded.label,
+                slot.batch.size,
+                slot.predictor.runtime,
+                slot.predictor.device,
+                slot.batch.reason,
             )
         return slot.predictor
+
+    def batch_size(self) -> int:
+        """How many images a batch collects: the chosen size of the model expected to
+        score (the primary when it loaded); before its runtime is picked, the size for
+        the first preferred runtime (the usual pick)."""
+        slot = self.slots[PRIMARY] if self.slots[PRIMARY].loaded else self.slots[FALLBACK]
+        if slot.batch is not None:
+            return slot.batch.size
+        tags = slot.loaded.ref.tags if slot.loaded else {}
+        runtime = self.config.runtimes[0] if self.config.runtimes else "eager"
+        return choose_batch_size(self.config.batch_size, tags, runtime, self.options.device).size
 
     def describe(self) -> dict[str, Any]:
         """Which models and runtimes served, for summaries."""
@@ -745,6 +781,8 @@ class ModelPool:
                 "version": slot.loaded.label if slot.loaded else None,
                 "runtime": slot.predictor.runtime if slot.predictor else None,
                 "device": slot.predictor.device if slot.predictor else None,
+                "batch_size": slot.batch.size if slot.batch else None,
+                "batch_size_source": slot.batch.source if slot.batch else None,
                 "load_error": slot.failure,
             }
         out["circuit"] = self.breaker.snapshot()
@@ -896,7 +934,8 @@ class _ShardScorer:
 
         batch: list[_Item] = []
         workers, ahead = self.config.download_workers, self.config.max_in_flight
-        for item in _stream(keys, fetch, workers, max(ahead, self.config.batch_size)):
+        target = self.pool.batch_size()  # tuned per runtime: known once the model loaded
+        for item in _stream(keys, fetch, workers, max(ahead, target)):
             if item.error is not None:
                 row = error_row(item.key, item.error, self.shard, digest=item.digest)
                 self._add([(item.index, row)])
@@ -904,9 +943,10 @@ class _ShardScorer:
                 self._add([(item.index, cached_row(item.key, item.hit, item.digest, self.shard))])
             else:
                 batch.append(item)
-            if len(batch) >= self.config.batch_size:
+            if len(batch) >= target:
                 self._score(batch)
                 batch = []
+                target = self.pool.batch_size()
             if progress is not None:
                 progress(len(self.rows) + len(batch))
         if batch:

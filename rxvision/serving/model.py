@@ -15,6 +15,9 @@ Runtimes (``Predictor``): eager (``torch.autocast(device_type=...)`` where the d
 has fast low precision), TorchScript and ONNX Runtime, on CPU or CUDA.
 ``select_predictor`` takes the first of a preference list that loads and passes parity
 (or, with ``probe``, the fastest measured) and logs which.
+
+``export_version`` also tunes the scoring batch size of each runtime and device
+(``rxvision.serving.batch_tuning``): tags ``rxvision.batch_size.<runtime>.<device>``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +45,13 @@ from rxvision.data.imaging import ImageSpec, load_image
 from rxvision.data.presets import EvalPreset
 from rxvision.errors import ConfigError, NotFound, RxVisionError
 from rxvision.home import Home
+from rxvision.serving.batch_tuning import (
+    BatchTuningConfig,
+    TuningResult,
+    load_tuning_config,
+    log_tuning,
+    tune_batch_sizes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -786,6 +796,7 @@ class ExportSummary:
     exports: list[ExportResult]
     int8: Any | None = None  # quantize.Int8Decision
     tags: dict[str, str] = field(default_factory=dict)
+    batch_sizes: TuningResult | None = None  # None: not tuned
 
 
 def export_version(
@@ -800,6 +811,7 @@ def export_version(
     max_int8_drop_points: float = 1.0,
     tracking_uri: str | None = None,
     work_dir: Path | None = None,
+    tuning: BatchTuningConfig | None = None,
 ) -> ExportSummary:
     """Export a registered version to TorchScript and ONNX, check parity on real images,
     try static INT8 when labels and calibration images are given, and log it all with
@@ -811,6 +823,11 @@ def export_version(
     (training images), ``calibration_images`` of them taken round-robin across classes;
     without one, INT8 is not tried (calibrating on the images that judge it would hide
     its error).
+
+    Then the scoring batch size is tuned per runtime and device on the same held-out
+    images (``rxvision.serving.batch_tuning``; ``tuning``: a ``BatchTuningConfig``,
+    default the serving config's ``batch_tuning``); a tuning failure is logged and
+    leaves the export as it is.
     """
     from mlflow.tracking import MlflowClient
 
@@ -844,6 +861,9 @@ def export_version(
                 int8_parity = ParityReport("onnxruntime-int8", len(images), float("nan"), 0.0, 0.0)
                 results.append(ExportResult("onnxruntime-int8", int8_path, int8_parity))
         tags = log_exports(client, loaded.ref, results)
+        tuned = _tune_batch_sizes(loaded, results, images, client, out_dir, tuning)
+        if tuned is not None:
+            tags.update(tuned.tags())
     if decision is not None and loaded.ref.registered_name and loaded.ref.version:
         int8_tags = {
             f"{TAG}.int8.kept": str(decision.kept).lower(),
@@ -853,4 +873,43 @@ def export_version(
         for key, value in int8_tags.items():
             client.set_model_version_tag(loaded.ref.registered_name, loaded.ref.version, key, value)
         tags.update(int8_tags)
-    return ExportSummary(loaded.label, results, decision, tags)
+    return ExportSummary(loaded.label, results, decision, tags, tuned)
+
+
+def _tune_batch_sizes(
+    loaded: LoadedModel,
+    results: Sequence[ExportResult],
+    images: torch.Tensor,
+    client: Any,
+    out_dir: Path,
+    tuning: BatchTuningConfig | None,
+) -> TuningResult | None:
+    """Tune and log the batch size of eager and each export (``batch_tuning``); None
+    when tuning is off or failed (logged: an export never fails for it)."""
+    try:
+        config = tuning or load_tuning_config()
+        if not config.enabled:
+            log.info(
+                "batch tuning is off (batch_tuning.enabled: false): %s not tuned", loaded.label
+            )
+            return None
+        factories: dict[str, Callable[[torch.device], Predictor]] = {
+            "eager": lambda d: EagerPredictor(loaded.model, d, autocast_dtype(d))
+        }
+        for result in results:
+            factories[result.runtime] = _factory(result)
+        tuned = tune_batch_sizes(factories, images, config)
+        log_tuning(client, loaded.ref, tuned, out_dir / "batch_tuning")
+        return tuned
+    except Exception as exc:  # tuning is an optimisation: the export stands without it
+        log.warning(
+            "batch tuning of %s failed, no batch size tagged: %s", loaded.label, exc, exc_info=True
+        )
+        return None
+
+
+def _factory(result: ExportResult) -> Callable[[torch.device], Predictor]:
+    """A predictor of ``result``'s file on a given device."""
+    if result.runtime == "torchscript":
+        return lambda device: TorchScriptPredictor(result.path, device)
+    return lambda device: OnnxPredictor(result.path, device, runtime=result.runtime)

@@ -42,7 +42,9 @@ def test_s3_killed_mid_task_then_retry_succeeds_without_duplicates(
     registry = MlflowClient(e2e_env["MLFLOW_TRACKING_URI"])
     versions_before = len(registry.search_model_versions(f"name='{MODEL}'"))
 
-    run_id = client.trigger(CFG.scoring.dag_id)
+    # full: the main job already scored every image (incremental would plan nothing);
+    # no_cache: every shard really scores, so the fault meets a task at work
+    run_id = client.trigger(CFG.scoring.dag_id, {"full": True, "no_cache": True})
     running = wait_for(lambda: _running(client, run_id), 120, "a running scoring task", 0.2)
     pid = e2e_stack.process("seaweedfs").pid()
     assert pid, "seaweedfs is not running"

@@ -137,7 +137,9 @@ def test_worker_killed_mid_task_is_retried_and_rows_written_once(
 ) -> None:
     registry = MlflowClient(scale_env["MLFLOW_TRACKING_URI"])
     versions_before = len(registry.search_model_versions(f"name='{MODEL}'"))
-    run_id = scale_client.trigger(CFG.scoring.dag_id)
+    # full: the main job already scored every image (incremental would plan nothing);
+    # no_cache: every shard really scores, so the fault meets a task at work
+    run_id = scale_client.trigger(CFG.scoring.dag_id, {"full": True, "no_cache": True})
 
     def shard_running_on_default() -> list[dict[str, Any]]:
         return [
