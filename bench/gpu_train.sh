@@ -36,7 +36,8 @@ from rxvision.data.synth import generate_dataset
 
 if __name__ == "__main__":
     out, per_class, img = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    generate_dataset(out, classes=10, per_class=per_class, size=max(img, 64) + 32, seed=0)
+    # at least 224 px: rxvision train validates a folder as the nightly does
+    generate_dataset(out, classes=10, per_class=per_class, size=max(img, 224) + 32, seed=0)
 EOF
 
 run() {  # run NAME PRECISION CHANNELS_LAST
