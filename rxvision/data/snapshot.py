@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from rxvision.data.layout import check_class_layout
 from rxvision.errors import SnapshotError
+from rxvision.stack.process import is_alive
 
 log = logging.getLogger(__name__)
 
@@ -514,19 +515,9 @@ def remove_abandoned_staging(out: Path) -> None:
             pid = int(path.name.rsplit(".partial-", 1)[1].split("-", 1)[0])
         except (IndexError, ValueError):
             continue
-        if pid != os.getpid() and not _process_alive(pid):
+        if pid != os.getpid() and not is_alive(pid):
             log.info("removing %s, left by a pull that no longer runs (pid %d)", path, pid)
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def publish_directory(staging: Path, out: Path, info: SnapshotInfo) -> None:
