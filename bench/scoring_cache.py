@@ -3,7 +3,8 @@
 Both cases run ``score_batch`` (what ``rxvision score`` runs) over the same images in
 S3 with the same registered model; ``cold`` turns the cache's reuse off (``--no-cache``:
 decode, crop, model call for every image), ``cached`` serves every row from the cache
-(download and hash every image, one dict lookup, no decode, no model call). A third
+(each object's key and ETag come with the plan's listing: one dict lookup, no GET, no
+decode, no model call; a local file is read and hashed). A third
 case is the scoring DAG's incremental run over the same unchanged images: the
 processed-keys manifest plans nothing (one listing, one manifest read), publishes an
 empty night. Alternated in one process, after a first cold run has filled the cache.

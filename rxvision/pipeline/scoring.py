@@ -77,7 +77,8 @@ def plan(
     storage = storage or Storage()
     models = _pinned_models(output, config, storage)
     record: dict[str, Any] = {"models": models} if _all_pinned(models) else {}
-    keys = None
+    keys: list[str] | None = None
+    tags: dict[str, str] | None = None
     if processed_uri and read_plan(output, storage) is None:  # a rerun keeps its plan
         from rxvision.serving.processed import manifest_uri, select
 
@@ -91,6 +92,8 @@ def plan(
             rescore_on_new_champion=rescore_on_new_champion,
         )
         record["incremental"], keys = chosen.record, chosen.keys
+        root = source.rstrip("/") + "/"
+        tags = {root + k: str(t) for k, t in chosen.record["tags"].items()}
     shards = plan_shards(
         input_uri,
         output,
@@ -100,6 +103,7 @@ def plan(
         allow_empty=allow_empty,
         record=record or None,
         keys=keys,
+        tags=tags,
     )
     # the plan in force: ours, or the one a try before saved (its versions win)
     saved = (read_plan(output, storage) or {}).get("models") or models
@@ -176,6 +180,7 @@ def score(
         config=config,
         fallback_uri=item.get("fallback_uri"),
         fallback_on_load_failure=last_try,
+        source_tags=one.source_tags(),
     )
     return {
         "shard_id": result.shard_id,
@@ -218,6 +223,8 @@ def publish(
         return {
             "uri": manifest["output_uri"],
             "rows": 0,
+            "review_uri": manifest.get("review_uri"),
+            "needs_review": manifest.get("needs_review"),
             "dag_run_id": dag_run_id,
             "latest_moved": False,
             "latest_reason": reason,
@@ -248,6 +255,9 @@ def publish(
         "error_rate": metrics.get("error_rate"),
         "fallback_count": metrics.get("fallback_count"),
         "latency_ms": metrics.get("latency_ms"),
+        # the pharmacist's review gallery of the run (null when it could not be written)
+        "review_uri": manifest.get("review_uri"),
+        "needs_review": manifest.get("needs_review"),
         "model_uri": planned["model_uri"],
         "fallback_uri": planned.get("fallback_uri"),
         "finished": manifest["finished"],
@@ -264,7 +274,14 @@ def publish(
         reason,
     )
     processed = advance_processed(plan, storage, dag_run_id)
-    return {**latest, "latest_moved": moved, "latest_reason": reason, "processed": processed}
+    return {
+        **latest,
+        "latest_moved": moved,
+        "latest_reason": reason,
+        "processed": processed,
+        # every breaker switch of the run: the incident tracker's input (circuit_incidents)
+        "circuit_events": manifest.get("circuit_events", []),
+    }
 
 
 def advance_processed(

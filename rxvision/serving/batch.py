@@ -80,6 +80,7 @@ from rxvision.serving.model import (
     resolve_model,
     select_predictor,
 )
+from rxvision.serving.processed import list_tagged
 from rxvision.storage.s3 import S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)
@@ -362,19 +363,31 @@ def _error_code(exc: Any) -> str:
 
 @dataclass(frozen=True)
 class Shard:
-    """A fixed set of input keys scored and committed together."""
+    """A fixed set of input keys scored and committed together. ``tags``: each S3 key's
+    ``etag:size`` from the listing (parallel to ``keys``; empty for local input), with
+    which the inference cache serves an unchanged object without downloading it."""
 
     shard_id: str
     keys: tuple[str, ...]
+    tags: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """For the plan file and Airflow's XCom."""
-        return {"shard_id": self.shard_id, "keys": list(self.keys)}
+        data: dict[str, Any] = {"shard_id": self.shard_id, "keys": list(self.keys)}
+        if self.tags:
+            data["tags"] = list(self.tags)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Shard:
-        """From ``to_json``."""
-        return cls(str(data["shard_id"]), tuple(str(k) for k in data["keys"]))
+        """From ``to_json`` (plans saved before tags have none)."""
+        keys = tuple(str(k) for k in data["keys"])
+        tags = tuple(str(t) for t in data.get("tags") or ())
+        return cls(str(data["shard_id"]), keys, tags if len(tags) == len(keys) else ())
+
+    def source_tags(self) -> dict[str, str]:
+        """key -> listing tag, for the keys that have one."""
+        return {k: t for k, t in zip(self.keys, self.tags, strict=False) if t}
 
 
 def shard_id(index: int) -> str:
@@ -395,11 +408,13 @@ def list_input_shards(
     suffixes: Sequence[str] = IMAGE_SUFFIXES,
     storage: Storage | None = None,
     keys: Sequence[str] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> list[Shard]:
     """The input's images in key order, ``shard_size`` per shard: the same input always
     gives the same shards. Hidden (``.``/``_``) names and other suffixes are skipped.
     ``keys``: the candidates (full URIs: e.g. only what is new, ``rxvision.serving.
-    processed``), default every object listed under the input.
+    processed``) with their listing ``tags``, default every object listed under the
+    input (an S3 listing's ETag and size come with each key at no extra request).
     ``NoInputImages`` when a local input folder does not exist (a path typo)."""
     if shard_size < 1:
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
@@ -407,12 +422,18 @@ def list_input_shards(
     input_uri = normalize_uri(input_uri)
     if not input_uri.startswith("s3://") and not Path(input_uri).is_dir():
         raise NoInputImages(f"input folder {input_uri} does not exist")
+    if keys is None and input_uri.startswith("s3://"):
+        tags = list_tagged(input_uri, storage)
+        keys = list(tags)
     listed = storage.list(input_uri) if keys is None else sorted(keys)
     keys = [u for u in listed if _is_input_image(u, input_uri, suffixes)]
-    shards = [
-        Shard(shard_id(i), tuple(keys[start : start + shard_size]))
-        for i, start in enumerate(range(0, len(keys), shard_size))
-    ]
+    # only S3 tags name the bytes (the ETag); a local file's mtime and size do not
+    known = {k: t for k, t in (tags or {}).items() if k.startswith("s3://")}
+    shards = []
+    for i, start in enumerate(range(0, len(keys), shard_size)):
+        chunk = tuple(keys[start : start + shard_size])
+        chunk_tags = tuple(known.get(k, "") for k in chunk) if known else ()
+        shards.append(Shard(shard_id(i), chunk, chunk_tags))
     log.info("%s: %d images in %d shards of <= %d", input_uri, len(keys), len(shards), shard_size)
     return shards
 
@@ -443,6 +464,7 @@ def plan_shards(
     allow_empty: bool = False,
     record: Mapping[str, Any] | None = None,
     keys: Sequence[str] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> list[Shard]:
     """The run's shards: read from ``OUTPUT/_plan.json`` when a run already planned
     them (same input and shard size), else listed (or cut from ``keys``, see
@@ -461,7 +483,9 @@ def plan_shards(
         shards = [Shard.from_json(s) for s in plan["shards"]]
         _check_not_empty(shards, input_uri, allow_empty)
         return shards
-    shards = list_input_shards(input_uri, shard_size, suffixes=suffixes, storage=storage, keys=keys)
+    shards = list_input_shards(
+        input_uri, shard_size, suffixes=suffixes, storage=storage, keys=keys, tags=tags
+    )
     _check_not_empty(shards, input_uri, allow_empty)
     now = datetime.now(UTC)
     plan = {
@@ -506,6 +530,7 @@ class _Item:
     error: str | None = None
     digest: str | None = None
     hit: dict[str, Any] | None = None  # the cached row: not decoded, not scored
+    downloaded: bool = False  # False for a hit by key and listing tag
 
 
 def _fetch(
@@ -516,12 +541,20 @@ def _fetch(
     loaded: LoadedModel,
     cfg: ScoringConfig,
     cache: CachePartition | None = None,
+    tag: str | None = None,
 ) -> _Item:
-    """Download, hash, look up in ``cache``, else decode (``load_image`` under the
-    model's contract) and preprocess one image; failures become the item's error."""
+    """Look up ``key`` at its listing ``tag`` in ``cache`` (a hit needs no download),
+    else download, hash, look up the content hash, else decode (``load_image`` under
+    the model's contract) and preprocess one image; failures become the item's error."""
     item = _Item(index, key, submitted)
+    if cache is not None and tag:
+        found = cache.get_source(key, tag)
+        if found is not None:
+            item.digest, item.hit = found
+            return item
     try:
         item.data = storage.read(key)
+        item.downloaded = True
         item.digest = content_hash(item.data)
         item.hit = cache.get(item.digest) if cache is not None else None
         if item.hit is not None:
@@ -923,19 +956,39 @@ class _ShardScorer:
         self.cache = cache
         self.partition: CachePartition | None = None
         self.rows: list[tuple[int, dict[str, Any]]] = []
+        self.tags: dict[str, str] = {}
+        self.downloaded = 0
 
-    def run(self, keys: Sequence[str], storage: Storage, progress: ProgressFn | None) -> None:
-        """Stream, batch and score every key (a cache hit is served, not scored)."""
+    def run(
+        self,
+        keys: Sequence[str],
+        storage: Storage,
+        progress: ProgressFn | None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Stream, batch and score every key (a cache hit is served, not scored).
+        ``tags``: key -> listing tag, for cache lookups without a download."""
         expected = self.pool.expected()
         self.partition = self._partition()
+        self.tags = dict(tags or {})
 
         def fetch(index: int, key: str, submitted: float) -> _Item:
-            return _fetch(index, key, submitted, storage, expected, self.config, self.partition)
+            return _fetch(
+                index,
+                key,
+                submitted,
+                storage,
+                expected,
+                self.config,
+                self.partition,
+                self.tags.get(key),
+            )
 
         batch: list[_Item] = []
         workers, ahead = self.config.download_workers, self.config.max_in_flight
         target = self.pool.batch_size()  # tuned per runtime: known once the model loaded
         for item in _stream(keys, fetch, workers, max(ahead, target)):
+            self.downloaded += item.downloaded
             if item.error is not None:
                 row = error_row(item.key, item.error, self.shard, digest=item.digest)
                 self._add([(item.index, row)])
@@ -971,7 +1024,7 @@ class _ShardScorer:
             return []
         primary = self.pool.get(PRIMARY).label
         return [
-            row
+            {**row, "source_key": row["key"], "source_tag": self.tags.get(row["key"])}
             for _, row in self.rows
             if row["scored_by"] == PRIMARY
             and row["model_version"] == primary
@@ -1089,13 +1142,16 @@ def score_shard(
     progress: ProgressFn | None = None,
     fallback_on_load_failure: bool = True,
     cache: InferenceCache | None = None,
+    source_tags: Mapping[str, str] | None = None,
 ) -> ShardResult:
     """Score one shard's keys (full ``s3://`` URIs or paths) into
     ``OUTPUT/shards/<shard_id>.parquet``, unless a run already committed it.
 
     ``cache`` (default: ``config.cache``'s): unchanged images under an unchanged primary
     are served from it (``cached`` rows); the primary's fresh rows are added to it
-    once the shard has committed.
+    once the shard has committed. ``source_tags`` (``Shard.source_tags``): an object
+    whose key and listing tag (ETag and size) the cache has seen is served without
+    being downloaded; any other is downloaded and looked up by its content hash.
 
     The Airflow task of one shard calls this. ``fallback_uri`` defaults to the
     ``fallback`` alias of a registry ``model_uri``. Raises ``ScoringError`` (nothing
@@ -1127,7 +1183,7 @@ def score_shard(
     began = time.perf_counter()
     switches = len(pool.breaker.events)  # the pool may have scored shards before this one
     scorer = _ShardScorer(pool, config, shard_id, metrics, sink, cache)
-    scorer.run(shard_keys, storage, progress)
+    scorer.run(shard_keys, storage, progress, source_tags)
     table = scorer.table()
     metrics.seconds = time.perf_counter() - began
     cached = sum(bool(c) for c in table.column("cached").to_pylist())
@@ -1139,6 +1195,8 @@ def score_shard(
         "rows_by_model": _rows_by_model(table),
         "finished": _now(),
         "cached": cached,
+        # objects read from the store (the rest: cache hits by key and ETag, no GET)
+        "downloaded": scorer.downloaded,
         "circuit_events": [
             {**event, "shard_id": shard_id} for event in pool.breaker.events[switches:]
         ],
@@ -1242,6 +1300,7 @@ def finalize_scoring(
                 "uri": shard_uri(output_uri, shard),
                 "rows": summary.get("images"),
                 "cached": summary.get("cached", 0),
+                "downloaded": summary.get("downloaded"),
                 "rows_by_model": summary.get("rows_by_model", {}),
             }
         )
@@ -1251,6 +1310,7 @@ def finalize_scoring(
         "finished": _now(),
         "rows": sum(int(s["rows"] or 0) for s in shards),
         "cached": sum(int(s["cached"] or 0) for s in shards),
+        "downloaded": sum(int(s["downloaded"] or 0) for s in shards),
         # every breaker switch of every shard, oldest first: the incident tracker's hook
         "circuit_events": sorted(events, key=lambda e: str(e.get("time"))),
         "shards": shards,
@@ -1332,6 +1392,7 @@ def score_batch(
                 sink=sink,
                 progress=report,
                 cache=cache,
+                source_tags=shard.source_tags(),
             )
         )
     extra = {

@@ -28,6 +28,12 @@ them into one, so a reader's GETs stay bounded. Races (two compactions, a reader
 listing while one deletes) can only cost a miss or a duplicate of an equally valid row,
 never a wrong row: every row in a partition was computed for its key.
 
+Each row also records the S3 key and listing tag (ETag and size) it was read from: the
+scoring plan lists the input anyway (ListObjectsV2 returns both per key), so a rerun of
+unchanged objects is served from the listing and the index, with no GET at all. The
+ETag is derived from the bytes: an object overwritten under its key misses and is
+downloaded and looked up by content hash as before.
+
 Only rows the primary model scored are stored: error rows and fallback rows never are.
 Writes happen after the shard commits and never fail the run (logged and counted).
 """
@@ -66,10 +72,15 @@ SEGMENT_SCHEMA = pa.schema(
         ("runtime", pa.string()),
         ("localized", pa.bool_()),
         ("localization", pa.string()),
+        # where the bytes were read: the S3 key and its listing tag (ETag and size), so
+        # a later run serves an unchanged object without downloading it (null: unknown)
+        ("source_key", pa.string()),
+        ("source_tag", pa.string()),
     ]
 )
+_KEYS = ("content_sha256", "source_key", "source_tag")
 # the prediction columns a cached row carries over (the rest are per run: key, shard)
-CACHED_COLUMNS = tuple(name for name in SEGMENT_SCHEMA.names if name != "content_sha256")
+CACHED_COLUMNS = tuple(name for name in SEGMENT_SCHEMA.names if name not in _KEYS)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -158,21 +169,62 @@ def _segment_name() -> str:
     return f"seg-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
 
 
+@dataclass
+class _Index:
+    """A partition's rows by content hash, and the hash of each (key, tag) seen."""
+
+    rows: dict[str, dict[str, Any]]
+    sources: dict[tuple[str, str], str]
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        digest = str(row["content_sha256"])
+        self.rows[digest] = _cached(row)
+        if row.get("source_key") and row.get("source_tag"):
+            self.sources[(str(row["source_key"]), str(row["source_tag"]))] = digest
+
+    def records(self) -> list[dict[str, Any]]:
+        """Segment rows: one per (key, tag) seen, one for each hash seen under none."""
+        named = set(self.sources.values())
+        out = [
+            {"content_sha256": d, "source_key": k, "source_tag": t, **self.rows[d]}
+            for (k, t), d in self.sources.items()
+            if d in self.rows
+        ]
+        out += [{"content_sha256": d, **r} for d, r in self.rows.items() if d not in named]
+        return out
+
+
 class CachePartition:
     """One partition's rows, read once: ``get`` is a dict lookup, safe from threads.
     ``serve`` False (``reuse`` off): every lookup misses, rows are still stored."""
 
     def __init__(
-        self, uri: str, rows: dict[str, dict[str, Any]], segments: int, serve: bool = True
+        self,
+        uri: str,
+        rows: dict[str, dict[str, Any]],
+        segments: int,
+        serve: bool = True,
+        sources: dict[tuple[str, str], str] | None = None,
     ) -> None:
         self.uri = uri
         self.rows = rows
+        self.sources = sources or {}
         self.segments = segments
         self.serve = serve
 
     def get(self, digest: str) -> dict[str, Any] | None:
         """The cached prediction columns of an image's content hash, or None."""
         return self.rows.get(digest) if self.serve else None
+
+    def get_source(self, key: str, tag: str) -> tuple[str, dict[str, Any]] | None:
+        """(content hash, prediction columns) of the object ``key`` at listing ``tag``
+        (its S3 ETag and size) when a run read exactly that object before, else None.
+        An object overwritten under the same key has another ETag: it misses."""
+        if not self.serve:
+            return None
+        digest = self.sources.get((key, tag))
+        row = self.rows.get(digest) if digest is not None else None
+        return (digest, row) if digest is not None and row is not None else None
 
 
 class InferenceCache:
@@ -199,26 +251,34 @@ class InferenceCache:
             return CachePartition(uri, {}, 0, serve=False)
         try:
             segments = _segments(self.storage.list(uri))
-            rows = _index(self.storage, segments)
+            index = _index(self.storage, segments)
         except Exception as exc:  # the cache is an optimisation: unreadable is empty
             log.warning("cannot read the inference cache at %s: %s; scoring afresh", uri, exc)
             return CachePartition(uri, {}, 0)
-        log.info("inference cache %s: %d rows in %d segments", uri, len(rows), len(segments))
-        return CachePartition(uri, rows, len(segments))
+        log.info(
+            "inference cache %s: %d rows (%d known objects) in %d segments",
+            uri,
+            len(index.rows),
+            len(index.sources),
+            len(segments),
+        )
+        return CachePartition(uri, index.rows, len(segments), sources=index.sources)
 
     def store(self, part: CachePartition, rows: Iterable[Mapping[str, Any]]) -> int:
         """Append ``rows`` (each with ``content_sha256``) as one segment, then compact
         when the partition has grown past ``max_segments``. Returns how many rows were
         written; raises on a storage failure (the caller logs it, the run goes on)."""
-        fresh = {str(r["content_sha256"]): r for r in rows if r.get("content_sha256")}
+        fresh = [r for r in rows if r.get("content_sha256")]
         if not fresh:
             return 0
         table = pa.Table.from_pylist(
-            [{name: row.get(name) for name in SEGMENT_SCHEMA.names} for row in fresh.values()],
+            [{name: row.get(name) for name in SEGMENT_SCHEMA.names} for row in fresh],
             schema=SEGMENT_SCHEMA,
         )
         self.storage.write(f"{part.uri}/{_segment_name()}", _parquet(table))
-        part.rows.update({h: _cached(r) for h, r in fresh.items()})
+        index = _Index(part.rows, part.sources)
+        for row in fresh:
+            index.add(row)
         self._compact(part.uri)
         return len(fresh)
 
@@ -242,32 +302,33 @@ class InferenceCache:
         segments = _segments(self.storage.list(uri))
         if len(segments) <= self.config.max_segments:
             return
-        rows = _index(self.storage, segments)
-        table = pa.Table.from_pylist(
-            [{"content_sha256": h, **r} for h, r in rows.items()], schema=SEGMENT_SCHEMA
-        )
+        index = _index(self.storage, segments)
+        table = pa.Table.from_pylist(index.records(), schema=SEGMENT_SCHEMA)
         self.storage.write(f"{uri}/{_segment_name()}", _parquet(table))
         for segment in segments:
             self.storage.delete(segment)
-        log.info("inference cache %s: %d segments merged (%d rows)", uri, len(segments), len(rows))
+        log.info(
+            "inference cache %s: %d segments merged (%d rows)", uri, len(segments), len(index.rows)
+        )
 
 
 def _segments(listed: Iterable[str]) -> list[str]:
     return sorted(u for u in listed if u.rsplit("/", 1)[-1].startswith("seg-"))
 
 
-def _index(storage: CacheStorage, segments: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """hash -> prediction columns over ``segments`` in name order (the newest wins); a
-    segment deleted since it was listed (merged by a compaction) is skipped."""
-    rows: dict[str, dict[str, Any]] = {}
+def _index(storage: CacheStorage, segments: Iterable[str]) -> _Index:
+    """hash -> prediction columns and (key, tag) -> hash over ``segments`` in name order
+    (the newest wins); a segment deleted since it was listed (merged by a compaction) is
+    skipped. Segments written before the source columns existed read them as null."""
+    index = _Index({}, {})
     for segment in segments:
         try:
-            table = pq.read_table(io.BytesIO(storage.read(segment)), schema=SEGMENT_SCHEMA)
+            table = pq.read_table(io.BytesIO(storage.read(segment)))
         except NotFound:
             continue
         for row in table.to_pylist():
-            rows[str(row["content_sha256"])] = _cached(row)
-    return rows
+            index.add(row)
+    return index
 
 
 def _cached(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -98,6 +98,8 @@ def test_cache_serves_unchanged_images_and_misses_changed_ones(
     # a rescore through the CLI: every good image from the cache, rows identical
     warm = cli(env, champion, input_uri)
     assert (warm["rows"], warm["cached"]) == (20, 18)
+    # served by key and ETag from the listing: only the two error rows' objects were read
+    assert warm["downloaded"] == 2
     warm_rows = rows_by_key(warm["output_uri"])
     for key, row in warm_rows.items():
         assert row["cached"] == (row["error"] is None)
@@ -119,6 +121,8 @@ def test_cache_serves_unchanged_images_and_misses_changed_ones(
     changed_out = new_output()
     changed = score_batch(champion, input_uri, changed_out, config=config)
     assert changed["cached"] == 17
+    # the overwritten object has a new ETag: it alone (and the error rows) was read
+    assert changed["downloaded"] == 3
     row = rows_by_key(changed_out)[target]
     truth_out = new_output()
     score_batch(champion, input_uri, truth_out, config=ScoringConfig(**FAST))

@@ -7,12 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from serving_fixtures import broken_model, loaded_model, write_images
 
 from rxvision.serving.batch import ScoringConfig, Storage, score_batch
-from rxvision.serving.cache import CACHED_COLUMNS, content_hash
+from rxvision.serving.cache import (
+    CACHED_COLUMNS,
+    SEGMENT_SCHEMA,
+    CacheConfig,
+    InferenceCache,
+    RowContract,
+    content_hash,
+)
 from rxvision.serving.model import LoadedModel
 
 pytestmark = pytest.mark.unit
@@ -194,3 +202,50 @@ def test_a_cache_that_cannot_be_written_never_fails_the_run(
     )
     assert manifest["rows"] == 13 and (output / "_SUCCESS").is_file()
     assert segments(cache) == []
+
+
+def _row(digest: str, label: str, key: str | None, tag: str | None) -> dict[str, Any]:
+    base = {name: None for name in CACHED_COLUMNS}
+    return {**base, "label": label, "content_sha256": digest, "source_key": key, "source_tag": tag}
+
+
+def test_an_object_is_served_by_key_and_listing_tag_through_compaction(tmp_path: Path) -> None:
+    storage = Storage()
+    config = CacheConfig(uri=str(tmp_path / "cache"), max_segments=2)
+    loaded = loaded_model("tiny/1")
+    contract = RowContract(top_k=3, tta_rotations=1, review_threshold=0.6)
+    writer = InferenceCache(config, storage)
+    part = writer.partition(loaded, contract)
+    # the same bytes under two keys, and a row read from a local file (no tag)
+    writer.store(part, [_row("a" * 64, "p1", "s3://b/in/x.jpg", "e1:10")])
+    writer.store(part, [_row("a" * 64, "p1", "s3://b/in/y.jpg", "e1:10")])
+    writer.store(part, [_row("c" * 64, "p2", "/in/z.jpg", None)])
+    assert len(segments(tmp_path / "cache")) == 1  # three segments: merged into one
+
+    read = InferenceCache(config, storage).partition(loaded, contract)
+    for key in ("s3://b/in/x.jpg", "s3://b/in/y.jpg"):
+        found = read.get_source(key, "e1:10")
+        assert found is not None and found[0] == "a" * 64 and found[1]["label"] == "p1"
+    # overwritten under its key: another ETag, a miss (the caller downloads and hashes)
+    assert read.get_source("s3://b/in/x.jpg", "e2:10") is None
+    assert read.get_source("/in/z.jpg", "") is None
+    assert read.get("c" * 64) is not None and read.get("c" * 64)["label"] == "p2"  # type: ignore[index]
+    # --no-cache reads nothing
+    off = InferenceCache(CacheConfig(uri=config.uri, reuse=False), storage)
+    assert off.partition(loaded, contract).get_source("s3://b/in/x.jpg", "e1:10") is None
+
+
+def test_segments_written_before_the_source_columns_still_serve(tmp_path: Path) -> None:
+    storage = Storage()
+    config = CacheConfig(uri=str(tmp_path / "cache"))
+    loaded = loaded_model("tiny/1")
+    contract = RowContract(top_k=3, tta_rotations=1, review_threshold=0.6)
+    part = InferenceCache(config, storage).partition(loaded, contract)
+    old = pa.schema([f for f in SEGMENT_SCHEMA if f.name not in ("source_key", "source_tag")])
+    row = {name: None for name in old.names} | {"content_sha256": "d" * 64, "label": "p3"}
+    Path(part.uri).mkdir(parents=True)
+    pq.write_table(
+        pa.Table.from_pylist([row], schema=old), f"{part.uri}/seg-20260101T000000Z-x.parquet"
+    )
+    read = InferenceCache(config, storage).partition(loaded, contract)
+    assert read.get("d" * 64) is not None and read.sources == {}
