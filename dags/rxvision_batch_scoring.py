@@ -31,7 +31,10 @@ Tasks, and what to do when one fails:
   timeout) fails the try, so that Airflow retries it; only the last try scores with the
   fallback, and then each row says why in `fallback_reason` (and the log says so). A
   retry skips shards already committed.
-- `publish`: checks every shard is committed, writes `_manifest.json` and `_SUCCESS`,
+- `publish`: checks every shard is committed, writes the pharmacist's **review gallery**
+  (`review/index.html`: every `needs_review` image with its crop, top-3 candidates and
+  their reference photos; the task's "Review gallery" link opens it; a gallery that
+  cannot be written is logged and the run goes on), `_manifest.json` and `_SUCCESS`,
   moves `latest.json` **forward only**: it is refused (a warning in the log, and
   `latest_moved: false` in the task's return value; the task succeeds) when the pointer
   names a run planned later than this one, e.g. when an old run is cleared and
@@ -53,6 +56,7 @@ from rxvision.pipeline import scoring
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision_airflow.assets import CHAMPION
 from rxvision_airflow.schedules import next_cron_time_only
+from rxvision_airflow.scoring import PublishScoringOperator
 from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
 from rxvision_airflow.task_runtime import rxvision_task
 
@@ -71,6 +75,7 @@ S = CFG.scoring
     deadline=task_deadline_alerts(S),
     tags=["rxvision", "scoring"],
     doc_md=__doc__,
+    user_defined_macros={"rxv_scoring_output": lambda run: scoring.output_uri(S, run)},
     params={
         "input_uri": Param(
             None, type=["null", "string"], description="Images to score (default: config)"
@@ -114,24 +119,22 @@ def rxvision_batch_scoring() -> None:
         with rxvision_task(CFG, "scoring"):
             return scoring.score(item, last_try=last_try, use_cache=use_cache)
 
-    # none_failed: an empty plan maps no score_shard (skipped), and the run still
-    # finalises; a failed shard still stops it
-    @task(trigger_rule=TriggerRule.NONE_FAILED, **task_limits(CFG, S, "publish"))
-    def publish(planned: list[dict[str, Any]]) -> dict[str, Any]:
-        run_id = str(get_current_context()["run_id"])
-        with rxvision_task(CFG, "scoring"):
-            return scoring.publish(
-                planned,
-                S.latest_uri,
-                dag_run_id=run_id,
-                output=scoring.output_uri(S, run_id),
-                allow_empty=S.allow_empty,
-            )
-
     planned = plan_shards()
+    # none_failed: an empty plan maps no score_shard (skipped), and the run still
+    # finalises; a failed shard still stops it. Its page links the run's review gallery;
+    # it also reports the breaker's switches as an incident (auto-recovery resolves it).
+    publish = PublishScoringOperator(
+        task_id="publish",
+        planned=planned,
+        latest_uri=S.latest_uri,
+        output_uri="{{ rxv_scoring_output(run_id) }}",
+        allow_empty=S.allow_empty,
+        trigger_rule=TriggerRule.NONE_FAILED,
+        **task_limits(CFG, S, "publish"),
+    )
     # an ordering edge only: publish reads nothing the shards return (an empty plan maps
     # no shard, and there is no XCom to resolve)
-    score_shard.expand(item=planned) >> publish(planned)
+    score_shard.expand(item=planned) >> publish
 
 
 rxvision_batch_scoring()

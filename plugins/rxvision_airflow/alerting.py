@@ -84,6 +84,22 @@ def resolve_after_success(
         return []
 
 
+def report_circuit(
+    published: dict[str, Any], dag_id: str, run_id: str, cfg: PipelineConfig | None = None
+) -> dict[str, Any]:
+    """The scoring run's breaker switches as an incident (``rxvision.pipeline.
+    circuit_incidents``); what was done (never raises: the predictions are published)."""
+    from rxvision.pipeline.circuit_incidents import report_circuit as report
+
+    try:
+        sinks = build_sinks(cfg or load_pipeline_config())
+        events = list(published.get("circuit_events") or [])
+        return report(events, dag_id, run_id, sinks, model_uri=published.get("model_uri"))
+    except Exception:
+        log.exception("could not report the circuit switches of %s %s", dag_id, run_id)
+        return {"error": "not reported"}
+
+
 def on_task_failure(context: dict[str, Any]) -> None:
     """``on_failure_callback`` of every task: page on-call with the error and the log."""
     ti = context.get("ti") or context.get("task_instance")
