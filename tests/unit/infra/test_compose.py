@@ -115,7 +115,6 @@ def test_gpu_worker_reserves_nvidia_gpus(rendered: dict[str, Any]) -> None:
     gpu = rendered["services"]["worker-gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
-    command = " ".join(gpu["command"])
     # training only: scoring shards (queue default) never land beside a training run
     assert gpu["command"][gpu["command"].index("--queues") + 1] == "gpu"
     assert "--queues default" in " ".join(rendered["services"]["worker-default"]["command"])
