@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from airflow.plugins_manager import AirflowPlugin
 
 from rxvision_airflow import listener
+from rxvision_airflow.scoring import ReviewGalleryLink
 from rxvision_airflow.validation import ValidationReportLink
 
 
@@ -17,4 +18,4 @@ class RxVisionPlugin(AirflowPlugin):
 
     name = "rxvision"
     listeners: ClassVar[list[Any]] = [listener]
-    operator_extra_links: ClassVar[list[Any]] = [ValidationReportLink()]
+    operator_extra_links: ClassVar[list[Any]] = [ValidationReportLink(), ReviewGalleryLink()]

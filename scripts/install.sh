@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests and the stack use, installed when missing and we are root:
 # the Docker engine for the training container, debootstrap for its base image (no image
 # registry is needed), Postgres and Redis for `stack up --profile scale`, docker-compose
-# (v1: Debian has no v2 plugin) to check infra/compose. RXVISION_APT_PACKAGES="" installs none.
-APT_PACKAGES=(${RXVISION_APT_PACKAGES-docker.io debootstrap postgresql redis-server docker-compose})
+# (v1: Debian has no v2 plugin) to check infra/compose, chromium for the review gallery's
+# browser test (Playwright drives it; it never downloads a browser of its own).
+# RXVISION_APT_PACKAGES="" installs none.
+APT_PACKAGES=(${RXVISION_APT_PACKAGES-docker.io debootstrap postgresql redis-server docker-compose chromium})
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

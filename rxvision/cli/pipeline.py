@@ -141,4 +141,16 @@ def _print_status(info: dict[str, Any]) -> None:
         )
     else:
         table.add_row("predictions", str((pred or {}).get("error", "none yet")))
+    if pred and "error" not in pred:
+        table.add_row("review gallery", _gallery_line(pred))
     console.print(table)
+    if pred and pred.get("review_url"):
+        # unwrapped, after the table: a link to click or copy whole
+        typer.echo(f"open the review gallery (link valid 7 days): {pred['review_url']}")
+
+
+def _gallery_line(pred: dict[str, Any]) -> str:
+    """``3 to review: s3://.../review/index.html``."""
+    if not pred.get("review_uri"):
+        return "none for this run (its _manifest.json says why under review)"
+    return escape(f"{pred.get('needs_review')} to review: {pred['review_uri']}")

@@ -99,6 +99,12 @@ def score(
         f"{metrics['images_per_s']:.1f} images/s",
         err=True,
     )
+    review = manifest.get("review") or {}
+    if manifest.get("review_uri"):
+        where = f"{manifest['needs_review']} to review at {manifest['review_uri']}"
+        typer.echo(f"review gallery: {where}", err=True)
+    elif review.get("error"):
+        typer.echo(f"review gallery not written: {review['error']}", err=True)
 
 
 app = typer.Typer(

@@ -174,14 +174,19 @@ def open_incidents(alerts_uri: str | None, store: S3Store | None = None) -> dict
 
 def latest_predictions(latest_uri: str) -> dict[str, Any] | None:
     """The pointer the scoring DAG's ``publish`` task writes (None before the first run)."""
+    store = S3Store()
     try:
-        data: dict[str, Any] = json.loads(S3Store().get_bytes(latest_uri))
+        data: dict[str, Any] = json.loads(store.get_bytes(latest_uri))
     except NotFound:
         return None
-    return {
-        k: data.get(k)
-        for k in ("uri", "rows", "error_rate", "fallback_count", "model_uri", "finished")
-    }
+    keys = ("uri", "rows", "error_rate", "fallback_count", "model_uri", "finished")
+    # the review gallery of that run (rxvision.serving.review_gallery): where on-call and
+    # the pharmacist open it; null for a run published before galleries existed
+    gallery = ("review_uri", "needs_review")
+    out = {k: data.get(k) for k in (*keys, *gallery)}
+    review = str(out["review_uri"] or "")
+    out["review_url"] = store.presigned_get(review) if review.startswith("s3://") else None
+    return out
 
 
 def collect_status(cfg: PipelineConfig, client: AirflowClient | None) -> dict[str, Any]:

@@ -81,6 +81,7 @@ from rxvision.serving.model import (
     select_predictor,
 )
 from rxvision.serving.processed import list_tagged
+from rxvision.serving.review_gallery import review_summary
 from rxvision.storage.s3 import S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)
@@ -1273,9 +1274,10 @@ def finalize_scoring(
     sink: StatsdSink | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Check every shard is committed, then write ``_manifest.json`` and ``_SUCCESS``
-    (last). The expected shards are ``shard_ids``, else the plan's. ``ScoringError``
-    names the missing shards (nothing written)."""
+    """Check every shard is committed, then write the review gallery
+    (``rxvision.serving.review_gallery``: its failure is recorded, never fatal),
+    ``_manifest.json`` and ``_SUCCESS`` (last). The expected shards are ``shard_ids``,
+    else the plan's. ``ScoringError`` names the missing shards (nothing written)."""
     storage = storage or Storage()
     output_uri = normalize_uri(output_uri)
     expected = list(shard_ids) if shard_ids is not None else _planned_ids(storage, output_uri)
@@ -1305,6 +1307,8 @@ def finalize_scoring(
             }
         )
         events.extend(summary.get("circuit_events", []))
+    # before the manifest, which records where it is (or why it is missing)
+    review = review_summary(output_uri, [s["uri"] for s in shards], storage, sink or StatsdSink())
     manifest = {
         "output_uri": output_uri,
         "finished": _now(),
@@ -1315,6 +1319,7 @@ def finalize_scoring(
         "circuit_events": sorted(events, key=lambda e: str(e.get("time"))),
         "shards": shards,
         "metrics": merged.summary(),
+        **review,
         **(extra or {}),
     }
     storage.write(join(output_uri, "_manifest.json"), json.dumps(manifest, indent=2).encode())

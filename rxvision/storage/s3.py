@@ -118,6 +118,15 @@ class S3Store:
                 raise NotFound(f"no such S3 object: {uri}") from exc
             raise
 
+    def presigned_get(self, uri: str, expires_s: int = 7 * 24 * 3600) -> str:
+        """A time-limited HTTP(S) URL that reads the object with no credentials (signed
+        here, with no request: a browser opens it)."""
+        bucket, key = parse_s3_uri(uri)
+        params = {"Bucket": bucket, "Key": key}
+        return str(
+            self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
+        )
+
     def exists(self, uri: str) -> bool:
         """Whether an object exists."""
         bucket, key = parse_s3_uri(uri)

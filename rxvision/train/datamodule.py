@@ -360,6 +360,22 @@ class RxVisionDataModule(pl.LightningDataModule):
         batches = per_rank // self.batch_size if self._drop_last() else 1
         return max(1, math.ceil(batches / accumulate_grad_batches))
 
+    def references(self) -> dict[str, tuple[np.ndarray, dict[str, str]]]:
+        """Each class's reference photo (``rxvision.data.references``): the pixels of its
+        first training row as the model sees them (the ``spec`` crop, not normalised) and
+        where they came from (``path``, ``sha256``). Train split only: validation and test
+        images must stay unseen by anything shipped with the model."""
+        first: dict[str, int] = {}
+        for index in self.train_indices:
+            first.setdefault(self.classes[self.source.labels[index]], index)
+        paths = self.source.row_paths()
+        out: dict[str, tuple[np.ndarray, dict[str, str]]] = {}
+        for name, index in first.items():
+            pixels, _ = self.source.dataset([index], _identity, self.spec)[0]
+            sha = self.assignment.keys[index].sha256 if self.assignment.keys else ""
+            out[name] = (np.asarray(pixels), {"path": paths[index], "sha256": sha})
+        return out
+
     def class_counts(self, split: str = TRAIN) -> dict[str, int]:
         """Images per class in ``split``."""
         indices = {TRAIN: self.train_indices, VAL: self.val_indices, TEST: self.test_indices}
@@ -392,6 +408,10 @@ class RxVisionDataModule(pl.LightningDataModule):
                 )
             ],
         }
+
+
+def _identity(pixels: np.ndarray) -> np.ndarray:
+    return pixels
 
 
 def split_source(source: DataSource, config: DataLoadingConfig) -> SplitAssignment:

@@ -553,6 +553,10 @@ def _log_outcome(
         {f"final/{metric_name(k)}": v for k, v in result.metrics.items()}, result.global_step
     )
     tracker.log_dict(datamodule.split_record(), SPLITS_ARTIFACT)
+    try:
+        tracker.log_references(datamodule.references())
+    except Exception as exc:  # a gallery nicety: never worth losing the trained model over
+        log.warning("reference photos not logged (the review gallery shows none): %s", exc)
     if final.confusion is not None:
         tracker.log_figure(
             confusion_figure(final.confusion, module.classes), "plots/confusion_matrix.png"

@@ -9,9 +9,11 @@ MLflow run.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +30,14 @@ from torch import nn
 
 from rxvision.config.schema import MlflowTracking
 from rxvision.data.imaging import ImageSpec
+from rxvision.data.references import (
+    REFERENCE_PX,
+    REFERENCE_QUALITY,
+    REFERENCES_DIR,
+    REFERENCES_INDEX,
+    reference_index,
+    thumbnail_jpeg,
+)
 from rxvision.home import Home, repo_root
 
 log = logging.getLogger(__name__)
@@ -211,6 +221,20 @@ class RunTracker:
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         """Upload ``data`` as a JSON artifact."""
         self.client.log_dict(self.active_run_id, dict(data), artifact_file)
+
+    def log_references(
+        self, references: Mapping[str, tuple[np.ndarray, Mapping[str, str]]]
+    ) -> None:
+        """Log each class's reference photo as a JPEG thumbnail under ``references/``, with
+        ``references/index.json`` (``rxvision.data.references``; one upload for all)."""
+        with tempfile.TemporaryDirectory(prefix="rxvision-references-") as tmp:
+            folder = Path(tmp)
+            index = reference_index({name: source for name, (_, source) in references.items()})
+            for name, (pixels, _) in references.items():
+                data = thumbnail_jpeg(pixels, REFERENCE_PX, REFERENCE_QUALITY)
+                (folder / index["classes"][name]["file"]).write_bytes(data)
+            (folder / Path(REFERENCES_INDEX).name).write_text(json.dumps(index, indent=2))
+            self.client.log_artifacts(self.active_run_id, str(folder), REFERENCES_DIR)
 
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
         """Upload a matplotlib figure as a PNG."""

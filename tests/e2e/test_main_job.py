@@ -58,6 +58,20 @@ def test_validation_report_is_linked_from_the_task(
     assert report["summary"]["files"] == main_job["snapshot"]["images"]
 
 
+def test_review_gallery_is_linked_from_the_publish_task(
+    main_job: dict[str, Any], client: AirflowClient
+) -> None:
+    run_id = main_job["scoring"]["run_id"]
+    links = client.request(
+        "GET", f"/dags/{CFG.scoring.dag_id}/dagRuns/{run_id}/taskInstances/publish/links"
+    )
+    url = links["extra_links"]["Review gallery"]
+    assert url.startswith("http://127.0.0.1:") and "X-Amz-Signature=" in url
+    page = requests.get(url, timeout=10)  # presigned: no credentials needed
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert 'id="review-count"' in page.text
+
+
 def test_training_ran_in_the_container(main_job: dict[str, Any], e2e_stack: LocalStack) -> None:
     run_dir = f"run_id={main_job['nightly']['run_id']}"
     logs = e2e_stack.home.root / "airflow" / "logs" / f"dag_id={CFG.nightly.dag_id}" / run_dir

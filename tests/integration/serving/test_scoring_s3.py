@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
 from serving_helpers import wait_for
 
@@ -228,3 +229,15 @@ def test_killed_run_rerun_writes_each_row_exactly_once(
     assert result["rows"] == 20 and len(result["shards"]) == 5
     assert store.exists(f"{out}/_SUCCESS")
     assert not [u for u in S3Store().list_keys(f"{out}/_tmp/")]
+    # the review gallery: each needs_review row, crops made under the version's contract
+    # (read from MLflow), served as HTML through a presigned link
+    review = [r for r in read_rows(out) if r["needs_review"] and not r["error"]]
+    assert (result["review_uri"], result["needs_review"]) == (
+        f"{out}/review/index.html",
+        len(review),
+    )
+    page = requests.get(S3Store().presigned_get(result["review_uri"]), timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert f'<span id="review-count">{len(review)}</span>' in page.text
+    assert page.text.count('<article class="item"') == len(review)
+    assert "the whole photo is shown" not in page.text  # the model's spec was found

@@ -95,6 +95,10 @@ def test_run_is_tracked_in_mlflow(tracked_run: TrackedRun) -> None:
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     assert logged == {"eval/confused_pairs.json"}
     assert {a.path for a in client.list_artifacts(run.info.run_id, "data")} == {"data/splits.json"}
+    # one reference photo per class (train split) for the review gallery, and its index
+    references = {a.path for a in client.list_artifacts(run.info.run_id, "references")}
+    assert "references/index.json" in references
+    assert len(references) == len(result.classes) + 1
     local = Path(client.download_artifacts(run.info.run_id, "plots/loss_curve.png"))
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
