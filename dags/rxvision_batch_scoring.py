@@ -25,7 +25,11 @@ Tasks, and what to do when one fails:
   (the default) nothing is scored, `publish` writes an empty `_manifest.json` and
   `_SUCCESS`, and `latest.json` keeps pointing at the last predictions; set it to false
   to make `plan_shards` fail instead. The same holds for a night with **nothing new**.
-- `score_shard`: one mapped task per shard; streams images, batches them, writes the
+  Its output (XCom) is one small item per shard (its id and size, never its keys), and
+  the shard count is bounded by `max_shards` in `configs/serving.yaml` (512: under
+  Airflow's `max_map_length` of 1,024): a larger input gets larger shards.
+- `score_shard`: one mapped task per shard; reads its keys from `_plan.json`, streams
+  images, batches them, writes the
   shard's Parquet atomically. A corrupt image is an error row; a failing model trips
   the circuit breaker to the fallback. A champion that **cannot be loaded** (a download
   timeout) fails the try, so that Airflow retries it; only the last try scores with the

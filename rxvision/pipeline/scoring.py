@@ -104,6 +104,7 @@ def plan(
         record=record or None,
         keys=keys,
         tags=tags,
+        max_shards=config.max_shards,
     )
     # the plan in force: ours, or the one a try before saved (its versions win)
     saved = (read_plan(output, storage) or {}).get("models") or models
@@ -121,7 +122,9 @@ def plan(
         "input_uri": input_uri,
         "output_uri": output,
     }
-    return [{**common, "shard": s.to_json()} for s in shards]
+    # the shard's id and size only: its keys stay in _plan.json (read by the shard's
+    # task), so XCom and the mapped tasks' inputs do not grow with the images
+    return [{**common, "shard": {"shard_id": s.shard_id, "size": len(s.keys)}} for s in shards]
 
 
 def _pinned_models(output: str, config: ScoringConfig, storage: Storage) -> dict[str, Any]:
@@ -164,14 +167,19 @@ def score(
     ``last_try``: when the primary model cannot be loaded, False raises
     ``PrimaryUnavailable`` (Airflow retries the task); True scores with the fallback,
     each row saying why in ``fallback_reason``."""
-    from rxvision.serving.batch import Shard, load_scoring_config, score_shard
+    from rxvision.serving.batch import Shard, load_scoring_config, planned_shard, score_shard
 
     config = config or load_scoring_config()
     if not use_cache:
         config = config.model_copy(
             update={"cache": config.cache.model_copy(update={"reuse": False})}
         )
-    one = Shard.from_json(item["shard"])
+    given = item["shard"]
+    one = (
+        Shard.from_json(given)
+        if "keys" in given  # an item planned before keys moved out of XCom
+        else planned_shard(str(item["output_uri"]), str(given["shard_id"]))
+    )
     result = score_shard(
         str(item["model_uri"]),
         one.keys,

@@ -169,6 +169,9 @@ class ScoringConfig(_Strict):
     fallback_alias: str = "fallback"
     tracking_uri: str | None = None
     shard_size: int = Field(500, ge=1)
+    # at most this many shards per run (each a mapped Airflow task: Airflow refuses to
+    # map more than max_map_length, 1,024 by default); a larger input gets larger shards
+    max_shards: int = Field(512, ge=1)
     # null: the size tuned at export for the runtime and device that score (a version
     # tag, rxvision.serving.batch_tuning), else 32; a number overrides the tuned size
     batch_size: int | None = Field(None, ge=1)
@@ -410,9 +413,11 @@ def list_input_shards(
     storage: Storage | None = None,
     keys: Sequence[str] | None = None,
     tags: Mapping[str, str] | None = None,
+    max_shards: int | None = None,
 ) -> list[Shard]:
-    """The input's images in key order, ``shard_size`` per shard: the same input always
-    gives the same shards. Hidden (``.``/``_``) names and other suffixes are skipped.
+    """The input's images in key order, ``shard_size`` per shard (more when that would
+    make over ``max_shards`` shards: the count stays bounded, the size grows): the same
+    input always gives the same shards. Hidden (``.``/``_``) names and other suffixes are skipped.
     ``keys``: the candidates (full URIs: e.g. only what is new, ``rxvision.serving.
     processed``) with their listing ``tags``, default every object listed under the
     input (an S3 listing's ETag and size come with each key at no extra request).
@@ -430,6 +435,8 @@ def list_input_shards(
     keys = [u for u in listed if _is_input_image(u, input_uri, suffixes)]
     # only S3 tags name the bytes (the ETag); a local file's mtime and size do not
     known = {k: t for k, t in (tags or {}).items() if k.startswith("s3://")}
+    if max_shards is not None and len(keys) > shard_size * max_shards:
+        shard_size = -(-len(keys) // max_shards)  # ceil: exactly max_shards or fewer
     shards = []
     for i, start in enumerate(range(0, len(keys), shard_size)):
         chunk = tuple(keys[start : start + shard_size])
@@ -446,6 +453,18 @@ def read_plan(output_uri: str, storage: Storage | None = None) -> dict[str, Any]
     if not storage.exists(plan_uri):
         return None
     return dict(json.loads(storage.read(plan_uri)))
+
+
+def planned_shard(output_uri: str, shard: str, storage: Storage | None = None) -> Shard:
+    """One shard of the run's saved plan (``OUTPUT/_plan.json``): what a mapped scoring
+    task scores, so its Airflow input carries the shard's id, never its keys."""
+    plan = read_plan(output_uri, storage)
+    if plan is None:
+        raise ScoringError(f"{output_uri} has no _plan.json: run plan_shards first")
+    for data in plan["shards"]:
+        if data["shard_id"] == shard:
+            return Shard.from_json(data)
+    raise ScoringError(f"{output_uri}/_plan.json has no shard {shard}")
 
 
 def plan_time(plan: Mapping[str, Any]) -> datetime:
@@ -466,6 +485,7 @@ def plan_shards(
     record: Mapping[str, Any] | None = None,
     keys: Sequence[str] | None = None,
     tags: Mapping[str, str] | None = None,
+    max_shards: int | None = None,
 ) -> list[Shard]:
     """The run's shards: read from ``OUTPUT/_plan.json`` when a run already planned
     them (same input and shard size), else listed (or cut from ``keys``, see
@@ -485,7 +505,13 @@ def plan_shards(
         _check_not_empty(shards, input_uri, allow_empty)
         return shards
     shards = list_input_shards(
-        input_uri, shard_size, suffixes=suffixes, storage=storage, keys=keys, tags=tags
+        input_uri,
+        shard_size,
+        suffixes=suffixes,
+        storage=storage,
+        keys=keys,
+        tags=tags,
+        max_shards=max_shards,
     )
     _check_not_empty(shards, input_uri, allow_empty)
     now = datetime.now(UTC)

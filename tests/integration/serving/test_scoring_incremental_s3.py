@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from rxvision.pipeline import scoring
-from rxvision.serving.batch import ScoringConfig, ScoringError, Storage
+from rxvision.serving.batch import ScoringConfig, ScoringError, Storage, read_plan
 from rxvision.serving.cache import content_hash
 from rxvision.serving.processed import manifest_uri, read_manifest
 from rxvision.storage.s3 import parse_s3_uri
@@ -140,7 +140,10 @@ def test_a_failed_publish_does_not_advance_the_manifest(night: Night, pills: Pat
     photos = sorted(pills.glob("*/*.jpg"))
     new = sorted(night.upload(f"late/pill-{i}.jpg", mirrored(photos[i], 2)) for i in range(2))
     output, items = night.plan()
-    assert [k for i in items for k in i["shard"]["keys"]] == new
+    plan = read_plan(output)
+    assert plan is not None
+    assert [k for s in plan["shards"] for k in s["keys"]] == new
+    assert [i["shard"]["shard_id"] for i in items] == [s["shard_id"] for s in plan["shards"]]
     # the shard's task failed: nothing committed, publish refuses
     with pytest.raises(ScoringError, match="shards not committed"):
         scoring.publish(items, night.latest, dag_run_id="failed", output=output)

@@ -14,7 +14,13 @@ import pytest
 from serving_fixtures import write_images
 
 from rxvision.pipeline import scoring
-from rxvision.serving.batch import PREDICTION_SCHEMA, ScoringConfig, ScoringError, Storage
+from rxvision.serving.batch import (
+    PREDICTION_SCHEMA,
+    ScoringConfig,
+    ScoringError,
+    Storage,
+    read_plan,
+)
 from rxvision.serving.processed import (
     ProcessedManifestConflict,
     advance,
@@ -77,7 +83,13 @@ class Runs:
 
 
 def planned_keys(items: list[dict[str, Any]]) -> list[str]:
-    return sorted(k for item in items for k in item["shard"]["keys"])
+    """The keys of the planned shards (in the run's _plan.json: items carry shard ids)."""
+    if not items:
+        return []
+    plan = read_plan(str(items[0]["output_uri"]))
+    assert plan is not None
+    ids = {item["shard"]["shard_id"] for item in items}
+    return sorted(k for s in plan["shards"] if s["shard_id"] in ids for k in s["keys"])
 
 
 @pytest.fixture

@@ -22,9 +22,11 @@ from rxvision.serving.batch import (
     NoInputImages,
     PrimaryUnavailable,
     ScoringConfig,
+    ScoringError,
     Storage,
     list_input_shards,
     plan_shards,
+    planned_shard,
     read_plan,
     score_batch,
     score_shard,
@@ -221,6 +223,31 @@ def test_plan_records_the_models_and_a_rerun_reuses_them(
     assert again == items
     fresh = scoring.plan(str(image_dir), str(tmp_path / "next-run"), later)
     assert fresh[0]["model_uri"] == "models:/tiny/3"
+
+
+def test_tasks_get_shard_ids_and_the_shard_count_is_bounded(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    output = str(tmp_path / "out")
+    one_each = config.model_copy(
+        update={"model_uri": "models:/tiny/1", "shard_size": 1, "max_shards": 4}
+    )
+    items = scoring.plan(str(image_dir), output, one_each)
+    saved = read_plan(output)
+    assert saved is not None
+    keys = [k for s in saved["shards"] for k in s["keys"]]
+    # 1 per shard would be one mapped task per image: at most 4 shards, ceil(n/4) each
+    per = -(-len(keys) // 4)
+    assert len(items) == len(saved["shards"]) <= 4 and len(keys) > 4
+    assert [i["shard"]["size"] for i in items] == [len(s["keys"]) for s in saved["shards"]]
+    assert max(i["shard"]["size"] for i in items) == per
+    # what Airflow maps over: ids, no keys; each task reads its keys from the plan
+    assert all(set(i["shard"]) == {"shard_id", "size"} for i in items)
+    assert [list(planned_shard(output, i["shard"]["shard_id"]).keys) for i in items] == [
+        s["keys"] for s in saved["shards"]
+    ]
+    with pytest.raises(ScoringError, match="no shard shard-09999"):
+        planned_shard(output, "shard-09999")
 
 
 # --- latest.json only moves forward ---------------------------------------------------------
