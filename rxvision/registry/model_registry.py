@@ -59,6 +59,8 @@ from rxvision.registry.gates import (
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = repo_root() / "configs" / "registry.yaml"
+# another registry config for every process of a deployment (e.g. a test stack's gates)
+ENV_REGISTRY_CONFIG = "RXVISION_REGISTRY_CONFIG"
 # params of a training run that describe the data it saw, not its config
 RUNTIME_PARAMS = frozenset(
     {"data.source", "data.classes", "data.train_images", "data.val_images", "data.test_images"}
@@ -94,8 +96,10 @@ class RegistryConfig(_Strict):
 def load_registry_config(
     path: Path | str | None = None, overrides: list[str] | None = None
 ) -> RegistryConfig:
-    """``configs/registry.yaml`` (or ``path``) with overrides; the defaults when there is no
-    file and no path was given (e.g. in a container without the repository)."""
+    """``configs/registry.yaml`` (or ``path``, else ``$RXVISION_REGISTRY_CONFIG``) with
+    overrides; the defaults when there is no file and no path was given (e.g. in a
+    container without the repository)."""
+    path = path or os.environ.get(ENV_REGISTRY_CONFIG) or None
     if path is None and not DEFAULT_CONFIG.is_file():
         return validate_config({}, RegistryConfig, overrides, source="registry defaults")
     return load_config(path or DEFAULT_CONFIG, RegistryConfig, overrides)

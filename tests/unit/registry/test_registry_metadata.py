@@ -5,6 +5,7 @@ server)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -289,3 +290,15 @@ def test_promote_detects_a_writer_racing_the_champion_alias(
     with pytest.raises(ChampionChanged, match=rf"champion is v{v3}, expected v{v2}"):
         registry.promote(v2, expected_champion=v1)
     assert fake.aliases["champion"] == v3
+
+
+def test_registry_config_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "registry.yaml"
+    config.write_text("model_name: other-model\ngates:\n  min_top1: 0.5\n")
+    monkeypatch.setenv("RXVISION_REGISTRY_CONFIG", str(config))
+    loaded = load_registry_config()
+    assert (loaded.model_name, loaded.gates.min_top1) == ("other-model", 0.5)
+    monkeypatch.delenv("RXVISION_REGISTRY_CONFIG")
+    assert load_registry_config().model_name == "rxvision-pill-classifier"
