@@ -28,18 +28,9 @@ from rxvision.data.synth import generate_dataset
 from rxvision.serving import review_gallery
 from rxvision.serving.batch import ScoringConfig, Storage, finalize_scoring, score_batch
 from rxvision.serving.model import LoadedModel
-from rxvision.serving.review_gallery import (
-    COUNT_ID,
-    MlflowCatalog,
-    ModelInfo,
-    PageContext,
-    Picture,
-    ReviewConfig,
-    ReviewItem,
-    render_page,
-    review_rows,
-    write_review_gallery,
-)
+from rxvision.serving.review_gallery import ReviewConfig, review_rows, write_review_gallery
+from rxvision.serving.review_models import MlflowCatalog, ModelInfo
+from rxvision.serving.review_page import COUNT_ID, PageContext, Picture, ReviewItem, render_page
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,7 @@ from rxvision.data.imaging import load_image
 from rxvision.data.references import REFERENCE_PX, REFERENCES_INDEX, reference_file
 from rxvision.data.splits import TRAIN
 from rxvision.home import Home
-from rxvision.serving.review_gallery import RunReferences
+from rxvision.serving.review_models import RunReferences
 from rxvision.train.config import DataLoadingConfig
 from rxvision.train.datamodule import RxVisionDataModule, resolve_data
 from rxvision.train.tracking import RunTracker
