@@ -72,7 +72,10 @@ def test_registry_config_file_and_unknown_keys() -> None:
         load_registry_config(overrides=["gates.min_top2=0.9"])
 
 
-def test_registry_config_file_gates_the_test_split() -> None:
+def test_registry_config_file_gates_the_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the shipped file, whatever an earlier tier left in the environment (the scale
+    # tier's stack points RXVISION_REGISTRY_CONFIG at permissive gates)
+    monkeypatch.delenv("RXVISION_REGISTRY_CONFIG", raising=False)
     gates = load_registry_config().gates
     assert (gates.top1_key, gates.ece_key, gates.recall_prefix) == (
         "test_top1",
