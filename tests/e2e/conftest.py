@@ -21,7 +21,14 @@ from rxvision.stack.selfcheck import airflow_client
 
 PORT_SHIFT = 1900
 # small shards: the scoring DAG fans out over several mapped tasks
-ENV = {"RXVISION_SCORING_SHARD_SIZE": "16", "RXVISION_TRAIN_LAUNCHER": "docker-dev"}
+ENV = {
+    "RXVISION_SCORING_SHARD_SIZE": "16",
+    "RXVISION_TRAIN_LAUNCHER": "docker-dev",
+    # a task meeting a killed MLflow fails in seconds, not after the client's ~4 minutes
+    # of backoff (the fault tests wait for that failure; Airflow's retry is under test)
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
 
 
 @pytest.fixture(scope="package")
