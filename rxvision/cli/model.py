@@ -38,7 +38,8 @@ OverridesArg = Annotated[
 
 def _registry(config: Path | None, overrides: list[str] | None) -> ModelRegistry:
     # imported here: MLflow takes seconds and `rxvision --help` must not wait
-    from rxvision.registry.model_registry import ModelRegistry, load_registry_config
+    from rxvision.registry.config import load_registry_config
+    from rxvision.registry.model_registry import ModelRegistry
 
     return ModelRegistry(load_registry_config(config, overrides or []))
 
@@ -75,7 +76,7 @@ def register(
 
     Without ``--compare-on`` the champion's recorded score is used, and a champion
     measured on another test split fails the regression gate (``on_split_mismatch``)."""
-    from rxvision.registry.model_registry import VersionMetadata
+    from rxvision.registry.lineage import VersionMetadata
 
     meta = VersionMetadata(
         snapshot_rev=snapshot_rev,

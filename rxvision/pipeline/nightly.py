@@ -219,11 +219,9 @@ def evaluate(summary_uri_: str) -> dict[str, Any]:
     """The trained model's test metrics and what the absolute gates say of them (the
     comparison with the champion runs in ``register_and_promote``, on the same images
     for both models)."""
-    from rxvision.registry.model_registry import (
-        ModelRegistry,
-        load_registry_config,
-        summary_pairs,
-    )
+    from rxvision.registry.config import load_registry_config
+    from rxvision.registry.lineage import summary_pairs
+    from rxvision.registry.model_registry import ModelRegistry
 
     summary = read_train_summary(summary_uri_)
     metrics = {k: float(v) for k, v in dict(summary.get("metrics") or {}).items()}
@@ -277,12 +275,10 @@ def register_and_promote(
     registered). Retry-safe: the same training run maps to the same version, and
     promoting the champion again changes nothing.
     """
+    from rxvision.registry.config import load_registry_config
     from rxvision.registry.gates import ModelQualityError
-    from rxvision.registry.model_registry import (
-        ModelRegistry,
-        VersionMetadata,
-        load_registry_config,
-    )
+    from rxvision.registry.lineage import VersionMetadata
+    from rxvision.registry.model_registry import ModelRegistry
     from rxvision.serving.model import export_version
 
     summary = read_train_summary(summary_uri_)
@@ -432,11 +428,9 @@ def held_out_images(
 
 def champion_trained_on(content_hash: str) -> str | None:
     """The champion's version when it was trained on this very snapshot content."""
-    from rxvision.registry.model_registry import (
-        TAG_PREFIX,
-        ModelRegistry,
-        load_registry_config,
-    )
+    from rxvision.registry.config import load_registry_config
+    from rxvision.registry.lineage import TAG_PREFIX
+    from rxvision.registry.model_registry import ModelRegistry
 
     registry = ModelRegistry(load_registry_config())
     champion = registry.get_alias(registry.config.aliases.champion)

@@ -32,7 +32,8 @@ KEY_METRICS = (
 
 def champion_status() -> dict[str, Any] | None:
     """The champion version with its key metrics (None when there is none yet)."""
-    from rxvision.registry.model_registry import ModelRegistry, load_registry_config
+    from rxvision.registry.config import load_registry_config
+    from rxvision.registry.model_registry import ModelRegistry
 
     registry = ModelRegistry(load_registry_config())
     champion = registry.get_alias(registry.config.aliases.champion)

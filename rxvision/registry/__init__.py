@@ -5,6 +5,8 @@ gates (``ModelQualityError`` otherwise); ``promote`` and ``rollback`` move the
 ``challenger``/``champion``/``fallback`` aliases.
 """
 
+from rxvision.registry.aliases import AliasChange, VersionInfo
+from rxvision.registry.config import RegistryConfig, load_registry_config
 from rxvision.registry.gates import (
     ChampionBaseline,
     Criterion,
@@ -15,14 +17,8 @@ from rxvision.registry.gates import (
     classification_metrics,
     evaluate_gates,
 )
-from rxvision.registry.model_registry import (
-    AliasChange,
-    ModelRegistry,
-    RegistryConfig,
-    VersionInfo,
-    VersionMetadata,
-    load_registry_config,
-)
+from rxvision.registry.lineage import VersionMetadata
+from rxvision.registry.model_registry import ModelRegistry
 
 __all__ = [
     "AliasChange",

@@ -30,7 +30,8 @@ from rxvision.data.imaging import (
     sha256_hex,
 )
 from rxvision.data.splits import ImageKey
-from rxvision.data.validation import FILE_CRITERIA, DataValidator, FileIssue, ValidationPolicy
+from rxvision.data.validation import DataValidator, FileIssue, ValidationPolicy
+from rxvision.data.validation.criteria import FILE_CRITERIA
 from rxvision.errors import DataValidationError
 
 log = logging.getLogger(__name__)

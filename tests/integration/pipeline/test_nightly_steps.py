@@ -101,8 +101,9 @@ def test_a_challenger_worse_than_the_champion_is_refused_on_the_same_images(
     registered and the champion stays."""
     from mlflow.tracking import MlflowClient
 
+    from rxvision.registry.config import load_registry_config
     from rxvision.registry.gates import GateConfig
-    from rxvision.registry.model_registry import ModelRegistry, load_registry_config
+    from rxvision.registry.model_registry import ModelRegistry
 
     suffix = uuid.uuid4().hex[:6]
     old, new = tmp_path / "old", tmp_path / "new"

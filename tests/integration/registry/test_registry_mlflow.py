@@ -16,7 +16,7 @@ from registry_helpers import CLASSES, good_metrics, log_training_run
 from typer.testing import CliRunner
 
 from rxvision.registry import ModelQualityError, ModelRegistry, RegistryConfig, VersionMetadata
-from rxvision.registry.model_registry import ChampionChanged
+from rxvision.registry.aliases import ChampionChanged
 from rxvision.stack.local_stack import LocalStack
 
 pytestmark = pytest.mark.integration

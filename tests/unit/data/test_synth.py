@@ -1,9 +1,8 @@
-"""The synthetic pill dataset: layout, manifest, determinism, planted defects."""
+"""generate_dataset: layout, manifest, determinism, planted defects, arguments, CLI."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 
@@ -12,9 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from rxvision.cli.data import app
-from rxvision.data import synth
-from rxvision.data.synth import generate_dataset, product_catalog, read_manifest
-from rxvision.data.validation import CLASS_BALANCE, DataValidator, ValidationPolicy
+from rxvision.data.synth import MANIFEST_NAME, generate_dataset, read_manifest
+from rxvision.data.validation import DataValidator, ValidationPolicy
+from rxvision.data.validation.criteria import CLASS_BALANCE
 from rxvision.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -26,7 +25,7 @@ def file_bytes(root: Path) -> dict[str, bytes]:
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != synth.MANIFEST_NAME
+        if p.is_file() and p.name != MANIFEST_NAME
     }
 
 
@@ -66,24 +65,6 @@ def test_another_seed_other_photos_of_the_same_products(tmp_path: Path) -> None:
     assert hashes_a.isdisjoint(hashes_b)
 
 
-def test_catalog_pairs_look_alike_but_differ_in_imprint() -> None:
-    products = product_catalog(200)
-    labels = [p.label for p in products]
-    assert len(set(labels)) == len(labels)
-    assert all(LABEL.match(label) for label in labels)
-    for first, second in zip(products[::2], products[1::2], strict=True):
-        assert (first.shape, first.colour, first.colour2) == (
-            second.shape,
-            second.colour,
-            second.colour2,
-        )
-        assert first.front != second.front
-        assert first.back != second.back  # either side tells the pair apart
-    looks = {(p.shape, p.colour) for p in products[:168:2]}
-    assert len(looks) == 84  # the first 84 pairs all differ in shape or colour
-    assert {p.shape for p in products} == set(synth.SHAPES)
-
-
 def test_defects_are_planted_and_listed(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     result = generate_dataset(out, classes=3, per_class=6, size=64, seed=3, defects=True, workers=1)
@@ -117,38 +98,6 @@ def test_validator_finds_every_planted_defect(tmp_path: Path) -> None:
     assert not report.criterion(CLASS_BALANCE).passed
 
 
-def test_no_partial_file_when_a_write_is_interrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def interrupted(src: object, dst: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(synth.os, "replace", interrupted)
-    target = tmp_path / "img.jpg"
-    with pytest.raises(KeyboardInterrupt):
-        synth._write_atomic(target, b"\xff\xd8\xff" + b"\x00" * 100)
-    assert os.listdir(tmp_path) == []
-
-
-def test_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
-    (tmp_path / "precious.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="not empty"):
-        generate_dataset(tmp_path, classes=2, per_class=1, size=64, seed=0)
-    with pytest.raises(ConfigError, match="refusing to overwrite"):
-        generate_dataset(tmp_path, classes=2, per_class=1, size=64, seed=0, overwrite=True)
-    assert (tmp_path / "precious.txt").read_text() == "keep me"
-
-
-def test_overwrite_replaces_an_earlier_synthetic_set(tmp_path: Path) -> None:
-    out = tmp_path / "ds"
-    generate_dataset(out, classes=3, per_class=2, size=64, seed=0, workers=1)
-    result = generate_dataset(
-        out, classes=2, per_class=2, size=64, seed=0, workers=1, overwrite=True
-    )
-    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert folders == sorted(result.labels)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [
@@ -170,5 +119,5 @@ def test_cli_synth(tmp_path: Path) -> None:
     args = ["synth", "--out", str(out), "--classes", "2", "--per-class", "3", "--size", "64"]
     result = CliRunner().invoke(app, [*args, "--seed", "9", "--defects", "--per-class", "4"])
     assert result.exit_code == 0, result.output
-    assert (out / synth.MANIFEST_NAME).is_file()
+    assert (out / MANIFEST_NAME).is_file()
     assert "planted empty_file" in result.output

@@ -22,15 +22,9 @@ from typer.testing import CliRunner
 from rxvision.cli.data import app
 from rxvision.data.decode import DecodeLimits, FileFacts, FileTask, inspect_file
 from rxvision.data.layout import DataLayoutError
-from rxvision.data.validation import (
-    CLASS_BALANCE,
-    CODE_CRITERION,
-    CRITERIA,
-    DataValidator,
-    ValidationPolicy,
-    ValidationResult,
-)
-from rxvision.errors import ConfigError, DataValidationError, NotFound
+from rxvision.data.validation import CRITERIA, DataValidator, ValidationPolicy, ValidationResult
+from rxvision.data.validation.criteria import CLASS_BALANCE, CODE_CRITERION
+from rxvision.errors import DataValidationError, NotFound
 
 pytestmark = pytest.mark.unit
 
@@ -352,7 +346,7 @@ def test_a_split_layout_exits_like_a_failed_validation(
 def no_layout_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """The split walk below the layout check, which refuses DIR/<split>/ since it exists:
     kept while the validator keeps its split-layout code."""
-    monkeypatch.setattr("rxvision.data.validation.check_class_layout", lambda root: None)
+    monkeypatch.setattr("rxvision.data.validation.validator.check_class_layout", lambda root: None)
 
 
 @pytest.mark.usefixtures("no_layout_check")
@@ -433,35 +427,6 @@ def test_a_warning_criterion_accepts_and_warns(good_dataset: Callable[..., Path]
     assert len(result.accepted) == 4
     assert set(warning_codes(result).values()) == {"too_small"}
     assert result.criterion("resolution").status == "warning"
-
-
-def test_policy_refuses_integrity_as_warning() -> None:
-    with pytest.raises(ConfigError, match="integrity cannot be a warning"):
-        ValidationPolicy.from_mapping({"severity": {"integrity": "warning"}})
-
-
-@pytest.mark.parametrize(
-    ("data", "named"),
-    [
-        ({"min_widht": 10}, "min_widht"),
-        ({"severity": {"sharpness": "warning"}}, "sharpness"),
-        ({"max_imbalance": 1.5}, "max_imbalance"),
-    ],
-)
-def test_policy_errors_name_the_key(data: dict[str, object], named: str) -> None:
-    with pytest.raises(ConfigError, match=named):
-        ValidationPolicy.from_mapping(data)
-
-
-def test_policy_from_a_config_file(tmp_path: Path) -> None:
-    config = tmp_path / "data.yaml"
-    config.write_text(
-        "data:\n  validation:\n    min_width: 128\n    severity:\n      class_balance: warning\n"
-    )
-    policy = ValidationPolicy.from_file(config, min_height=96)
-    assert (policy.min_width, policy.min_height) == (128, 96)
-    assert not policy.is_blocking("class_balance")
-    assert policy.is_blocking("integrity")
 
 
 def test_missing_folder_is_named(tmp_path: Path) -> None:

@@ -1,11 +1,9 @@
-"""Lineage tags, config hash and evaluation split id; the registry's judgement against
-the champion and its compare-and-set promotion, on an in-memory MLflow client (no
-server)."""
+"""The registry's judgement against the champion and its compare-and-set promotion, on
+an in-memory MLflow client (no server)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,80 +11,13 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
-from rxvision.errors import ConfigError
+from rxvision.registry.aliases import ChampionChanged
+from rxvision.registry.config import RegistryConfig
 from rxvision.registry.gates import ModelQualityError
-from rxvision.registry.model_registry import (
-    ChampionChanged,
-    ModelRegistry,
-    RegistryConfig,
-    VersionMetadata,
-    config_hash,
-    eval_split_id,
-    load_registry_config,
-)
+from rxvision.registry.model_registry import ModelRegistry
 
 pytestmark = pytest.mark.unit
 
-
-def test_given_metadata_wins_and_gaps_are_filled() -> None:
-    found = VersionMetadata(
-        training_run_id="r1",
-        snapshot_rev="pills-v1",
-        git_commit="abc",
-        packages={"torch": "2.14.1"},
-    )
-    given = VersionMetadata(snapshot_rev="pills-v2", dag_run_id="manual__1")
-    tags = given.filled_from(found).tags()
-    assert tags == {
-        "rxvision.training.run_id": "r1",
-        "rxvision.dataset.snapshot_rev": "pills-v2",
-        "rxvision.git.commit": "abc",
-        "rxvision.airflow.dag_run_id": "manual__1",
-        "rxvision.version.torch": "2.14.1",
-    }
-
-
-def test_config_hash_ignores_what_the_data_decided() -> None:
-    params = {"model.architecture": "resnet18", "training.optimizer.lr": "0.003"}
-    same = {**params, "data.train_images": "900", "run.max_steps": "40", "data.source": "x"}
-    assert config_hash(params) == config_hash(same)
-    assert config_hash(params) != config_hash({**params, "training.optimizer.lr": "0.001"})
-    assert config_hash({"run.max_steps": "1"}) is None
-
-
-def test_eval_split_depends_on_data_fraction_and_seed() -> None:
-    params = {"data.val_fraction": "0.2", "data.split_seed": "0"}
-    split = eval_split_id(params, "c0ffee")
-    assert split == eval_split_id(params, "c0ffee")
-    assert split != eval_split_id({**params, "data.split_seed": "1"}, "c0ffee")
-    assert split != eval_split_id(params, "beef")
-    assert eval_split_id(params, None) is None
-    assert split != eval_split_id({**params, "data.test_fraction": "0.1"}, "c0ffee")
-
-
-def test_registry_config_file_and_unknown_keys() -> None:
-    config = load_registry_config(overrides=["gates.min_top1=0.9"])
-    assert isinstance(config, RegistryConfig) and config.gates.min_top1 == 0.9
-    assert config.aliases.champion == "champion"
-    with pytest.raises(ConfigError, match=r"unknown key 'gates\.min_top2'"):
-        load_registry_config(overrides=["gates.min_top2=0.9"])
-
-
-def test_registry_config_file_gates_the_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the shipped file, whatever an earlier tier left in the environment (the scale
-    # tier's stack points RXVISION_REGISTRY_CONFIG at permissive gates)
-    monkeypatch.delenv("RXVISION_REGISTRY_CONFIG", raising=False)
-    gates = load_registry_config().gates
-    assert (gates.top1_key, gates.ece_key, gates.recall_prefix) == (
-        "test_top1",
-        "test_ece",
-        "test_recall_",
-    )
-    assert (gates.min_top1, gates.min_class_recall, gates.max_ece) == (0.80, 0.80, 0.15)
-    assert (gates.max_top1_regression, gates.on_split_mismatch) == (0.01, "fail")
-
-
-# --- the registry on an in-memory MLflow client -------------------------------------------
 
 NAME = "pills"
 CLASSES = ("ndc-1", "ndc-2")
@@ -293,15 +224,3 @@ def test_promote_detects_a_writer_racing_the_champion_alias(
     with pytest.raises(ChampionChanged, match=rf"champion is v{v3}, expected v{v2}"):
         registry.promote(v2, expected_champion=v1)
     assert fake.aliases["champion"] == v3
-
-
-def test_registry_config_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    config = tmp_path / "registry.yaml"
-    config.write_text("model_name: other-model\ngates:\n  min_top1: 0.5\n")
-    monkeypatch.setenv("RXVISION_REGISTRY_CONFIG", str(config))
-    loaded = load_registry_config()
-    assert (loaded.model_name, loaded.gates.min_top1) == ("other-model", 0.5)
-    monkeypatch.delenv("RXVISION_REGISTRY_CONFIG")
-    assert load_registry_config().model_name == "rxvision-pill-classifier"

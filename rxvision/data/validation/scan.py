@@ -1,0 +1,108 @@
+"""The scan: every file of the dataset walked, decoded in isolated worker processes
+(``rxvision.data.decode.DecodePool``: timeouts and crashes cost one file, never the run)
+and checked against the policy; ScanMetrics holds what was measured, before any criterion
+is judged. Memory holds paths and hashes, never images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from rxvision.data.decode import (
+    UNSUPPORTED_FORMAT,
+    DecodeLimits,
+    DecodePool,
+    FileFacts,
+    FileTask,
+    InspectFn,
+)
+from rxvision.data.validation.file_checks import content_issues
+from rxvision.data.validation.policy import ValidationPolicy
+from rxvision.data.validation.report import FileIssue
+from rxvision.data.validation.walk import DatasetWalk, WalkEntry
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class ScanMetrics:
+    """What the scan measured, before any criterion is judged."""
+
+    root: Path
+    walk: DatasetWalk
+    entries: dict[str, WalkEntry] = field(default_factory=dict)
+    issues: dict[str, list[FileIssue]] = field(default_factory=lambda: defaultdict(list))
+    hashes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    bytes: int = 0
+    seconds: float = 0.0
+    workers: int = 0
+
+    def flag(self, key: str, code: str, message: str) -> None:
+        """Record one problem of file ``key``."""
+        self.issues[key].append(FileIssue(key, code, message))
+
+
+def scan_dataset(
+    root: Path,
+    policy: ValidationPolicy,
+    *,
+    workers: int,
+    chunk_size: int,
+    inspect: InspectFn,
+    progress: ProgressFn | None = None,
+) -> ScanMetrics:
+    """Walk ``root``, decode every file with ``workers`` processes and record the findings.
+
+    ``inspect`` runs inside the workers, so it must be importable by qualified name.
+    """
+    started = time.perf_counter()
+    metrics = ScanMetrics(root=root, walk=DatasetWalk(root, policy.split_names))
+    limits = DecodeLimits(max_pixels=policy.max_pixels, max_file_bytes=policy.max_file_bytes)
+    pool = DecodePool(
+        limits,
+        workers=workers,
+        file_timeout_s=policy.file_timeout_s,
+        chunk_size=chunk_size,
+        inspect=inspect,
+    )
+    done = 0
+    with pool:
+        for facts in pool.imap_unordered(_tasks(metrics, policy)):
+            _record(metrics, facts, policy)
+            done += 1
+            if progress is not None:
+                progress(done)
+    metrics.seconds = time.perf_counter() - started
+    metrics.workers = workers
+    return metrics
+
+
+def _tasks(metrics: ScanMetrics, policy: ValidationPolicy) -> Iterator[FileTask]:
+    """Files to decode; a file with an unsupported extension is flagged, not decoded."""
+    for entry in metrics.walk.files():
+        metrics.entries[entry.key] = entry
+        suffix = PurePosixPath(entry.key).suffix.lower()
+        if suffix not in policy.extensions:
+            metrics.flag(
+                entry.key,
+                UNSUPPORTED_FORMAT,
+                f"extension {suffix or '(none)'!r} not accepted "
+                f"(accepted: {', '.join(policy.extensions)})",
+            )
+            continue
+        yield FileTask(entry.path, entry.key)
+
+
+def _record(metrics: ScanMetrics, facts: FileFacts, policy: ValidationPolicy) -> None:
+    metrics.bytes += facts.size_bytes
+    if facts.code is not None:
+        metrics.flag(facts.key, facts.code, facts.message)
+        return
+    for code, message in content_issues(facts, policy):
+        metrics.flag(facts.key, code, message)
+    if facts.sha256 is not None:
+        metrics.hashes[facts.sha256].append(facts.key)

@@ -1,0 +1,71 @@
+"""DataValidator: checks a dataset folder against a ValidationPolicy before training.
+
+It refuses a split layout up front, scans every file in isolated worker processes
+(``scan``), then judges every criterion (``verdict``) into a ValidationResult.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rxvision.data.decode import InspectFn, inspect_file
+from rxvision.data.layout import check_class_layout
+from rxvision.data.validation.policy import ValidationPolicy
+from rxvision.data.validation.report import ValidationResult
+from rxvision.data.validation.scan import ProgressFn, scan_dataset
+from rxvision.data.validation.verdict import judge_scan
+from rxvision.errors import ConfigError, NotFound
+
+
+class DataValidator:
+    """Validates a dataset folder against a ValidationPolicy.
+
+    ``workers``: decode processes (default: one per usable core; 0 decodes in this process
+    without isolation, for debugging). ``inspect`` replaces the per-file decoder (a test
+    hook: it runs inside the workers, so it must be importable). ``progress(files_done)``
+    is called as files finish. A calling script needs the usual
+    ``if __name__ == "__main__":`` guard (workers re-import the main module).
+    """
+
+    def __init__(
+        self,
+        policy: ValidationPolicy | None = None,
+        *,
+        workers: int | None = None,
+        chunk_size: int = 8,
+        inspect: InspectFn = inspect_file,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.policy = policy or ValidationPolicy()
+        self.workers = _default_workers() if workers is None else workers
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        self.chunk_size = chunk_size
+        self.inspect = inspect
+        self.progress = progress
+
+    def validate_dataset(self, data_path: Path) -> ValidationResult:
+        """Check every file and the dataset as a whole; never raises for a bad file.
+
+        A folder laid out by split (``DIR/<split>/<class>/``) raises ``DataLayoutError``
+        before any file is read (``rxvision.data.layout.check_class_layout``).
+        """
+        root = Path(data_path)
+        if not root.is_dir():
+            raise NotFound(f"dataset folder {root} does not exist or is not a folder")
+        check_class_layout(root)  # DIR/<split>/<class>/ is refused (DataLayoutError)
+        metrics = scan_dataset(
+            root,
+            self.policy,
+            workers=self.workers,
+            chunk_size=self.chunk_size,
+            inspect=self.inspect,
+            progress=self.progress,
+        )
+        return judge_scan(metrics, self.policy)
+
+
+def _default_workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
