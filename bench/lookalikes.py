@@ -91,7 +91,7 @@ def run_recipe(
     pairs: list[tuple[str, str]],
 ) -> dict[str, Any]:
     """Train one recipe and score the hold-out through the scoring path."""
-    from rxvision.serving.model import evaluate_model
+    from rxvision.serving.evaluation import evaluate_model
     from rxvision.train.config import load_train_config
     from rxvision.train.run import train
 
@@ -136,8 +136,10 @@ def tta_table(model_uri: str, tracking_uri: str | None, holdout_dir: Path) -> li
     import numpy as np
     import torch
 
-    from rxvision.serving.batch import tta_probs
-    from rxvision.serving.model import EagerPredictor, load_image_folder, load_model
+    from rxvision.serving.image_folder import load_image_folder
+    from rxvision.serving.model_loading import load_model
+    from rxvision.serving.predictors import EagerPredictor
+    from rxvision.serving.shard_scorer import tta_probs
 
     loaded = load_model(model_uri, tracking_uri=tracking_uri)
     images, labels = load_image_folder(holdout_dir, loaded)

@@ -37,15 +37,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from rxvision.data.synth import generate_dataset  # noqa: E402
-from rxvision.serving.model import (  # noqa: E402
+from rxvision.serving.exports import export_onnx, export_torchscript  # noqa: E402
+from rxvision.serving.image_folder import load_image_folder  # noqa: E402
+from rxvision.serving.model_loading import load_model  # noqa: E402
+from rxvision.serving.predictors import (  # noqa: E402
     EagerPredictor,
     OnnxPredictor,
     Predictor,
     TorchScriptPredictor,
-    export_onnx,
-    export_torchscript,
-    load_image_folder,
-    load_model,
 )
 from rxvision.serving.quantize import (  # noqa: E402
     dynamic_quantize,

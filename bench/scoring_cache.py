@@ -45,7 +45,8 @@ from rxvision.config.schema import MlflowTracking
 from rxvision.data.synth import generate_dataset
 from rxvision.home import Home, repo_root
 from rxvision.pipeline import scoring
-from rxvision.serving.batch import ScoringConfig, load_scoring_config, score_batch
+from rxvision.serving.scoring_config import ScoringConfig, load_scoring_config
+from rxvision.serving.scoring_run import score_batch
 from rxvision.storage.s3 import S3Store
 from rxvision.train.backbones import build_backbone
 from rxvision.train.config import load_train_config

@@ -26,8 +26,9 @@ from stack import bench_stack
 
 from rxvision.data.synth import generate_dataset
 from rxvision.home import Home
-from rxvision.serving.batch import load_scoring_config, score_batch
-from rxvision.serving.model import load_model
+from rxvision.serving.model_loading import load_model
+from rxvision.serving.scoring_config import load_scoring_config
+from rxvision.serving.scoring_run import score_batch
 from rxvision.storage.s3 import S3Store
 
 INPUT = "s3://rxvision-data/bench/scoring-input"

@@ -2,7 +2,7 @@
 aliases (promote, rollback), list versions, export a version for serving.
 
 Each command makes one library call (``rxvision.registry.ModelRegistry`` or
-``rxvision.serving.model.export_version``) and prints the outcome; ``RxVisionError``
+``rxvision.serving.version_export.export_version``) and prints the outcome; ``RxVisionError``
 (e.g. ``ModelQualityError``, exit 7) propagates to ``rxvision.cli.main``.
 """
 
@@ -90,7 +90,7 @@ def register(
     registry = _registry(config, overrides)
     comparator = None
     if compare_on is not None:
-        from rxvision.serving.model import evaluate_model
+        from rxvision.serving.evaluation import evaluate_model
 
         folder = compare_on
         comparator = lambda uri: evaluate_model(uri, folder, prefix="test_")  # noqa: E731
@@ -175,7 +175,7 @@ def export(
     ] = 1.0,
 ) -> None:
     """Export to TorchScript and ONNX (+ static INT8), check parity, log with the version."""
-    from rxvision.serving.model import export_version
+    from rxvision.serving.version_export import export_version
 
     result = export_version(
         model,

@@ -74,7 +74,8 @@ def score(
     written, unless --allow-empty.
     """
     # imported here: torch and MLflow take seconds, `rxvision --help` must not wait
-    from rxvision.serving.batch import load_scoring_config, score_batch
+    from rxvision.serving.scoring_config import load_scoring_config
+    from rxvision.serving.scoring_run import score_batch
 
     cfg = load_scoring_config(config, overrides or [])
     if no_cache:

@@ -279,7 +279,7 @@ def register_and_promote(
     from rxvision.registry.gates import ModelQualityError
     from rxvision.registry.lineage import VersionMetadata
     from rxvision.registry.model_registry import ModelRegistry
-    from rxvision.serving.model import export_version
+    from rxvision.serving.version_export import export_version
 
     summary = read_train_summary(summary_uri_)
     registry = ModelRegistry(load_registry_config())
@@ -357,7 +357,7 @@ class HeldOutImages:
 
     def comparator(self) -> Callable[[str], dict[str, float]]:
         """Score a model URI on the comparison images (the scoring path, eager fp32)."""
-        from rxvision.serving.model import evaluate_model
+        from rxvision.serving.evaluation import evaluate_model
 
         def score(uri: str) -> dict[str, float]:
             if not self.compare_images:

@@ -25,7 +25,8 @@ from rxvision.errors import ConfigError, RxVisionError
 from rxvision.pipeline.config import ScoringSettings
 
 if TYPE_CHECKING:
-    from rxvision.serving.batch import ScoringConfig, Storage
+    from rxvision.serving.scoring_config import ScoringConfig
+    from rxvision.storage.uri_store import Storage
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,9 @@ def plan(
     ``processed_uri``: plan only the images new or changed since the last run that
     published (the manifest of ``input_uri`` under it), every image when ``full`` (or,
     with ``rescore_on_new_champion``, when the pinned champion is not the manifest's)."""
-    from rxvision.serving.batch import (
-        Storage,
-        load_scoring_config,
-        normalize_uri,
-        plan_shards,
-        read_plan,
-    )
+    from rxvision.serving.plan import plan_shards, read_plan
+    from rxvision.serving.scoring_config import load_scoring_config
+    from rxvision.storage.uri_store import Storage, normalize_uri
 
     config = config or load_scoring_config()
     storage = storage or Storage()
@@ -130,7 +127,8 @@ def plan(
 def _pinned_models(output: str, config: ScoringConfig, storage: Storage) -> dict[str, Any]:
     """``{"primary", "fallback"}``: the versions a plan of ``output`` already pinned, else
     the aliases resolved now (``models:/name/N``)."""
-    from rxvision.serving.batch import fallback_for, pin_model_uri, read_plan
+    from rxvision.serving.model_pool import fallback_for, pin_model_uri
+    from rxvision.serving.plan import read_plan
 
     existing = read_plan(output, storage) or {}
     if existing.get("models"):
@@ -167,7 +165,9 @@ def score(
     ``last_try``: when the primary model cannot be loaded, False raises
     ``PrimaryUnavailable`` (Airflow retries the task); True scores with the fallback,
     each row saying why in ``fallback_reason``."""
-    from rxvision.serving.batch import Shard, load_scoring_config, planned_shard, score_shard
+    from rxvision.serving.plan import Shard, planned_shard
+    from rxvision.serving.scoring_config import load_scoring_config
+    from rxvision.serving.shard import score_shard
 
     config = config or load_scoring_config()
     if not use_cache:
@@ -215,7 +215,9 @@ def publish(
     No items (nothing planned): with ``allow_empty`` and ``output`` the run is finalised
     empty and ``latest_uri`` keeps pointing at the last predictions; else ``ConfigError``.
     """
-    from rxvision.serving.batch import Storage, finalize_scoring, plan_time, read_plan
+    from rxvision.serving.finalize import finalize_scoring
+    from rxvision.serving.plan import plan_time, read_plan
+    from rxvision.storage.uri_store import Storage
 
     if not latest_uri.startswith("s3://") and "://" in latest_uri:
         raise ConfigError(f"latest_uri must be s3:// or a path, got {latest_uri}")
@@ -313,7 +315,7 @@ def move_latest(latest_uri: str, record: dict[str, Any], storage: Storage) -> tu
     (or as late: another run). Read, compare, then a conditional write on the version
     read: a writer that came in between makes the write fail, and it is read again.
     Returns whether it moved and why (a refusal is logged as a warning)."""
-    from rxvision.serving.batch import ScoringError
+    from rxvision.serving.errors import ScoringError
 
     data = json.dumps(record, indent=2).encode()
     for _ in range(LATEST_WRITE_ATTEMPTS):
@@ -362,7 +364,7 @@ def _refusal(current: dict[str, Any] | None, new: dict[str, Any], storage: Stora
 def _order_of(current: dict[str, Any], storage: Storage) -> datetime | None:
     """When the run ``current`` points at was planned: its ``planned_at``, else (a pointer
     written before it was recorded) its output's ``_plan.json``; None when unknown."""
-    from rxvision.serving.batch import plan_time, read_plan
+    from rxvision.serving.plan import plan_time, read_plan
 
     if current.get("planned_at"):
         return datetime.fromisoformat(str(current["planned_at"]))

@@ -68,7 +68,7 @@ Comparator = Callable[[str], Mapping[str, float]]
 and ``"images"``, the number of images scored. Called for the champion's pinned version
 (``models:/name/N``) and for the challenger's ``model_uri``, so that both go through the
 same scoring path on the same images, e.g.
-``lambda uri: rxvision.serving.model.evaluate_model(uri, test_dir, prefix="test_")``."""
+``lambda uri: rxvision.serving.evaluation.evaluate_model(uri, test_dir, prefix="test_")``."""
 
 CHAMPION_TAG = f"{TAG_PREFIX}gate.champion_version"  # the champion a version was judged against
 NO_CHAMPION = "none"

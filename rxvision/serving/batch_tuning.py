@@ -291,7 +291,8 @@ def log_tuning(client: Any, ref: Any, result: TuningResult, work_dir: Path) -> d
 
 def load_tuning_config(path: Path | str | None = None) -> BatchTuningConfig:
     """``batch_tuning`` of the serving config (``configs/serving.yaml`` by default)."""
-    from rxvision.serving.batch import load_scoring_config  # batch imports this module
+    # scoring_config imports this module (BatchTuningConfig)
+    from rxvision.serving.scoring_config import load_scoring_config
 
     return load_scoring_config(path).batch_tuning
 

@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from rxvision.errors import NotFound
-from rxvision.serving.model import LoadedModel
+from rxvision.serving.model_contract import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class CacheConfig(BaseModel):
 
 
 class CacheStorage(Protocol):
-    """The object operations the cache needs (``rxvision.serving.batch.Storage``)."""
+    """The object operations the cache needs (``rxvision.storage.uri_store.Storage``)."""
 
     def list(self, root: str) -> list[str]: ...
 

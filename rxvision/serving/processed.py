@@ -46,17 +46,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rxvision.errors import RxVisionError
-from rxvision.storage.s3 import parse_s3_uri
 
 if TYPE_CHECKING:
-    from rxvision.serving.batch import Storage
+    from rxvision.storage.uri_store import Storage
 
 log = logging.getLogger(__name__)
 
@@ -94,29 +92,6 @@ def manifest_uri(root: str, input_uri: str) -> str:
     return f"{root.rstrip('/')}/{name[-120:]}-{digest}.parquet"
 
 
-def list_tagged(input_uri: str, storage: Storage) -> dict[str, str]:
-    """Every object under ``input_uri`` (full URI -> ``etag:size``), from the listing
-    alone: S3's ListObjectsV2 carries both. A local file's tag is its size and mtime."""
-    if input_uri.startswith("s3://"):
-        bucket, prefix = parse_s3_uri(input_uri)
-        prefix = f"{prefix.rstrip('/')}/" if prefix else ""
-        pages = storage.s3.client.get_paginator("list_objects_v2")
-        return {
-            f"s3://{bucket}/{obj['Key']}": f"{str(obj['ETag']).strip(chr(34))}:{obj['Size']}"
-            for page in pages.paginate(Bucket=bucket, Prefix=prefix)
-            for obj in page.get("Contents", [])
-        }
-    folder = Path(input_uri)
-    if not folder.is_dir():
-        return {}
-    tagged = {}
-    for path in folder.rglob("*"):
-        if path.is_file():
-            stat = path.stat()
-            tagged[str(path)] = f"{stat.st_mtime_ns}:{stat.st_size}"
-    return tagged
-
-
 def read_manifest(uri: str, storage: Storage) -> tuple[Manifest, str | None]:
     """The manifest at ``uri`` and its version tag (empty and None before the first)."""
     found = storage.read_tagged(uri)
@@ -139,7 +114,7 @@ def select(
 ) -> Selection:
     """The objects under ``input_uri`` (normalised) that are not in ``manifest`` with
     the same tag, or all of them when ``full`` (or a new champion, if it rescores)."""
-    listed = list_tagged(input_uri, storage)
+    listed = storage.list_tagged(input_uri)
     done, _ = read_manifest(manifest, storage)
     root = input_uri.rstrip("/") + "/"
     relative = {uri[len(root) :]: tag for uri, tag in listed.items()}

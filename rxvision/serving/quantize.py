@@ -32,7 +32,8 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
-from rxvision.serving.model import OnnxPredictor, Predictor, ServingModel
+from rxvision.serving.model_contract import ServingModel
+from rxvision.serving.predictors import OnnxPredictor, Predictor
 
 log = logging.getLogger(__name__)
 

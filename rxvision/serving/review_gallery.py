@@ -106,7 +106,7 @@ def load_review_config(
 
 
 class GalleryStorage(Protocol):
-    """The object operations the gallery needs (``rxvision.serving.batch.Storage``)."""
+    """The object operations the gallery needs (``rxvision.storage.uri_store.Storage``)."""
 
     @property
     def s3(self) -> S3Store: ...

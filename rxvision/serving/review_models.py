@@ -166,7 +166,7 @@ class MlflowCatalog:
             return ModelInfo(label, None, _no_reference, note)
 
     def _load(self, label: str) -> ModelInfo:
-        from rxvision.serving.model import resolve_model
+        from rxvision.serving.model_loading import resolve_model
 
         ref = resolve_model(model_uri_of(label), self.client)
         metadata = self._metadata(ref)
@@ -181,7 +181,7 @@ class MlflowCatalog:
         one, else that one small file downloaded."""
         import mlflow.artifacts
 
-        from rxvision.serving.model import artifact_location, cache_key, default_cache_dir
+        from rxvision.serving.model_loading import artifact_location, cache_key, default_cache_dir
 
         local = default_cache_dir() / cache_key(ref.cache_id) / "model" / "MLmodel"
         if ref.immutable and local.is_file():

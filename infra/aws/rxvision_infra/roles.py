@@ -28,7 +28,7 @@ from rxvision_infra.storage import BucketSet
 MWAA_PRINCIPALS = ("airflow.amazonaws.com", "airflow-env.amazonaws.com")
 
 # Scoring commits a shard by copying OUTPUT/_tmp/<shard>.<token>.parquet to
-# OUTPUT/shards/<shard>.parquet and deleting the temporary key (rxvision/serving/batch.py),
+# OUTPUT/shards/<shard>.parquet and deleting the temporary key (rxvision/serving/shard.py),
 # with OUTPUT = s3://<predictions>/runs/<run>; so its only deletes are under this pattern.
 SCORING_TEMP_OBJECTS = "runs/*/_tmp/*"
 

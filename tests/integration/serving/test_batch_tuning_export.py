@@ -13,10 +13,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from serving_helpers import register
 
-import rxvision.serving.model as serving_model
-from rxvision.serving.batch import ScoringConfig, score_batch
+import rxvision.serving.version_export as version_export
 from rxvision.serving.batch_tuning import ARTIFACT_DIR, BatchTuningConfig
-from rxvision.serving.model import export_version
+from rxvision.serving.scoring_config import ScoringConfig
+from rxvision.serving.scoring_run import score_batch
+from rxvision.serving.version_export import export_version
 from rxvision.stack.local_stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,7 @@ def test_scoring_uses_the_tagged_size_and_a_configured_size_wins(
     mv = client.get_model_version(tuned["name"], tuned["version"])
     tagged = int(mv.tags["rxvision.batch_size.onnxruntime.cpu"])
     model = f"models:/{tuned['name']}@champion"
-    caplog.set_level(logging.INFO, logger="rxvision.serving.batch")
+    caplog.set_level(logging.INFO, logger="rxvision.serving.model_pool")
     out = f"s3://rxvision-predictions/it-tune-{uuid.uuid4().hex[:8]}"
     manifest = score_batch(model, input_uri, out, config=ScoringConfig(**FAST))
     primary = manifest["models"]["primary"]
@@ -105,8 +106,8 @@ def test_a_tuning_that_fails_never_fails_the_export(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the timing machinery broke")
 
-    monkeypatch.setattr(serving_model, "tune_batch_sizes", broken)
-    caplog.set_level(logging.WARNING, logger="rxvision.serving.model")
+    monkeypatch.setattr(version_export, "tune_batch_sizes", broken)
+    caplog.set_level(logging.WARNING, logger="rxvision.serving.version_export")
     result = export_version(f"models:/{name}/{version}", image_folder=pills, tuning=TUNING)
     assert {r.runtime for r in result.exports} == {"torchscript", "onnxruntime"}
     assert result.batch_sizes is None

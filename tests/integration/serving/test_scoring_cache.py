@@ -21,17 +21,16 @@ from PIL import Image
 from serving_helpers import register, wait_for
 from torch import nn
 
-from rxvision.serving.batch import (
-    ModelPool,
-    ScoringConfig,
-    Storage,
-    finalize_scoring,
-    score_batch,
-    score_shard,
-)
 from rxvision.serving.cache import CACHED_COLUMNS, content_hash
-from rxvision.serving.model import LoadedModel, load_model
+from rxvision.serving.finalize import finalize_scoring
+from rxvision.serving.model_contract import LoadedModel
+from rxvision.serving.model_loading import load_model
+from rxvision.serving.model_pool import ModelPool
+from rxvision.serving.scoring_config import ScoringConfig
+from rxvision.serving.scoring_run import score_batch
+from rxvision.serving.shard import score_shard
 from rxvision.stack.local_stack import LocalStack
+from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.integration
 

@@ -20,17 +20,15 @@ from mlflow.tracking import MlflowClient
 from serving_helpers import register
 
 from rxvision.pipeline import scoring
-from rxvision.serving.batch import (
-    PREDICTION_SCHEMA,
-    PrimaryUnavailable,
-    ScoringConfig,
-    Storage,
-    read_plan,
-    shard_uri,
-)
-from rxvision.serving.model import artifact_location, resolve_model
+from rxvision.serving.errors import PrimaryUnavailable
+from rxvision.serving.model_loading import artifact_location, resolve_model
+from rxvision.serving.plan import read_plan
+from rxvision.serving.predictions import PREDICTION_SCHEMA
+from rxvision.serving.scoring_config import ScoringConfig
+from rxvision.serving.shard import shard_uri
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
+from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,13 @@ import pytest
 from PIL import Image
 
 from rxvision.pipeline import scoring
-from rxvision.serving.batch import ScoringConfig, ScoringError, Storage, read_plan
 from rxvision.serving.cache import content_hash
+from rxvision.serving.errors import ScoringError
+from rxvision.serving.plan import read_plan
 from rxvision.serving.processed import manifest_uri, read_manifest
+from rxvision.serving.scoring_config import ScoringConfig
 from rxvision.storage.s3 import parse_s3_uri
+from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.integration
 

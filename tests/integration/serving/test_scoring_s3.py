@@ -18,10 +18,15 @@ import requests
 from mlflow.tracking import MlflowClient
 from serving_helpers import wait_for
 
-from rxvision.serving.batch import ScoringConfig, Storage, score_batch, score_shard
-from rxvision.serving.model import FP32_TOLERANCE, evaluate_model, export_version
+from rxvision.serving.evaluation import evaluate_model
+from rxvision.serving.exports import FP32_TOLERANCE
+from rxvision.serving.scoring_config import ScoringConfig
+from rxvision.serving.scoring_run import score_batch
+from rxvision.serving.shard import score_shard
+from rxvision.serving.version_export import export_version
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
+from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +164,8 @@ def test_circuit_breaker_switches_to_the_fallback(
 
 KILLER = """
 import os, signal, sys
-from rxvision.serving.batch import ScoringConfig, score_batch
+from rxvision.serving.scoring_config import ScoringConfig
+from rxvision.serving.scoring_run import score_batch
 
 def progress(shard_id, done):
     # die mid-shard: two shards committed, the third half scored

@@ -115,7 +115,7 @@ def test_logged_model_loads_and_predicts(tracked_run: TrackedRun) -> None:
         logits = net(torch.randn(5, 3, 32, 32))
     assert logits.shape == (5, 3)
     # the serving loader reads the contract and the calibration stored with it
-    from rxvision.serving.model import load_model
+    from rxvision.serving.model_loading import load_model
 
     loaded = load_model(result.model_uri, tracking_uri=tracked_run.tracking_uri)
     assert loaded.spec == tracked_run.cfg.data.image_spec

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serving_fixtures import write_images
+import torch
+from serving_fixtures import CLASSES, loaded_model, write_images
 
-from rxvision.serving.batch import ScoringConfig
+from rxvision.serving.image_folder import load_image_folder
+from rxvision.serving.scoring_config import ScoringConfig
 
 
 @pytest.fixture
@@ -41,3 +43,12 @@ def config() -> ScoringConfig:
         circuit={"window": 8, "error_rate": 0.5, "min_calls": 4},
         statsd={"host": None},
     )
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> torch.Tensor:
+    """Real (decoded, preprocessed) images, not noise."""
+    for name in CLASSES:
+        write_images(tmp_path / "val" / name, 4)
+    batch, _ = load_image_folder(tmp_path / "val", loaded_model())
+    return batch

@@ -11,12 +11,13 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from torch import nn
 
 from rxvision.data.imaging import ImageSpec
-from rxvision.serving.model import LoadedModel, ModelRef, serving_model
+from rxvision.serving.model_contract import LoadedModel, ModelRef, serving_model
 
 CLASSES = ["ndc-a", "ndc-b", "ndc-c"]
 IMG = 32
@@ -72,3 +73,23 @@ def write_images(folder: Path, count: int, size: int = 40) -> list[Path]:
         Image.fromarray(pixels).save(path)
         paths.append(path)
     return paths
+
+
+def loader_of(models: dict[str, LoadedModel]):  # type: ignore[no-untyped-def]
+    """A model loader serving ``models`` by URI; any other URI fails as an unreachable
+    registry does."""
+
+    def load(uri: str) -> LoadedModel:
+        if uri not in models:
+            raise ConnectionError(f"registry unreachable for {uri}")
+        return models[uri]
+
+    return load
+
+
+def read_rows(output: Path) -> list[dict]:  # type: ignore[type-arg]
+    """Every committed row of a local run's output, in shard order."""
+    rows: list[dict] = []  # type: ignore[type-arg]
+    for path in sorted((output / "shards").glob("*.parquet")):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows

@@ -13,13 +13,6 @@ import pytest
 import torch
 from serving_fixtures import loaded_model, write_images
 
-from rxvision.serving.batch import (
-    ModelPool,
-    ScoringConfig,
-    Storage,
-    load_scoring_config,
-    score_shard,
-)
 from rxvision.serving.batch_tuning import (
     BatchTuningConfig,
     Measurement,
@@ -30,15 +23,13 @@ from rxvision.serving.batch_tuning import (
     tune_batch_sizes,
     write_plot,
 )
-from rxvision.serving.model import (
-    EagerPredictor,
-    LoadedModel,
-    ModelRef,
-    OnnxPredictor,
-    TorchScriptPredictor,
-    export_onnx,
-    export_torchscript,
-)
+from rxvision.serving.exports import export_onnx, export_torchscript
+from rxvision.serving.model_contract import LoadedModel, ModelRef
+from rxvision.serving.model_pool import ModelPool
+from rxvision.serving.predictors import EagerPredictor, OnnxPredictor, TorchScriptPredictor
+from rxvision.serving.scoring_config import ScoringConfig, load_scoring_config
+from rxvision.serving.shard import score_shard
+from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.unit
 
@@ -207,7 +198,7 @@ def test_scoring_uses_the_tagged_size_unless_configured(
     keys = [str(p) for p in write_images(tmp_path / "in", 10)]
     config = config.model_copy(update={"batch_size": configured})
     pool = ModelPool("models:/tiny/1", None, config, loader=lambda uri: tagged_model(3))
-    caplog.set_level(logging.INFO, logger="rxvision.serving.batch")
+    caplog.set_level(logging.INFO, logger="rxvision.serving.model_pool")
     result = score_shard(
         "models:/tiny/1",
         keys,

@@ -26,11 +26,14 @@ from rxvision.data.localize import CropSpec
 from rxvision.data.references import REFERENCE_PX, REFERENCE_QUALITY, thumbnail_jpeg
 from rxvision.data.synth import generate_dataset
 from rxvision.serving import review_gallery
-from rxvision.serving.batch import ScoringConfig, Storage, finalize_scoring, score_batch
-from rxvision.serving.model import LoadedModel
+from rxvision.serving.finalize import finalize_scoring
+from rxvision.serving.model_contract import LoadedModel
 from rxvision.serving.review_gallery import ReviewConfig, review_rows, write_review_gallery
 from rxvision.serving.review_models import MlflowCatalog, ModelInfo
 from rxvision.serving.review_page import COUNT_ID, PageContext, Picture, ReviewItem, render_page
+from rxvision.serving.scoring_config import ScoringConfig
+from rxvision.serving.scoring_run import score_batch
+from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.unit
 

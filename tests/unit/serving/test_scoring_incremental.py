@@ -14,19 +14,17 @@ import pytest
 from serving_fixtures import write_images
 
 from rxvision.pipeline import scoring
-from rxvision.serving.batch import (
-    PREDICTION_SCHEMA,
-    ScoringConfig,
-    ScoringError,
-    Storage,
-    read_plan,
-)
+from rxvision.serving.errors import ScoringError
+from rxvision.serving.plan import read_plan
+from rxvision.serving.predictions import PREDICTION_SCHEMA
 from rxvision.serving.processed import (
     ProcessedManifestConflict,
     advance,
     manifest_uri,
     read_manifest,
 )
+from rxvision.serving.scoring_config import ScoringConfig
+from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.unit
 

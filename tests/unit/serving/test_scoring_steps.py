@@ -16,23 +16,15 @@ from serving_fixtures import loaded_model
 
 from rxvision.errors import NotFound
 from rxvision.pipeline import scoring
-from rxvision.serving.batch import (
-    PREDICTION_SCHEMA,
-    ModelPool,
-    NoInputImages,
-    PrimaryUnavailable,
-    ScoringConfig,
-    ScoringError,
-    Storage,
-    list_input_shards,
-    plan_shards,
-    planned_shard,
-    read_plan,
-    score_batch,
-    score_shard,
-    shard_uri,
-)
-from rxvision.serving.model import LoadedModel
+from rxvision.serving.errors import NoInputImages, PrimaryUnavailable, ScoringError
+from rxvision.serving.model_contract import LoadedModel
+from rxvision.serving.model_pool import ModelPool
+from rxvision.serving.plan import list_input_shards, plan_shards, planned_shard, read_plan
+from rxvision.serving.predictions import PREDICTION_SCHEMA
+from rxvision.serving.scoring_config import ScoringConfig
+from rxvision.serving.scoring_run import score_batch
+from rxvision.serving.shard import score_shard, shard_uri
+from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 from serving_fixtures import broken_model, loaded_model, write_images
 
-from rxvision.serving.batch import ScoringConfig, Storage, score_batch
 from rxvision.serving.cache import (
     CACHED_COLUMNS,
     SEGMENT_SCHEMA,
@@ -21,7 +20,10 @@ from rxvision.serving.cache import (
     RowContract,
     content_hash,
 )
-from rxvision.serving.model import LoadedModel
+from rxvision.serving.model_contract import LoadedModel
+from rxvision.serving.scoring_config import ScoringConfig
+from rxvision.serving.scoring_run import score_batch
+from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.unit
 

@@ -34,7 +34,7 @@ def test_score_makes_one_library_call(tmp_path: Path) -> None:
         "output_uri": "s3://b/out",
         "metrics": {"errors": 1, "fallback_count": 0, "images_per_s": 2.0},
     }
-    with mock.patch("rxvision.serving.batch.score_batch", return_value=manifest) as call:
+    with mock.patch("rxvision.serving.scoring_run.score_batch", return_value=manifest) as call:
         result = CliRunner().invoke(
             score_cli.app,
             [
@@ -70,7 +70,7 @@ def test_score_passes_allow_empty_and_require_primary() -> None:
         "metrics": {"errors": 0, "fallback_count": 0, "images_per_s": 0.0},
     }
     args = ["--input", "s3://b/in", "--output", "s3://b/out"]
-    with mock.patch("rxvision.serving.batch.score_batch", return_value=manifest) as call:
+    with mock.patch("rxvision.serving.scoring_run.score_batch", return_value=manifest) as call:
         runner = CliRunner()
         assert runner.invoke(score_cli.app, args).exit_code == 0
         default = call.call_args.kwargs
@@ -90,7 +90,7 @@ def test_no_cache_turns_reuse_off_and_the_count_is_printed() -> None:
         "metrics": {"errors": 0, "fallback_count": 0, "images_per_s": 1.0},
     }
     args = ["--input", "s3://b/in", "--output", "s3://b/out"]
-    with mock.patch("rxvision.serving.batch.score_batch", return_value=manifest) as call:
+    with mock.patch("rxvision.serving.scoring_run.score_batch", return_value=manifest) as call:
         runner = CliRunner()
         default = runner.invoke(score_cli.app, args)
         assert default.exit_code == 0 and "2 from the cache" in default.output

@@ -11,16 +11,13 @@ import torch
 from serving_fixtures import loaded_model, write_images
 from torch import nn
 
-from rxvision.serving.batch import (
-    ModelPool,
-    ScoringConfig,
-    Storage,
-    finalize_scoring,
-    score_shard,
-    shard_uri,
-)
+from rxvision.serving.finalize import finalize_scoring
 from rxvision.serving.metrics import StatsdSink
-from rxvision.serving.model import LoadedModel
+from rxvision.serving.model_contract import LoadedModel
+from rxvision.serving.model_pool import ModelPool
+from rxvision.serving.scoring_config import ScoringConfig
+from rxvision.serving.shard import score_shard, shard_uri
+from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.unit
 

@@ -116,7 +116,7 @@ def test_local_feature_manifest(tmp_path: Path) -> None:
 
 
 def test_an_image_gives_the_same_tensor_in_training_and_in_scoring(image_folder: Path) -> None:
-    from rxvision.serving.model import LoadedModel
+    from rxvision.serving.model_contract import LoadedModel
 
     source = resolve_data(image_folder)
     config = DataLoadingConfig(img_size=20, num_workers=0, val_fraction=0.25, test_fraction=0.25)
