@@ -4,15 +4,18 @@ grayscale, too small, duplicate), and how it scales with worker processes.
 The baseline is the plain loop a data scientist writes first: one process, PIL
 ``verify()`` then ``load()`` each file, check mode and size. The project's
 ``DataValidator`` decodes in isolated worker processes (a hostile file cannot hang or
-crash the run), hashes for duplicates and checks class balance too.
+crash the run), hashes for duplicates and checks class balance too. A second reference,
+the plain loop split over two processes, is what this machine's two cores give a
+decode-bound loop at all (the ceiling for the 2-worker case).
 
-    .venv/bin/python bench/validator.py [--per-class 200] [--workers 1 2]
+    .venv/bin/python bench/validator.py [--per-class 1200] [--workers 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import harness
@@ -25,8 +28,13 @@ from rxvision.data.validation import DataValidator, ValidationPolicy
 
 def plain_loop(root: Path) -> tuple[float, int]:
     """Files checked, and how many it flags (unreadable, not RGB, under 224 px)."""
-    bad = 0
     files = [p for p in root.rglob("*") if p.is_file() and p.suffix == ".jpg"]
+    return float(len(files)), plain_checks(files)
+
+
+def plain_checks(files: list[Path]) -> int:
+    """The plain loop's checks over ``files``; how many it flags."""
+    bad = 0
     for path in files:
         try:
             with Image.open(path) as im:
@@ -37,13 +45,21 @@ def plain_loop(root: Path) -> tuple[float, int]:
                     bad += 1
         except Exception:
             bad += 1
-    return float(len(files)), bad
+    return bad
+
+
+def plain_loop_two_processes(root: Path, pool: ProcessPoolExecutor) -> float:
+    """The plain loop split over two processes: what this machine's two cores give a
+    decode-bound loop with no checks, no isolation and no hashing (the ceiling)."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix == ".jpg")
+    list(pool.map(plain_checks, [files[0::2], files[1::2]]))
+    return float(len(files))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=6)
-    parser.add_argument("--per-class", type=int, default=200)
+    parser.add_argument("--per-class", type=int, default=1200)
     parser.add_argument("--size", type=int, default=288)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
@@ -75,12 +91,19 @@ def main() -> None:
             found["plain PIL loop, 1 process"] = bad
             return count
 
-        cases = [harness.Case("plain PIL loop, 1 process", baseline)]
+        two = ProcessPoolExecutor(2)
+        cases = [
+            harness.Case("plain PIL loop, 1 process", baseline),
+            harness.Case(
+                "plain PIL loop, 2 processes", lambda: plain_loop_two_processes(root, two)
+            ),
+        ]
         cases += [
             harness.Case(f"DataValidator, {w} workers", lambda w=w: validator(w))
             for w in args.workers
         ]
-        harness.measure(cases, repeats=args.repeats)
+        with two:
+            harness.measure(cases, repeats=args.repeats)
         rows = harness.summarize(cases, baseline=cases[0].name)
         harness.report(
             "validator",

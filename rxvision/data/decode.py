@@ -166,6 +166,7 @@ def _decode(key: str, data: bytes, digest: str, limits: DecodeLimits) -> FileFac
                 image.verify()
                 image = Image.open(BytesIO(data))
             facts = replace(base, **_header_facts(image))
+            _scaled_for_integrity(image)
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return replace(base, code=DECOMPRESSION_BOMB, message=str(exc))
@@ -176,6 +177,16 @@ def _decode(key: str, data: bytes, digest: str, limits: DecodeLimits) -> FileFac
     except Exception as exc:  # any decoder error means the file cannot be used
         return replace(facts, code=CORRUPT, message=_decode_error(exc))
     return facts
+
+
+def _scaled_for_integrity(image: Image.Image) -> None:
+    """Let a JPEG decode at 1/8 scale: the check is whether every byte parses, not the
+    pixels. libjpeg still reads and entropy-decodes every block of every scan (a truncated
+    or damaged stream fails the same way), it only skips most of the inverse DCT and the
+    colour conversion: ~1.5x faster per file here. The facts above came from the header."""
+    if image.format == "JPEG":
+        width, height = image.size
+        image.draft(None, (max(1, width // 8), max(1, height // 8)))
 
 
 @contextlib.contextmanager
@@ -274,7 +285,7 @@ def _worker_main(conn: Connection, inspect: InspectFn, limits: DecodeLimits) -> 
 
 @dataclass
 class _Slot:
-    """One worker process and the chunk it is working through."""
+    """One worker process and the files in flight to it (up to two chunks), in order."""
 
     process: BaseProcess
     conn: Connection
@@ -286,6 +297,11 @@ class _Slot:
     @property
     def busy(self) -> bool:
         return self.done < len(self.chunk)
+
+    @property
+    def pending(self) -> int:
+        """Files handed out and not answered yet."""
+        return len(self.chunk) - self.done
 
     @property
     def current(self) -> FileTask:
@@ -300,6 +316,7 @@ class DecodePool:
     """
 
     MAX_START_FAILURES = 3
+    GATHER_S = 0.003
     START_TIMEOUT_S = 60.0  # a new worker must say "ready" within this; not a file's fault
 
     def __init__(
@@ -340,6 +357,7 @@ class DecodePool:
             self._slots = [self._start_worker() for _ in range(self.workers)]
             for index in range(len(self._slots)):
                 self._hand_out(index, source, retry)
+                self._hand_out(index, source, retry)
             while any(slot.busy for slot in self._slots):
                 self._wait()
                 for index, slot in enumerate(self._slots):
@@ -349,8 +367,7 @@ class DecodePool:
                         yield facts
                     if lost:
                         slot = self._replace(index, slot, retry, blamed=facts is not None)
-                    if not slot.busy:
-                        self._hand_out(index, source, retry)
+                    self._hand_out(index, source, retry)
         finally:
             self.close()
 
@@ -381,8 +398,12 @@ class DecodePool:
         return _Slot(process=process, conn=parent, chunk=[], since=time.monotonic())
 
     def _hand_out(self, index: int, source: Iterator[FileTask], retry: deque[FileTask]) -> None:
-        """Give slot ``index`` its next chunk: re-queued files first, then new ones."""
+        """Keep slot ``index`` fed: up to two chunks in flight, so its worker starts the
+        next file while this process is still collecting the last reply. Re-queued files
+        go first, then new ones."""
         slot = self._slots[index]
+        if slot.pending > self.chunk_size:
+            return
         chunk: list[FileTask] = []
         while retry and len(chunk) < self.chunk_size:
             chunk.append(retry.popleft())
@@ -390,17 +411,25 @@ class DecodePool:
             chunk.append(task)
             if len(chunk) >= self.chunk_size:
                 break
-        slot.chunk, slot.done, slot.since = chunk, 0, time.monotonic()
         if not chunk:
             return
+        was_busy = slot.busy
         try:
             slot.conn.send(chunk)
         except OSError:
+            retry.extendleft(reversed(chunk))
+            if was_busy:
+                return  # the worker died at work: _check_health files it
             # the worker died while idle (killed from outside): no file is to blame
             log.warning("a decode worker died while idle; starting another")
             slot.process.join()
             self._replace(index, slot, retry, blamed=False)
             self._hand_out(index, source, retry)
+            return
+        if was_busy:
+            slot.chunk, slot.done = slot.chunk[slot.done :] + chunk, 0
+        else:  # the clock of an idle worker's first file starts now
+            slot.chunk, slot.done, slot.since = chunk, 0, time.monotonic()
 
     def _wait(self) -> None:
         busy = [slot for slot in self._slots if slot.busy]
@@ -408,7 +437,10 @@ class DecodePool:
         due = min(slot.since + self._time_limit(slot) for slot in busy)
         handles: list[Any] = [slot.conn for slot in busy]
         handles += [slot.process.sentinel for slot in busy]
-        wait(handles, timeout=max(0.01, due - now))
+        if wait(handles, timeout=max(0.01, due - now)) and all(slot.pending > 1 for slot in busy):
+            # every worker has work queued: let replies gather, so this process wakes
+            # once per few files rather than per file (its cycles are the workers' too)
+            time.sleep(self.GATHER_S)
 
     def _collect(self, slot: _Slot) -> Iterator[FileFacts]:
         """Replies already sent by ``slot``'s worker."""
@@ -490,6 +522,6 @@ def _mp_context() -> Any:
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         # preloaded once in the server, so each new worker starts in milliseconds
-        context.set_forkserver_preload(["rxvision.data.decode"])
+        context.set_forkserver_preload(["__main__", "rxvision.data.decode"])
         return context
     return multiprocessing.get_context("spawn")

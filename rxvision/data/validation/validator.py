@@ -33,7 +33,7 @@ class DataValidator:
         policy: ValidationPolicy | None = None,
         *,
         workers: int | None = None,
-        chunk_size: int = 8,
+        chunk_size: int = 16,
         inspect: InspectFn = inspect_file,
         progress: ProgressFn | None = None,
     ) -> None:

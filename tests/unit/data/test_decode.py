@@ -1,0 +1,66 @@
+"""The validator's integrity decode: a JPEG decoded at 1/8 scale flags exactly the
+damaged files a full decode flags (every byte of the scan is still parsed)."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rxvision.data.decode import CORRUPT, DecodeLimits, FileTask, inspect_file
+
+pytestmark = pytest.mark.unit
+
+
+def photo_jpeg(progressive: bool) -> bytes:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (288, 320, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90, progressive=progressive)
+    return buffer.getvalue()
+
+
+def full_decode_fails(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception:
+        return True
+    return False
+
+
+def damaged(data: bytes) -> list[bytes]:
+    """Truncations and overwritten runs of bytes inside the entropy-coded data."""
+    scan = data.index(b"\xff\xda")  # start of scan: what follows is coded pixels
+    rng = random.Random(0)
+    variants = [data[: scan + int((len(data) - scan) * f)] for f in (0.1, 0.5, 0.9, 0.999)]
+    for _ in range(24):
+        at = rng.randrange(scan + 20, len(data) - 8)
+        run = bytes(rng.randrange(256) for _ in range(rng.choice((1, 4, 64))))
+        variants.append(data[:at] + run + data[at + len(run) :])
+    return variants
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_scaled_decode_flags_what_a_full_decode_flags(tmp_path: Path, progressive: bool) -> None:
+    variants = damaged(photo_jpeg(progressive))
+    full, ours = [], []
+    for i, data in enumerate(variants):
+        path = tmp_path / f"v{i}.jpg"
+        path.write_bytes(data)
+        facts = inspect_file(FileTask(str(path), path.name), DecodeLimits())
+        full.append(full_decode_fails(data))
+        ours.append(facts.code == CORRUPT)
+    assert ours == full
+    assert sum(full) >= 4  # the truncations at least: the comparison is not vacuous
+
+
+def test_facts_come_from_the_header_not_the_scaled_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(photo_jpeg(False))
+    facts = inspect_file(FileTask(str(path), "photo.jpg"), DecodeLimits())
+    assert facts.decoded and (facts.width, facts.height, facts.mode) == (320, 288, "RGB")
