@@ -14,7 +14,7 @@ Criteria (definitions, formulas and reason codes: docs/data-validation.md):
 - dataset: class balance (``1 - min_count / max_count <= max_imbalance`` per split),
   class count.
 
-Files are decoded in isolated worker processes (``rxvision.data.decode``), fed lazily
+Files are decoded in isolated worker processes (``rxvision.data.decode_pool``), fed lazily
 in small chunks from a streaming directory walk: memory holds paths and hashes, never
 images.
 

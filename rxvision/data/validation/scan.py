@@ -1,5 +1,5 @@
 """The scan: every file of the dataset walked, decoded in isolated worker processes
-(``rxvision.data.decode.DecodePool``: timeouts and crashes cost one file, never the run)
+(``rxvision.data.decode_pool.DecodePool``: timeouts and crashes cost one file, never the run)
 and checked against the policy; ScanMetrics holds what was measured, before any criterion
 is judged. Memory holds paths and hashes, never images.
 """
@@ -15,11 +15,11 @@ from pathlib import Path, PurePosixPath
 from rxvision.data.decode import (
     UNSUPPORTED_FORMAT,
     DecodeLimits,
-    DecodePool,
     FileFacts,
     FileTask,
     InspectFn,
 )
+from rxvision.data.decode_pool import DecodePool
 from rxvision.data.validation.file_checks import content_issues
 from rxvision.data.validation.policy import ValidationPolicy
 from rxvision.data.validation.report import FileIssue
