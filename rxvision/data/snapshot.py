@@ -15,7 +15,6 @@ same images always give the same shard bytes and the same DVC hashes.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -26,16 +25,26 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from rxvision.data.layout import check_class_layout
+from rxvision.data.snapshot_shards import (
+    DEFAULT_SHARD_SIZE,
+    MARKER_FILE,
+    IndexEntry,
+    Progress,
+    assign_shards,
+    content_hash,
+    index_directory,
+    read_index,
+    shard_name,
+    write_index,
+    write_shards,
+)
 from rxvision.errors import SnapshotError
 from rxvision.stack.process import is_alive
 
@@ -45,23 +54,7 @@ DATASET_DIR = "dataset"
 SHARDS_DIR = "shards"
 INDEX_FILE = "index.parquet"
 META_FILE = "snapshot.json"
-MARKER_FILE = ".rxvision-snapshot.json"
-SKIPPED_NAMES = {"manifest.parquet", "manifest.csv", MARKER_FILE}
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-DEFAULT_SHARD_SIZE = 1000
-
-Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    """One image of a snapshot."""
-
-    path: str
-    label: str
-    sha256: str
-    size: int
-    shard: int = -1
 
 
 @dataclass(frozen=True)
@@ -95,111 +88,6 @@ class SnapshotSettings:
     endpoint_url: str | None = None
     jobs: int = 8
     shard_size: int = DEFAULT_SHARD_SIZE
-
-
-# --- indexing ---------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    """The file's SHA-256 (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def index_directory(data_dir: Path, exclude: Iterable[str] = ()) -> list[IndexEntry]:
-    """Every image of an ImageFolder directory, sorted by path, minus ``exclude``.
-
-    A file outside a class folder is refused by name: it has no label.
-    """
-    if not data_dir.is_dir():
-        raise SnapshotError(f"not a directory: {data_dir}")
-    skip = set(exclude)
-    entries = []
-    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
-        rel = path.relative_to(data_dir).as_posix()
-        if path.name in SKIPPED_NAMES or any(part.startswith(".") for part in rel.split("/")):
-            continue
-        if rel in skip:
-            continue
-        if "/" not in rel:
-            raise SnapshotError(
-                f"{data_dir / rel}: file outside a class folder (expected DIR/<product>/<image>)"
-            )
-        entries.append(
-            IndexEntry(rel, rel.split("/", 1)[0], sha256_file(path), path.stat().st_size)
-        )
-    if not entries:
-        raise SnapshotError(f"no images under {data_dir}")
-    return entries
-
-
-def content_hash(entries: Iterable[IndexEntry]) -> str:
-    """A hash of (path, sha256) of every image: equal content gives an equal hash."""
-    digest = hashlib.sha256()
-    for e in sorted(entries, key=lambda e: e.path):
-        digest.update(f"{e.path}\t{e.sha256}\n".encode())
-    return digest.hexdigest()
-
-
-def assign_shards(entries: list[IndexEntry], shard_size: int) -> list[IndexEntry]:
-    """Give each image (in path order) its shard number."""
-    return [
-        IndexEntry(e.path, e.label, e.sha256, e.size, i // shard_size)
-        for i, e in enumerate(sorted(entries, key=lambda e: e.path))
-    ]
-
-
-# --- packing ----------------------------------------------------------------------------
-
-
-def shard_name(shard: int) -> str:
-    """File name of a shard."""
-    return f"shard-{shard:05d}.tar"
-
-
-def write_shards(
-    data_dir: Path, entries: list[IndexEntry], out_dir: Path, progress: Progress | None = None
-) -> int:
-    """Pack the images into deterministic tar shards under ``out_dir``; return the count."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    by_shard: dict[int, list[IndexEntry]] = {}
-    for e in entries:
-        by_shard.setdefault(e.shard, []).append(e)
-    done = 0
-    for shard, members in sorted(by_shard.items()):
-        with tarfile.open(out_dir / shard_name(shard), "w", format=tarfile.PAX_FORMAT) as tar:
-            for e in members:
-                data = (data_dir / e.path).read_bytes()
-                if hashlib.sha256(data).hexdigest() != e.sha256:
-                    raise SnapshotError(f"{data_dir / e.path} changed while being snapshotted")
-                tar.addfile(_tar_info(e.path, len(data)), io.BytesIO(data))
-        done += len(members)
-        if progress:
-            progress("pack", done, len(entries))
-    return len(by_shard)
-
-
-def _tar_info(name: str, size: int) -> tarfile.TarInfo:
-    # Fixed metadata: the same images always give byte-identical shards.
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-def write_index(entries: list[IndexEntry], path: Path) -> None:
-    """The snapshot's index as Parquet."""
-    table = pa.Table.from_pylist([asdict(e) for e in entries])
-    pq.write_table(table, path)
-
-
-def read_index(path: Path) -> list[IndexEntry]:
-    """Read an ``index.parquet``."""
-    return [IndexEntry(**row) for row in pq.read_table(path).to_pylist()]
 
 
 # --- git and DVC plumbing ---------------------------------------------------------------

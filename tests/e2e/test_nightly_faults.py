@@ -31,7 +31,7 @@ import pytest
 from e2e_helpers import MODEL, wait_for
 from mlflow.tracking import MlflowClient
 
-from rxvision.data.snapshot import MARKER_FILE, SKIPPED_NAMES
+from rxvision.data.snapshot_shards import MARKER_FILE, SKIPPED_NAMES
 from rxvision.home import repo_root
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from rxvision.data.layout import DataLayoutError
-from rxvision.data.snapshot import MARKER_FILE, SnapshotSettings, SnapshotStore
+from rxvision.data.snapshot import SnapshotSettings, SnapshotStore
+from rxvision.data.snapshot_shards import MARKER_FILE
 from rxvision.errors import SnapshotError
 from rxvision.storage.s3 import S3Config, S3Store
 
