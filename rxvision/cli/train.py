@@ -139,7 +139,7 @@ def _checked_source(
     the check; (None, None) for a shard set, which the nightly validated."""
     from rxvision.train.datamodule import resolve_data
     from rxvision.train.folder_source import check_image_folder, image_folder_of
-    from rxvision.train.run import launch_rank_is_zero
+    from rxvision.train.hardware import launch_rank_is_zero
 
     folder = image_folder_of(data)
     if folder is None:

@@ -32,7 +32,6 @@ from pytorch_lightning.strategies import DDPStrategy, Strategy
 
 from rxvision.config.load import to_flat_dict, validate_config
 from rxvision.data.splits import SPLITS_ARTIFACT
-from rxvision.errors import ConfigError
 from rxvision.home import Home
 from rxvision.train.backbones import backbone_blocks, build_backbone, load_pretrained
 from rxvision.train.batch_finder import training_batch_size
@@ -43,11 +42,24 @@ from rxvision.train.callbacks import (
     TrainingTelemetry,
 )
 from rxvision.train.checkpoints import BEST, CheckpointStore, check_run_id
-from rxvision.train.config import TrainConfig, TrainerConfig
+from rxvision.train.config import TrainConfig
 from rxvision.train.datamodule import DataSource, RxVisionDataModule, resolve_data
 from rxvision.train.evaluation import FinalEvaluation, final_evaluation, pairs_figure
+from rxvision.train.hardware import (
+    choose_precision,
+    launch_rank_is_zero,
+    resolve_accelerator,
+    world_size,
+)
 from rxvision.train.module import RxVisionTrainer, metric_name
 from rxvision.train.monitoring import TrainingMonitor
+from rxvision.train.resume import (
+    ENV_RESUME,
+    checkpoint_store,
+    data_identity,
+    resume_point,
+    resume_progress,
+)
 from rxvision.train.tracking import (
     RunTracker,
     confusion_figure,
@@ -60,7 +72,6 @@ log = logging.getLogger(__name__)
 ENV_RUN_ID = "RXVISION_TRAIN_RUN_ID"
 # the most-confused pairs of the test split, logged with each run
 PAIRS_ARTIFACT = "eval/confused_pairs.json"
-ENV_RESUME = "RXVISION_TRAIN_RESUME"
 
 
 @dataclass
@@ -94,67 +105,6 @@ class TrainResult:
         temp = path.with_name(f".{path.name}.tmp")
         temp.write_text(json.dumps(self.summary(), indent=2, sort_keys=True))
         temp.replace(path)
-
-
-# --- hardware ----------------------------------------------------------------------------
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def resolve_accelerator(requested: str) -> str:
-    """``cpu`` or ``gpu``; ``auto`` is ``gpu`` when CUDA is available."""
-    if requested in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.accelerator={requested} but CUDA is not available")
-        return "gpu"
-    if requested == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return "cpu"
-
-
-def choose_precision(
-    requested: str, accelerator: str, *, cuda_bf16: bool = False, flags: set[str] | None = None
-) -> str:
-    """The Lightning precision for ``requested`` on ``accelerator``.
-
-    ``auto``: bf16-mixed on GPUs with bf16, else 16-mixed; on CPUs bf16-mixed only with
-    native bf16 instructions (``avx512_bf16`` or ``amx_bf16``), else 32-true (emulated
-    bf16 is several times slower than fp32 on AVX2-only CPUs).
-    """
-    if requested != "auto":
-        return requested
-    if accelerator == "gpu":
-        return "bf16-mixed" if cuda_bf16 else "16-mixed"
-    native = {"avx512_bf16", "amx_bf16"} & (flags if flags is not None else cpu_flags())
-    return "bf16-mixed" if native else "32-true"
-
-
-def world_size(trainer: TrainerConfig, accelerator: str) -> int:
-    """Processes in the run: devices per node times nodes."""
-    if trainer.devices == "auto":
-        devices = torch.cuda.device_count() if accelerator == "gpu" else 1
-    else:
-        devices = trainer.devices
-    return max(1, devices) * trainer.num_nodes
-
-
-def launch_rank_is_zero() -> bool:
-    """Whether this process is global rank 0, from the variables launchers set."""
-    env = os.environ
-    if env.get("RANK"):
-        return int(env["RANK"]) == 0
-    node = int(env.get("NODE_RANK") or env.get("GROUP_RANK") or 0)
-    return node == 0 and int(env.get("LOCAL_RANK") or 0) == 0
 
 
 def new_run_id() -> str:
@@ -342,11 +292,6 @@ def build_module(
     return module
 
 
-def checkpoint_root(cfg: TrainConfig, home: Home) -> str:
-    """``checkpoint.root``, or ``$RXVISION_HOME/checkpoints``."""
-    return cfg.checkpoint.root or str(home.root / "checkpoints")
-
-
 def _strategy(cfg: TrainConfig, module: RxVisionTrainer, world: int) -> str | Strategy:
     if cfg.trainer.strategy == "ddp" or world > 1:
         return DDPStrategy(**module.configure_ddp())
@@ -371,33 +316,6 @@ def _callbacks(
     return callbacks
 
 
-def checkpoint_store(cfg: TrainConfig, home: Home, run_id: str) -> CheckpointStore:
-    """Where run ``run_id`` keeps its checkpoints (S3 ones staged under the home's cache)."""
-    return CheckpointStore(
-        checkpoint_root(cfg, home), run_id, staging_root=home.cache_dir / "checkpoints" / run_id
-    )
-
-
-def _resume_point(
-    store: CheckpointStore, cfg: TrainConfig, zero: bool
-) -> tuple[str | None, Path | None]:
-    """(name, local path) of the checkpoint to resume from. Rank 0 picks it; the other
-    ranks take rank 0's choice from the environment, so all resume from the same one."""
-    if not zero:
-        name = os.environ.get(ENV_RESUME, "")
-        return (name, store.fetch(name)) if name else (None, None)
-    if not cfg.checkpoint.resume:
-        return None, None
-    if store.discard_partial():
-        log.info("removed partial checkpoint files of an interrupted run")
-    found = store.latest_loadable()
-    if found is None:
-        return None, None
-    ref, path = found
-    log.info("resuming run %s from %s (step %d)", store.run_id, ref.uri, ref.step)
-    return ref.name, path
-
-
 def _fit_and_evaluate(
     cfg: TrainConfig,
     module: RxVisionTrainer,
@@ -414,7 +332,7 @@ def _fit_and_evaluate(
 ) -> TrainResult:
     zero = tracker is not None or launch_rank_is_zero()
     store = checkpoint_store(cfg, home, run_id)
-    resume_name, resume_path = _resume_point(store, cfg, zero)
+    resume_name, resume_path = resume_point(store, cfg, zero)
     if resume_path is not None:
         datamodule.resume_at(*resume_progress(resume_path))
     checkpoints = StepCheckpoint(
@@ -506,25 +424,6 @@ def _fit_and_evaluate(
         _log_outcome(tracker, cfg, module, datamodule, store, result, exported, final)
     store.clear_staging()
     return result
-
-
-def data_identity(datamodule: RxVisionDataModule) -> str:
-    """What a run's checkpoints are bound to: the data source and its snapshot hash."""
-    source = datamodule.source
-    if source.manifest is not None:  # content-addressed: the same wherever it was copied
-        return f"feature set {source.manifest.key} (snapshot {source.snapshot_hash})"
-    return source.description
-
-
-def resume_progress(path: Path) -> tuple[int, int]:
-    """(epoch, batches done in it) of a checkpoint: a run resumed from the middle of an
-    epoch continues that epoch's order after those batches, instead of starting it over."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    batches = data.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
-    epoch = int(data.get("epoch", 0))
-    if batches.get("is_last_batch"):
-        return epoch + 1, 0
-    return epoch, int(batches.get("current", {}).get("processed", 0))
 
 
 def _load_best(module: RxVisionTrainer, store: CheckpointStore) -> bool:

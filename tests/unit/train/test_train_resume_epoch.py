@@ -28,7 +28,7 @@ from torch import nn
 from rxvision.train.config import DataLoadingConfig
 from rxvision.train.datamodule import RxVisionDataModule, resolve_data
 from rxvision.train.module import RxVisionTrainer
-from rxvision.train.run import resume_progress
+from rxvision.train.resume import resume_progress
 from rxvision.train.sampler import ResumableSampler
 
 pytestmark = [
