@@ -20,6 +20,7 @@ ORDER = [
     "scoring_job",
     "scoring_cache",
     "orchestration",
+    "scale",
     "gpu_train",
     "gpu_input",
 ]
@@ -47,12 +48,35 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_scale(data: dict[str, Any]) -> str:
+    """bench/scale.py's table: seconds, images/s and peak memory per size and stage."""
+    m = data.get("machine", {})
+    lines = [
+        "### scale",
+        "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores; {data.get('finished', '')}."
+        f" Command: `{data.get('command', '')}`.",
+        "",
+        "| images | stage | seconds | images/s | peak RSS (MB) |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for s in data["stages"]:
+        lines.append(
+            f"| {s['size']:,} | {s['stage']} | {s['seconds']:.1f} | {s['images_per_s']:.0f} | "
+            f"{s['peak_rss_mb']:.0f} |"
+        )
+    lines += ["", f"Summary: `{json.dumps(data.get('summary', {}))}`", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
     found = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
     for name in [n for n in ORDER if n in found] + sorted(set(found) - set(ORDER)):
         data = found[name]
-        if "results" in data and isinstance(data["results"], list) and "bench" in data:
+        if data.get("bench") == "scale":
+            print(render_scale(data))
+        elif "results" in data and isinstance(data["results"], list) and "bench" in data:
             print(render(data))
         else:
             print(f"### {name}\n\n(not in the harness format: see bench/results/{name}.json)\n")
