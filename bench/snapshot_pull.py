@@ -1,6 +1,7 @@
 """Snapshot pull: 10,000 images as the project packs them (tar shards tracked by DVC)
 vs the same images tracked file by file in DVC (``dvc add`` of the folder), both pulled
-from the local S3 server into an empty cache, as a fresh training host would.
+from the local S3 server into an empty cache, as a fresh training host would; and the
+floor: the packed snapshot's objects fetched by concurrent boto3 GETs, nothing else.
 
     .venv/bin/python bench/snapshot_pull.py [--images 10000] [--repeats 3]
 
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import harness
@@ -23,6 +25,7 @@ from stack import bench_stack
 
 from rxvision.data.snapshot import SnapshotSettings, SnapshotStore
 from rxvision.data.synth import generate_dataset
+from rxvision.storage.s3 import S3Store
 
 
 def dvc(cwd: Path, *args: str) -> None:
@@ -94,6 +97,21 @@ def pull_packed(settings: SnapshotSettings, tag: str, work: Path, images: int) -
     return float(info.images)
 
 
+def raw_parallel_get(prefix: str, work: Path, images: int, threads: int = 8) -> float:
+    """The floor of any pull: every object under the snapshot's DVC remote prefix (its
+    shards, index and DVC's directory listing) downloaded concurrently with boto3 to
+    local files; nothing else (no git, no DVC, no hashing, no unpacking)."""
+    store = S3Store()
+    bucket = prefix.removeprefix("s3://").split("/", 1)[0]
+    keys = [f"s3://{bucket}/{key}" for key in store.list_keys(prefix)]
+    out = work / f"raw-{uuid.uuid4().hex[:6]}"
+    out.mkdir()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda uri: store.download_file(uri, out / uuid.uuid4().hex), keys))
+    shutil.rmtree(out)
+    return float(images)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=10000)
@@ -122,6 +140,10 @@ def main() -> None:
             harness.Case("DVC file by file", lambda: pull_file_by_file(repo, work, images)),
             harness.Case(
                 "packed shards (rxvision)", lambda: pull_packed(settings, "bench-v1", work, images)
+            ),
+            harness.Case(
+                "raw parallel S3 GET of the shard objects",
+                lambda: raw_parallel_get(settings.remote_url, work, images),
             ),
         ]
         harness.measure(cases, repeats=args.repeats, warmup=0)
