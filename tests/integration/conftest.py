@@ -25,15 +25,15 @@ def shifted_ports() -> StackPorts:
     return StackPorts(**{k: v + PORT_SHIFT for k, v in defaults.items()})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     # A short path: unix sockets (SeaweedFS) must fit in 108 bytes.
     return Home(Path(tmp_path_factory.mktemp("rxh"))).ensure()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(stack_home: Home) -> Iterator[LocalStack]:
-    """The stack, up for the whole session; down (and checked empty) at the end."""
+    """The stack, up for the integration tier; down (and checked empty) at its end."""
     local = LocalStack(stack_home, StackConfig(ports=shifted_ports()))
     with stack_up(local, {}, timeout_s=240):
         yield local
