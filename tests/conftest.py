@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _fail_unavailable_tier(request: pytest.FixtureRequest) -> None:
     reason = dict(request.node.user_properties).get("unavailable", "tier unavailable")
     pytest.fail(f"CI=true and the {reason}")
+
+
+def _mlflow_uris() -> tuple[object, object] | None:
+    """MLflow's process-wide tracking and registry URIs, when MLflow is imported."""
+    tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    if tracking is None or registry is None:
+        return None
+    return tracking._tracking_uri, registry._registry_uri  # type: ignore[attr-defined]
+
+
+def _set_mlflow_uris(uris: tuple[object, object]) -> None:
+    sys.modules["mlflow.tracking._tracking_service.utils"]._tracking_uri = uris[0]  # type: ignore[attr-defined]
+    sys.modules["mlflow.tracking._model_registry.utils"]._registry_uri = uris[1]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_environment() -> Iterator[None]:
+    """Give every test the environment and MLflow URIs it started with.
+
+    Code under test sets ``os.environ`` on purpose (the CLI points MLflow at the local
+    store, ``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI``). Left behind, an
+    endpoint outlives the stack of its tier, and a later test's MLflow client retries a dead
+    server for minutes: in CI a 3-second unit test took 248 s that way.
+    """
+    environ = dict(os.environ)
+    uris = _mlflow_uris()
+    yield
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+    if uris is not None:
+        _set_mlflow_uris(uris)
+    elif _mlflow_uris() is not None:
+        _set_mlflow_uris((None, None))

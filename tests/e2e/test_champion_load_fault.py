@@ -5,35 +5,22 @@ Airflow retries it once MLflow is back, and the predictions are the champion's."
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import MODEL, read_parquet, wait_for
+from e2e_helpers import MODEL, kill_session, read_parquet, wait_for
 from mlflow.tracking import MlflowClient
 
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision.stack.local_stack import LocalStack
-from rxvision.stack.process import session_of
 from rxvision.storage.s3 import S3Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(2400)]
 
 CFG = load_pipeline_config()
 DAG = CFG.scoring.dag_id
-
-
-def kill_session(leader: int) -> None:
-    """SIGKILL every process of a server's session (the whole server crashes)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and session_of(int(entry.name)) == leader:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def shard_tries(client: AirflowClient, run_id: str) -> dict[int, tuple[str, int]]:

@@ -17,18 +17,16 @@ shipped gates and the champion back afterwards."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import MODEL, wait_for
+from e2e_helpers import MODEL, kill_session, wait_for
 from mlflow.tracking import MlflowClient
 
 from rxvision.data.snapshot_shards import MARKER_FILE, SKIPPED_NAMES
@@ -36,7 +34,6 @@ from rxvision.home import repo_root
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision.stack.local_stack import LocalStack
-from rxvision.stack.process import session_of
 from rxvision.train.tracking import RUN_ID_TAG
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(2400)]
@@ -66,14 +63,6 @@ def wait_state(
             0.2,
         )
     )
-
-
-def kill_session(leader: int) -> None:
-    """SIGKILL every process of a server's session (a crash of the whole server)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and session_of(int(entry.name)) == leader:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def kill_server(stack: LocalStack, name: str) -> int:

@@ -7,13 +7,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
-import os
-import signal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import MODEL, published_rows, wait_for
+from e2e_helpers import MODEL, kill_session, published_rows, wait_for
 from mlflow.tracking import MlflowClient
 
 from rxvision.orchestration.airflow_client import AirflowClient
@@ -21,7 +18,6 @@ from rxvision.pipeline.config import load_pipeline_config
 from rxvision.pipeline.end_to_end import DemoData
 from rxvision.stack import scale
 from rxvision.stack.local_stack import LocalStack
-from rxvision.stack.process import session_of
 from rxvision.storage.s3 import S3Store
 
 # the first test also waits for the package fixtures: the stack and the main job (its
@@ -40,14 +36,6 @@ def _tis(client: AirflowClient, dag_id: str, run_id: str) -> list[dict[str, Any]
 def _worker_of(ti: dict[str, Any]) -> str:
     """The worker name a task instance recorded (``name@host``)."""
     return str(ti.get("hostname") or "").partition("@")[0]
-
-
-def _kill_session(leader: int) -> None:
-    """SIGKILL every process of a session (Airflow puts each task in its own group)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and session_of(int(entry.name)) == leader:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
 
 
 @pytest.fixture
@@ -154,7 +142,7 @@ def test_worker_killed_mid_task_is_retried_and_rows_written_once(
     worker = scale_stack.process(scale.worker_server_name("default"))
     pid = worker.pid()
     assert pid, "the default worker is not running"
-    _kill_session(pid)  # the worker, its pool and the task's processes: a lost host
+    kill_session(pid)  # the worker, its pool and the task's processes: a lost host
 
     # Without heartbeats the scheduler fails the task and schedules its retry; the worker
     # comes back as a supervisor (systemd, compose `restart:`) would bring it back.

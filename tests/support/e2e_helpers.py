@@ -3,8 +3,11 @@ are not a package)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -12,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -19,11 +23,20 @@ import pytest
 
 from rxvision.home import repo_root
 from rxvision.stack.local_stack import LocalStack
-from rxvision.stack.process import load_sessions, stack_pids
+from rxvision.stack.process import load_sessions, session_of, stack_pids
 from rxvision.storage.s3 import S3Store
 
 MODEL = "rxvision-pill-classifier"
 TRAIN_IMAGE = "rxvision-train:dev"
+
+
+def kill_session(leader: int) -> None:
+    """SIGKILL every process of a session: a server, or a worker with its task processes,
+    crashes whole (killing only a server's main pid leaves e.g. uvicorn workers serving)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and session_of(int(entry.name)) == leader:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def schedules_away_from_now(now: datetime | None = None) -> dict[str, str]:
