@@ -119,6 +119,21 @@ class _Preset:
         return tensor
 
 
+def normalize_batch(
+    images: torch.Tensor,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
+    """A uint8 NCHW batch as the float model input ``A.Normalize(mean, std,
+    max_pixel_value=255)`` gives per image (to float rounding), on the batch's device."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected a uint8 NCHW batch, got {images.dtype} {tuple(images.shape)}")
+    shape = (1, -1, 1, 1)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=images.device).view(shape)
+    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=images.device)
+    return images.float().mul_(scale).sub_(shift.view(shape))
+
+
 def seed_worker_transform(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: Lightning's per-worker seeding of torch, NumPy and
     ``random``, then the dataset's augmentation reseeded from this worker's torch seed
@@ -133,7 +148,11 @@ def seed_worker_transform(worker_id: int) -> None:
 
 
 class TrainPreset(_Preset):
-    """Training transforms: resize, the seed's augmentations, normalize, to tensor."""
+    """Training transforms: the seed's augmentations, normalize, to tensor.
+
+    With ``normalize_in_batch`` the tensor stays uint8 (CHW) and the model normalizes the
+    batch after it reached its device (``normalize_batch``, in the LightningModule's
+    ``on_after_batch_transfer``): the same input, computed once per batch."""
 
     def __init__(
         self,
@@ -157,6 +176,7 @@ class TrainPreset(_Preset):
         cast_limit: float = 0.0,
         blur_p: float = 0.0,
         seed: int | None = 0,
+        normalize_in_batch: bool = False,
     ) -> None:
         height, width = _hw(img_size)
         if height != width and rotate90_p > 0:
@@ -197,7 +217,10 @@ class TrainPreset(_Preset):
                     p=color_p if cast_limit > 0 else 0.0,
                 ),
                 A.GaussianBlur(blur_limit=(3, 5), p=blur_p),
-                _normalize(normalize, mean, std),
+                # normalize_in_batch: a uint8 CHW tensor out, and ``normalize_batch`` on
+                # the whole batch, on its device (4x fewer bytes from a worker, one
+                # vectorized op instead of one per image)
+                *([] if normalize_in_batch else [_normalize(normalize, mean, std)]),
                 ToTensorV2(),
             ],
             seed=seed,

@@ -273,6 +273,8 @@ class RxVisionDataModule(pl.LightningDataModule):
             cast_limit=cfg.cast_limit,
             blur_p=cfg.blur_p,
             seed=self.seed,
+            # uint8 batches; RxVisionTrainer.on_after_batch_transfer normalizes them
+            normalize_in_batch=True,
         )
 
     def eval_transform(self) -> Transform:

@@ -36,6 +36,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from rxvision.data.presets import normalize_batch
 from rxvision.train.backbones import ARCHITECTURES, build_backbone
 from rxvision.train.config import FineTuningConfig, OptimizerConfig, SchedulerConfig
 
@@ -131,6 +132,14 @@ class RxVisionTrainer(pl.LightningModule):
         features: torch.Tensor = self.backbone(images)
         logits: torch.Tensor = self.head(features)
         return logits
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalize a uint8 image batch (``TrainPreset(normalize_in_batch=True)``) on its
+        device; float batches (evaluation presets) are the model input already."""
+        images, *rest = batch if isinstance(batch, (list, tuple)) else (batch,)
+        if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
+            images = normalize_batch(images)
+        return (images, *rest) if isinstance(batch, (list, tuple)) else images
 
     # --- steps -----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from rxvision.data.presets import (
     ImagePreprocessor,
     TrainPreset,
     flip,
+    normalize_batch,
     shift_scale_rotate,
 )
 from rxvision.errors import ConfigError
@@ -78,6 +79,26 @@ def test_train_output_is_a_normalized_tensor() -> None:
     assert isinstance(out, torch.Tensor)
     assert out.shape == (3, 96, 96) and out.dtype == torch.float32
     assert out.min() < 0 < out.max()  # mean subtracted
+
+
+def test_normalized_in_batch_is_the_same_model_input() -> None:
+    images = [pixels(96)[::-1].copy(), pixels(96), pixels(96)[:, ::-1].copy()]
+    per_image = torch.stack([TrainPreset(img_size=96, seed=5)(i) for i in images])
+    deferred = TrainPreset(img_size=96, seed=5, normalize_in_batch=True)
+    raw = torch.stack([deferred(i) for i in images])
+    assert raw.dtype == torch.uint8 and raw.shape == (3, 3, 96, 96)
+    # the same augmentation draws, the same normalization, to float rounding
+    torch.testing.assert_close(normalize_batch(raw), per_image, atol=1e-5, rtol=0)
+    evaluated = torch.stack([EvalPreset(img_size=96)(i) for i in images])
+    as_batch = torch.stack([torch.from_numpy(i).permute(2, 0, 1) for i in images])
+    torch.testing.assert_close(normalize_batch(as_batch), evaluated, atol=1e-5, rtol=0)
+
+
+def test_normalize_batch_refuses_what_is_not_a_uint8_batch() -> None:
+    with pytest.raises(ValueError, match=r"uint8 NCHW batch, got torch.float32"):
+        normalize_batch(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"\(3, 8, 8\)"):
+        normalize_batch(torch.zeros(3, 8, 8, dtype=torch.uint8))
 
 
 def test_eval_is_deterministic() -> None:

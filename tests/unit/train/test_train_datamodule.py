@@ -27,8 +27,11 @@ def test_image_folder_source_and_loaders(image_folder: Path) -> None:
     dm = RxVisionDataModule(source, config, batch_size=4)
     dm.setup("fit")
     images, labels = next(iter(dm.train_dataloader()))
-    assert images.shape == (4, 3, 16, 16) and images.dtype == torch.float32
+    # training batches leave the loader as uint8: the module normalizes them on device
+    assert images.shape == (4, 3, 16, 16) and images.dtype == torch.uint8
     assert labels.dtype == torch.int64
+    val_images, _ = next(iter(dm.val_dataloader()))
+    assert val_images.dtype == torch.float32
     split = [dm.train_indices, dm.val_indices, dm.test_indices]
     assert sorted(i for part in split for i in part) == list(range(18))
     assert all(part for part in split)

@@ -9,6 +9,7 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 from torch.utils.data import DataLoader, TensorDataset
 
+from rxvision.data.presets import normalize_batch
 from rxvision.train.backbones import build_backbone
 from rxvision.train.config import FineTuningConfig
 from rxvision.train.module import (
@@ -56,6 +57,18 @@ def _validate(module: RxVisionTrainer, n: int = 12) -> dict[str, float]:
     )
     (metrics,) = trainer.validate(module, dataloaders=DataLoader(data, batch_size=5), verbose=False)
     return metrics
+
+
+def test_uint8_batches_are_normalized_after_transfer(tiny_backbone: torch.nn.Module) -> None:
+    module = make_module(tiny_backbone)
+    raw = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.tensor([0, 1])
+    images, same_labels = module.on_after_batch_transfer([raw, labels], 0)
+    torch.testing.assert_close(images, normalize_batch(raw))
+    assert same_labels is labels
+    floats = torch.randn(2, 3, 16, 16)  # an evaluation batch: the model input already
+    assert module.on_after_batch_transfer([floats, labels], 0)[0] is floats
+    assert module.on_after_batch_transfer(floats, 0) is floats
 
 
 def test_validation_logs_every_metric(tiny_backbone: torch.nn.Module) -> None:
