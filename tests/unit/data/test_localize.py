@@ -3,6 +3,7 @@ light and tinted backgrounds, any rotation, and each fallback."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 
@@ -238,3 +239,25 @@ def test_a_pill_the_colour_of_its_surface_is_found_by_its_outline() -> None:
     assert where.status == LOCALIZED
     assert 130 < where.size[0] < 165
     assert math.hypot(where.center[0] - 165, where.center[1] - 150) < 8
+
+
+# the crops of the scenes below, hashed; computed when the contract was at IMAGE_SPEC_VERSION
+# 2. A change of localization that moves a single pixel of a crop must bump that version
+# (models and feature sets made before are then refused, not fed other pixels).
+CONTRACT_PIXELS = "90f8c5e11da115c886f015def855ef3d94b772383609f00c0ae0fadd52bd3292"
+
+
+def test_the_crops_are_pinned_to_the_contract_version() -> None:
+    from rxvision.data.imaging import IMAGE_SPEC_VERSION
+
+    spec = CropSpec(mask_background=True)
+    digest = hashlib.sha256()
+    for i, (shape, background) in enumerate(
+        (s, b) for s in ("round", "oval", "capsule", "triangle", "square") for b in BACKGROUNDS
+    ):
+        image = scene(BACKGROUNDS[background], seed=i)
+        draw_pill(image, shape, (140 + 3 * i, 170 - 2 * i), 90 + 2 * i, 17.0 * i)
+        where = locate_pill(image, spec)
+        assert where.status == LOCALIZED, (shape, background)
+        digest.update(crop_pill(image, where, spec).tobytes())
+    assert (IMAGE_SPEC_VERSION, digest.hexdigest()) == (2, CONTRACT_PIXELS)
