@@ -16,8 +16,9 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,24 @@ def _load_batch(args: tuple[list[str], dict[str, Any]]) -> DecodedBatch:
     )
 
 
+def _one_thread_per_worker() -> None:
+    """A preprocessing worker uses one core: OpenCV's own thread pool on top of one
+    process per core only adds switching (its operations here are on small images)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _joined(parts: list[DecodedBatch]) -> DecodedBatch:
+    """One shard's batches, in order, as one."""
+    return DecodedBatch(
+        np.concatenate([p.pixels for p in parts]),
+        [h for p in parts for h in p.sha256],
+        [h for p in parts for h in p.phash],
+        [h for p in parts for h in p.located],
+    )
+
+
 class FeatureStore:
     """Build and read shard sets under an ``s3://bucket/prefix`` root."""
 
@@ -229,9 +248,17 @@ class FeatureStore:
     ) -> list[ShardRecord]:
         chunks = [rows[i : i + config.shard_size] for i in range(0, len(rows), config.shard_size)]
         records, done = [], 0
-        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=max(1, workers), initializer=_one_thread_per_worker
+        ) as pool:
+            # the next shard is decoding while this one is saved and uploaded: the workers
+            # never wait for S3, nor for the slowest piece of a shard
+            submit = self._submit_chunk
+            ahead = deque(submit(pool, data_dir, c, config, workers) for c in chunks[:2])
             for index, chunk in enumerate(chunks):
-                decoded = self._decode_chunk(pool, data_dir, chunk, config, workers)
+                decoded = _joined([f.result() for f in ahead.popleft()])
+                if index + 2 < len(chunks):
+                    ahead.append(submit(pool, data_dir, chunks[index + 2], config, workers))
                 shard_key = f"attempts/{attempt}/shard-{index:05d}.npy"
                 buf = io.BytesIO()
                 np.save(buf, decoded.pixels, allow_pickle=False)
@@ -252,25 +279,19 @@ class FeatureStore:
                 log.info("preprocess: %d/%d images", done, len(rows))
         return records
 
-    def _decode_chunk(
+    def _submit_chunk(
         self,
         pool: ProcessPoolExecutor,
         data_dir: Path,
         chunk: list[tuple[str, str]],
         config: PreprocessConfig,
         workers: int,
-    ) -> DecodedBatch:
+    ) -> list[Future[DecodedBatch]]:
         paths = [str(data_dir / p) for p, _ in chunk]
         step = max(1, len(paths) // (workers * 4))
         spec = config.spec.to_dict()
-        jobs = [(paths[i : i + step], spec) for i in range(0, len(paths), step)]
-        parts = list(pool.map(_load_batch, jobs))
-        return DecodedBatch(
-            np.concatenate([p.pixels for p in parts]),
-            [h for p in parts for h in p.sha256],
-            [h for p in parts for h in p.phash],
-            [h for p in parts for h in p.located],
-        )
+        starts = range(0, len(paths), step)
+        return [pool.submit(_load_batch, (paths[i : i + step], spec)) for i in starts]
 
     def _commit(self, manifest: FeatureManifest) -> FeatureManifest:
         """Write the manifest only if none exists (S3 conditional put); a writer that
