@@ -12,3 +12,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # out and a scoring task stalls for minutes (seen in CI with four mapped shards). One
 # stream through the tracking server has no such timeout and is as fast here.
 os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+
+# MLflow draws a progress bar per download: noise in task logs.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -24,10 +23,6 @@ from rxvision.home import Home
 from rxvision.serving.model_contract import LoadedModel, ModelRef, serving_model
 
 log = logging.getLogger(__name__)
-
-
-# MLflow draws a progress bar per download: noise in task logs.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
