@@ -15,6 +15,8 @@ import requests
 from rxvision.errors import RxVisionError
 
 TERMINAL_STATES = {"success", "failed"}
+# task instances per request: the API server's default maximum_page_limit
+PAGE = 100
 
 
 class AirflowApiError(RxVisionError):
@@ -92,10 +94,17 @@ class AirflowClient:
         """One DAG run."""
         return dict(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
 
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        """The task instances of one DAG run."""
-        data = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
-        return list(data["task_instances"])
+    def task_instances(self, dag_id: str, run_id: str, *, page: int = PAGE) -> list[dict[str, Any]]:
+        """Every task instance of one DAG run, ``page`` per request (the API answers 50
+        unless asked for more, and a scoring run maps up to 512 shards)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        found: list[dict[str, Any]] = []
+        while True:
+            data = self.request("GET", path, params={"limit": page, "offset": len(found)})
+            answered = list(data["task_instances"])
+            found += answered
+            if not answered or len(found) >= int(data.get("total_entries", 0)):
+                return found
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 600) -> str:
         """Poll a run until it ends; return its state (``AirflowApiError`` on time-out)."""

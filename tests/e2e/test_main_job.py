@@ -44,6 +44,17 @@ def test_nightly_then_asset_triggered_scoring(main_job: dict[str, Any]) -> None:
     assert scoring["run_id"].startswith("asset_triggered__")
 
 
+def test_task_instances_are_read_page_by_page(
+    main_job: dict[str, Any], client: AirflowClient
+) -> None:
+    run_id = main_job["nightly"]["run_id"]
+    whole = client.task_instances(CFG.nightly.dag_id, run_id)
+    paged = client.task_instances(CFG.nightly.dag_id, run_id, page=2)  # the API's own paging
+    names = sorted((t["task_id"], t["map_index"]) for t in paged)
+    assert names == sorted((t["task_id"], t["map_index"]) for t in whole)
+    assert sorted(t for t, _ in names) == sorted(NIGHTLY_TASKS)  # each once, none dropped
+
+
 def test_validation_report_is_linked_from_the_task(
     main_job: dict[str, Any], client: AirflowClient
 ) -> None:
