@@ -172,6 +172,9 @@ class DataLoadingConfig(Strict):
     hue: float = Field(0.02, ge=0, le=0.5)
     cast_limit: float = Field(0.0, ge=0, lt=1)
     blur_p: float = Field(0.0, ge=0, le=1)
+    # passes over the training set per epoch, each freshly shuffled and augmented: a small
+    # set gets enough optimizer steps without validating and checkpointing after each pass
+    epoch_repeats: int = Field(1, ge=1, le=100)
     num_workers: int | None = Field(None, ge=0)
     prefetch_factor: int = Field(2, ge=1)
     cache_images: bool = Field(

@@ -301,6 +301,7 @@ class RxVisionDataModule(pl.LightningDataModule):
             world_size=self.world_size,
             batch_size=self.batch_size,
             drop_last=self._drop_last(),
+            repeats=self.config.epoch_repeats,
         )
         epoch, batches_done = self._resume_at
         sampler.set_epoch(epoch)
@@ -346,8 +347,9 @@ class RxVisionDataModule(pl.LightningDataModule):
         )
 
     def _per_rank(self) -> int:
-        # the sampler pads every rank to ceil(n / world) images
-        return math.ceil(len(self.train_indices) / self.world_size)
+        # the sampler pads every rank to ceil(n * repeats / world) images
+        n = len(self.train_indices) * self.config.epoch_repeats
+        return math.ceil(n / self.world_size)
 
     def _drop_last(self) -> bool:
         return self._per_rank() > self.batch_size

@@ -33,6 +33,9 @@ class ResumableSampler(Sampler[int]):
     drop_last=True)``) drops the partial batch; with ``drop_last`` ``__len__`` leaves it
     out of the count, so ``len(loader)`` and the epoch length agree either way.
 
+    ``repeats``: passes over the set per epoch, each in its own order (the first is the
+    order of a one-pass epoch); a small set gets more optimizer steps per validation.
+
     Set ``epoch`` with ``set_epoch`` before each epoch (Lightning does it). Used under
     Lightning with several devices, the Trainer needs ``use_distributed_sampler=False``:
     the ranks are split here, not by a wrapping ``DistributedSampler``.
@@ -47,7 +50,10 @@ class ResumableSampler(Sampler[int]):
         world_size: int = 1,
         batch_size: int,
         drop_last: bool,
+        repeats: int = 1,
     ) -> None:
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         if world_size < 1:
@@ -62,13 +68,14 @@ class ResumableSampler(Sampler[int]):
         self.world_size = world_size
         self.batch_size = batch_size
         self.drop_last = drop_last
+        self.repeats = repeats
         self.epoch = 0
         self._skip = 0
 
     @property
     def per_rank(self) -> int:
         """Indices each rank gets in a whole epoch (after padding)."""
-        return math.ceil(self.n / self.world_size)
+        return math.ceil(self.n * self.repeats / self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` from the next iteration on."""
@@ -89,10 +96,13 @@ class ResumableSampler(Sampler[int]):
         if self.n == 0:
             return []
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        indices: list[int] = torch.randperm(self.n, generator=generator).tolist()
-        padding = self.per_rank * self.world_size - self.n
+        # ``repeats`` passes, each its own permutation (the first is the one-pass order)
+        indices: list[int] = []
+        for _ in range(self.repeats):
+            indices += torch.randperm(self.n, generator=generator).tolist()
+        padding = self.per_rank * self.world_size - len(indices)
         if padding:
-            indices += (indices * math.ceil(padding / self.n))[:padding]
+            indices += (indices * math.ceil(padding / len(indices)))[:padding]
         return indices[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:

@@ -84,6 +84,23 @@ def test_steps_per_epoch(
     assert dm.steps_per_epoch(accumulate) == steps
 
 
+def test_epoch_repeats_multiply_the_epoch(image_folder: Path) -> None:
+    source = resolve_data(image_folder)
+    config = DataLoadingConfig(img_size=16, val_fraction=0.25, test_fraction=0.25, num_workers=0)
+    once = RxVisionDataModule(source, config, batch_size=2)
+    thrice = RxVisionDataModule(
+        source, config.model_copy(update={"epoch_repeats": 3}), batch_size=2
+    )
+    for dm in (once, thrice):
+        dm.setup("fit")
+    n = len(once.train_indices)
+    assert thrice.steps_per_epoch() == (3 * n) // 2 and once.steps_per_epoch() == n // 2
+    labels = [int(y) for _, batch in thrice.train_dataloader() for y in batch]
+    assert len(labels) == thrice.steps_per_epoch() * 2 and len(
+        thrice.train_dataloader()
+    ) * 2 == len(labels)
+
+
 def test_local_feature_manifest(tmp_path: Path) -> None:
     shard_dir = tmp_path / "features" / "key1"
     (shard_dir / "attempts" / "a1").mkdir(parents=True)

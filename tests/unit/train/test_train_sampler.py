@@ -27,6 +27,25 @@ def test_the_order_is_a_permutation_fixed_by_seed_and_epoch() -> None:
     assert list(sampler(seed=8)) != order
 
 
+def test_repeats_are_whole_passes_each_in_its_own_order() -> None:
+    once, thrice = list(sampler()), sampler(repeats=3)
+    order = list(thrice)
+    assert len(order) == len(thrice) == 69
+    passes = [order[i * 23 : (i + 1) * 23] for i in range(3)]
+    assert all(sorted(p) == list(range(23)) for p in passes)  # every image once per pass
+    assert passes[0] == once and passes[1] != passes[0] and passes[2] != passes[1]
+    # resuming skips batches of the repeated epoch, not of one pass
+    thrice.skip_batches(7)
+    assert list(thrice) == order[28:]
+
+
+def test_repeated_epochs_split_across_ranks_without_overlap() -> None:
+    ranks = [list(sampler(repeats=2, rank=r, world_size=3)) for r in range(3)]
+    assert [len(r) for r in ranks] == [16, 16, 16]  # 46 indices padded to 48
+    merged = [i for r in ranks for i in r]
+    assert all(merged.count(i) >= 2 for i in range(23))
+
+
 def test_each_epoch_has_its_own_order() -> None:
     s = sampler()
     orders = []
@@ -86,7 +105,14 @@ def test_a_data_loader_resumes_after_the_skipped_batches() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"n": -1}, {"world_size": 0}, {"rank": 2, "world_size": 2}, {"rank": -1}, {"batch_size": 0}],
+    [
+        {"n": -1},
+        {"world_size": 0},
+        {"rank": 2, "world_size": 2},
+        {"rank": -1},
+        {"batch_size": 0},
+        {"repeats": 0},
+    ],
 )
 def test_bad_arguments_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
