@@ -83,6 +83,10 @@ class ReviewConfig(BaseModel):
     enabled: bool = True
     # items on one page: more go to page-002.html, ... (index.html says how many)
     max_items: int = Field(1000, ge=1)
+    # pages built per run: the lowest-confidence rows first; past them the predictions'
+    # needs_review rows are the list (a run of 100,000 images scored by a weak model
+    # flagged 68,851: 69 pages took ~12 minutes of the publish task)
+    max_pages: int = Field(10, ge=1)
     # candidates shown per item (at most the top-k the scorer wrote)
     candidates: int = Field(3, ge=1, le=10)
     # the input crop's thumbnail: shrunk to fit, never enlarged
@@ -244,11 +248,13 @@ def write_review_gallery(
     config = config or load_review_config()
     catalog = catalog or MlflowCatalog(config.tracking_uri)
     found = review_rows(read_shards(shard_uris, storage), config.candidates)
+    shown = found.items[: config.max_items * config.max_pages]
     chunks = [
-        found.items[start : start + config.max_items]
-        for start in range(0, len(found.items), config.max_items)
+        shown[start : start + config.max_items] for start in range(0, len(shown), config.max_items)
     ] or [[]]
-    context = PageContext(output_uri, len(found.items), found.errors, len(chunks), config.max_items)
+    context = PageContext(
+        output_uri, len(found.items), found.errors, len(chunks), config.max_items, len(shown)
+    )
     pages = [page_uri(output_uri, n) for n in range(1, len(chunks) + 1)]
     # index.html last: it names the other pages, so they exist once it does
     for number in [*range(2, len(chunks) + 1), 1]:

@@ -32,6 +32,7 @@ REVIEW_DIR = "review"
 INDEX_PAGE = "index.html"
 COUNT_ID = "review-count"
 ERROR_COUNT_ID = "error-count"
+SHOWN_ID = "review-shown"
 
 
 # --- what the page shows -----------------------------------------------------------------
@@ -79,6 +80,8 @@ class PageContext:
     errors: int
     pages: int
     per_page: int
+    # items on the pages: the lowest-confidence ``max_pages * per_page`` of ``total``
+    shown: int | None = None
     generated: str = field(
         default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     )
@@ -172,6 +175,12 @@ def _render_header(number: int, shown: int, context: PageContext, candidates: in
         f"{_plural(context.errors, 'image', 'images')} could not be read (error rows): not "
         "listed here, see the predictions' <code>error</code> column.</p>",
     ]
+    if context.shown is not None and context.shown < context.total:
+        lines.append(
+            f'<p class="summary">The lowest-confidence <span id="{SHOWN_ID}">{context.shown}'
+            f"</span> are on these pages; every one of the {context.total} is a row with "
+            "<code>needs_review = true</code> in the predictions.</p>"
+        )
     if context.pages > 1:
         last = first + shown - 1
         links = " ".join(

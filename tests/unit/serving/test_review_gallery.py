@@ -30,7 +30,14 @@ from rxvision.serving.finalize import finalize_scoring
 from rxvision.serving.model_contract import LoadedModel
 from rxvision.serving.review_gallery import ReviewConfig, review_rows, write_review_gallery
 from rxvision.serving.review_models import MlflowCatalog, ModelInfo
-from rxvision.serving.review_page import COUNT_ID, PageContext, Picture, ReviewItem, render_page
+from rxvision.serving.review_page import (
+    COUNT_ID,
+    SHOWN_ID,
+    PageContext,
+    Picture,
+    ReviewItem,
+    render_page,
+)
 from rxvision.serving.scoring_config import ScoringConfig
 from rxvision.serving.scoring_run import score_batch
 from rxvision.storage.uri_store import Storage
@@ -218,6 +225,36 @@ def test_more_items_than_a_page_holds_go_to_further_pages(run: Run, tmp_path: Pa
     assert f'<span id="{COUNT_ID}">{total}</span>' in index
     assert f"Page 1 of {len(names)}" in index and 'href="page-002.html"' in index
     assert f'<span id="{COUNT_ID}">{total}</span>' in page_of(output, names[-1])
+
+
+def test_pages_stop_at_max_pages_and_say_where_the_rest_are(run: Run, tmp_path: Path) -> None:
+    output = tmp_path / "capped"
+    shutil.copytree(run.output / "shards", output / "shards")
+    shards = [str(p) for p in sorted((output / "shards").glob("*.parquet"))]
+    config = ReviewConfig(max_items=1, max_pages=2)
+    result = write_review_gallery(
+        str(output), shards, Storage(), config=config, catalog=run.catalog
+    )
+    total = len(run.review)
+    assert total > 2
+    assert [Path(p).name for p in result.pages] == ["index.html", "page-002.html"]
+    index = page_of(output)
+    assert f'<span id="{COUNT_ID}">{total}</span>' in index
+    assert f'<span id="{SHOWN_ID}">2</span>' in index and "needs_review = true" in index
+    assert "Page 1 of 2" in index
+    # the two lowest-confidence rows, as the uncapped gallery orders them
+    uncapped = tmp_path / "uncapped"
+    shutil.copytree(run.output / "shards", uncapped / "shards")
+    write_review_gallery(
+        str(uncapped),
+        [str(p) for p in sorted((uncapped / "shards").glob("*.parquet"))],
+        Storage(),
+        config=ReviewConfig(max_items=1, max_pages=total),
+        catalog=run.catalog,
+    )
+    keys = re.compile(r"<h2>\d+\. ([^<]+)</h2>")
+    assert keys.findall(index) == keys.findall(page_of(uncapped))
+    assert SHOWN_ID not in page_of(uncapped)
 
 
 def test_without_a_tracking_server_the_whole_photo_is_shown_with_a_note(
