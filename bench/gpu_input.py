@@ -1,7 +1,7 @@
 """Is the input pipeline the bottleneck? ResNet-50 training images/s (bf16 autocast,
 channels_last) fed by the project's DataLoader (feature-store shards + albumentations,
-worker processes, pinned memory) vs synthetic tensors already on the device; then
-scoring images/s (eager, autocast) at batch 64.
+worker processes, pinned memory, uint8 batches normalized on the device) vs synthetic
+tensors already on the device; then scoring images/s (eager, autocast) at batch 64.
 
     .venv/bin/python bench/gpu_input.py                       # on a GPU
     .venv/bin/python bench/gpu_input.py --device cpu --arch resnet18 --img 64 --steps 6 --batch 8
@@ -20,6 +20,7 @@ from data_loading import build_shards
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rxvision.data.presets import normalize_batch
 from rxvision.data.synth import generate_dataset
 from rxvision.train.backbones import build_backbone
 
@@ -46,7 +47,10 @@ def train_rate(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             began = time.perf_counter()
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True)
+        if images.dtype == torch.uint8:  # the project's loader: normalized on the device
+            images = normalize_batch(images)
+        images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = loss_fn(model(images), labels)
