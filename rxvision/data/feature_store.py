@@ -160,14 +160,6 @@ def _load_batch(args: tuple[list[str], dict[str, Any]]) -> DecodedBatch:
     )
 
 
-def _one_thread_per_worker() -> None:
-    """A preprocessing worker uses one core: OpenCV's own thread pool on top of one
-    process per core only adds switching (its operations here are on small images)."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def _joined(parts: list[DecodedBatch]) -> DecodedBatch:
     """One shard's batches, in order, as one."""
     return DecodedBatch(
@@ -248,9 +240,9 @@ class FeatureStore:
     ) -> list[ShardRecord]:
         chunks = [rows[i : i + config.shard_size] for i in range(0, len(rows), config.shard_size)]
         records, done = [], 0
-        with ProcessPoolExecutor(
-            max_workers=max(1, workers), initializer=_one_thread_per_worker
-        ) as pool:
+        # no cv2.setNumThreads in the workers: forked from a process whose OpenCV pool has
+        # threads, a worker hangs in it (pthread_cond_destroy), as CI's integration tier did
+        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
             # the next shard is decoding while this one is saved and uploaded: the workers
             # never wait for S3, nor for the slowest piece of a shard
             submit = self._submit_chunk

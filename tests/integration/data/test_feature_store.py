@@ -122,3 +122,17 @@ def test_losing_writer_keeps_the_winners_set(store: FeatureStore, pill_dir: Path
     assert result.attempt == winner.attempt
     body = json.loads(store.s3.get_bytes(f"{store.prefix(winner.key)}/{MANIFEST}"))
     assert body["attempt"] == winner.attempt
+
+
+@pytest.mark.timeout(300)
+def test_a_build_forked_from_a_process_using_opencv_threads_finishes(
+    store: FeatureStore, pill_dir: Path
+) -> None:
+    import cv2
+
+    # OpenCV's thread pool now has threads in this process (what earlier tests leave):
+    # forked workers must not touch it (cv2.setNumThreads in a forked child hangs)
+    cv2.setNumThreads(2)
+    cv2.GaussianBlur(np.zeros((2000, 2000, 3), np.uint8), (0, 0), 5.0)
+    manifest, built = store.materialize(pill_dir, SNAP, PreprocessConfig(img_size=24, shard_size=7))
+    assert built and manifest.images == 48 and len(manifest.shards) == 7
