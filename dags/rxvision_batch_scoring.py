@@ -62,7 +62,7 @@ from rxvision_airflow.assets import CHAMPION
 from rxvision_airflow.schedules import next_cron_time_only
 from rxvision_airflow.scoring import PublishScoringOperator
 from rxvision_airflow.sla import default_args, task_deadline_alerts, task_limits
-from rxvision_airflow.task_runtime import rxvision_task
+from rxvision_airflow.task_runtime import rxvision_task, worker_task_slots
 
 CFG = load_pipeline_config()
 S = CFG.scoring
@@ -121,7 +121,9 @@ def rxvision_batch_scoring() -> None:
         last_try = scoring.is_last_try(ti.try_number, ti.max_tries)
         use_cache = not (params or {}).get("no_cache")
         with rxvision_task(CFG, "scoring"):
-            return scoring.score(item, last_try=last_try, use_cache=use_cache)
+            return scoring.score(
+                item, last_try=last_try, use_cache=use_cache, task_slots=worker_task_slots()
+            )
 
     planned = plan_shards()
     # none_failed: an empty plan maps no score_shard (skipped), and the run still

@@ -61,6 +61,16 @@ def children_allowed() -> Iterator[None]:
         config.update(saved)
 
 
+def worker_task_slots() -> int:
+    """How many tasks this task's worker may run at once: a Celery worker's
+    ``worker_concurrency``, else (LocalExecutor) ``[core] parallelism``."""
+    from airflow.configuration import conf
+
+    if "celery" in conf.get("core", "executor", fallback="").lower():
+        return max(1, conf.getint("celery", "worker_concurrency", fallback=1))
+    return max(1, conf.getint("core", "parallelism", fallback=1))
+
+
 @contextmanager
 def rxvision_task(cfg: PipelineConfig, component: str = "worker") -> Iterator[dict[str, str]]:
     """Connections as variables, a pool-safe ``__main__``, and process pools allowed on

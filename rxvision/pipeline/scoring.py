@@ -157,6 +157,7 @@ def score(
     *,
     last_try: bool = True,
     use_cache: bool = True,
+    task_slots: int = 1,
 ) -> dict[str, Any]:
     """Score one planned shard (skipped when a try before already committed it).
     Unchanged images under the pinned primary come from the inference cache (the
@@ -164,12 +165,17 @@ def score(
 
     ``last_try``: when the primary model cannot be loaded, False raises
     ``PrimaryUnavailable`` (Airflow retries the task); True scores with the fallback,
-    each row saying why in ``fallback_reason``."""
+    each row saying why in ``fallback_reason``.
+
+    ``task_slots``: how many tasks the worker runs at once; unless the config sets
+    ``cpu_threads``, the model runtime gets this task's share of the cores."""
+    from rxvision.cpu_budget import limit_compute_threads, threads_per_slot
     from rxvision.serving.plan import Shard, planned_shard
     from rxvision.serving.scoring_config import load_scoring_config
     from rxvision.serving.shard import score_shard
 
     config = config or load_scoring_config()
+    limit_compute_threads(config.cpu_threads or threads_per_slot(task_slots))
     if not use_cache:
         config = config.model_copy(
             update={"cache": config.cache.model_copy(update={"reuse": False})}

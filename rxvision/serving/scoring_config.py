@@ -58,6 +58,10 @@ class ScoringConfig(_Strict):
     # tag, rxvision.serving.batch_tuning), else 32; a number overrides the tuned size
     batch_size: int | None = Field(None, ge=1)
     download_workers: int = Field(8, ge=1, le=256)
+    # compute threads of the model runtime (PyTorch, ONNX Runtime). null: every usable
+    # core for `rxvision score`; in a scoring task, the cores divided by its worker's
+    # task slots (rxvision.cpu_budget)
+    cpu_threads: int | None = Field(None, ge=1, le=1024)
     max_in_flight: int = Field(64, ge=1)
     top_k: int = Field(5, ge=1)
     # test-time augmentation: average the calibrated probabilities of the image turned by

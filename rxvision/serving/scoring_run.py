@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rxvision.cpu_budget import limit_compute_threads
 from rxvision.serving.cache import open_cache
 from rxvision.serving.finalize import finalize_scoring
 from rxvision.serving.model_pool import ModelLoader, ModelPool, fallback_for
@@ -52,6 +53,8 @@ def score_batch(
     error). ``fallback_on_load_failure``: see ``ModelPool`` (this process is the only
     try, so by default the fallback scores at once)."""
     config = config or ScoringConfig()
+    if config.cpu_threads:
+        limit_compute_threads(config.cpu_threads)
     storage = storage or Storage()
     sink = config.statsd.sink()
     began = time.perf_counter()

@@ -275,6 +275,8 @@ def celery_worker_spec(
     """``airflow celery worker`` consuming the worker's queues."""
     env = services.airflow_env(layout)
     env["RXVISION_WORKER_NAME"] = name
+    # its tasks read it too: a scoring shard takes its share of the cores (cpu_budget)
+    env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(worker.concurrency)
     argv = [
         str(services.bin_dir() / "airflow"),
         "celery",

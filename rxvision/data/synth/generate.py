@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 
+from rxvision.cpu_budget import usable_cores
 from rxvision.data.synth.catalog import (
     Product,
     distinct_catalog,
@@ -170,8 +170,7 @@ def _worker_count(workers: int | None, jobs: int) -> int:
             raise ConfigError(f"workers must be at least 1, got {workers}")
         return workers
     # A process pool costs ~0.3 s to start: not worth it for a few dozen images.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, jobs // 64))
+    return max(1, min(usable_cores(), jobs // 64))
 
 
 def _run_jobs(jobs: list[_Job], workers: int) -> Iterator[Row]:

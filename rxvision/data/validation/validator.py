@@ -6,9 +6,9 @@ It refuses a split layout up front, scans every file in isolated worker processe
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from rxvision.cpu_budget import usable_cores
 from rxvision.data.decode import InspectFn, inspect_file
 from rxvision.data.layout import check_class_layout
 from rxvision.data.validation.policy import ValidationPolicy
@@ -67,5 +67,4 @@ class DataValidator:
 
 
 def _default_workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
+    return usable_cores()

@@ -10,7 +10,7 @@ import billiard.process
 import pytest
 from billiard.process import AuthenticationString as BilliardAuthKey
 
-from rxvision_airflow.task_runtime import children_allowed, main_module_hidden
+from rxvision_airflow.task_runtime import children_allowed, main_module_hidden, worker_task_slots
 
 pytestmark = pytest.mark.unit
 
@@ -44,3 +44,25 @@ def test_forkserver_pool_runs_inside_children_allowed(celery_pool_process: Any) 
     config = celery_pool_process._config
     assert config["daemon"] is True
     assert isinstance(config["authkey"], BilliardAuthKey)
+
+
+@pytest.mark.parametrize(
+    ("env", "slots"),
+    [
+        ({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "4"}, 4),
+        (
+            {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "32",
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "3",
+            },
+            3,
+        ),
+    ],
+)
+def test_worker_task_slots_follow_the_executor(
+    env: dict[str, str], slots: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert worker_task_slots() == slots

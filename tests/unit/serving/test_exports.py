@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from serving_fixtures import IMG, loaded_model, tiny_net
 
+from rxvision.cpu_budget import limit_compute_threads
 from rxvision.serving.exports import (
     FP32_TOLERANCE,
     check_parity,
@@ -46,3 +48,22 @@ def test_parity_fails_for_a_different_model(tmp_path: Path, images: torch.Tensor
         loaded_model().model, OnnxPredictor(path, torch.device("cpu")), images, 1e-3
     )
     assert not report.passed and "FAILED" in report.describe()
+
+
+@pytest.fixture
+def torch_threads_restored() -> Iterator[None]:
+    saved = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_onnx_sessions_created_after_the_limit_take_it(
+    tmp_path: Path, torch_threads_restored: None
+) -> None:
+    path = export_onnx(serving_model(tiny_net()), tmp_path / "m.onnx", img_size=IMG)
+    limit_compute_threads(1)
+    assert torch.get_num_threads() == 1
+    session = OnnxPredictor(path, torch.device("cpu")).session
+    assert session.get_session_options().intra_op_num_threads == 1
