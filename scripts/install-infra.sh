@@ -18,20 +18,23 @@ start=$SECONDS
 [ -x .venv-infra/bin/python ] || "$py" -m venv .venv-infra
 
 stamp=.venv-infra/.rxvision-install
-want=$(sha256sum infra/aws/requirements.lock | cut -d' ' -f1)
+UV_VERSION=0.13.9
+want=$({ cat infra/aws/requirements.lock; echo "uv $UV_VERSION"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "install-infra: .venv-infra is up to date"
 else
-  echo "install-infra: installing infra/aws/requirements.lock into .venv-infra (~1-2 min cold)"
+  echo "install-infra: installing infra/aws/requirements.lock into .venv-infra (~30 s cold)"
   # The lock is the whole closure (pip freeze --all): no resolving, --no-deps, then
-  # `pip check` proves nothing is missing.
-  .venv-infra/bin/pip install -q --disable-pip-version-check --no-deps \
-    -r infra/aws/requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
+  # `pip check` proves nothing is missing. uv installs it (as scripts/install.sh does).
+  .venv-infra/bin/pip install -q --disable-pip-version-check "uv==$UV_VERSION" 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  .venv-infra/bin/uv pip install -q --python .venv-infra/bin/python --no-deps \
+    -r infra/aws/requirements.lock
   .venv-infra/bin/pip check --disable-pip-version-check \
     || { echo "install-infra: infra/aws/requirements.lock is incomplete" >&2; exit 1; }
   JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 .venv-infra/bin/python -c \
     'import aws_cdk, constructs, cfnlint, checkov, pytest' \
-    || { echo "install-infra: .venv-infra is broken, see pip's output above" >&2; exit 1; }
+    || { echo "install-infra: .venv-infra is broken, see the installer's output above" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
 
