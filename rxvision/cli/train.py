@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from rxvision.train.datamodule import DataSource
+    from rxvision.train.data_source import DataSource
     from rxvision.train.folder_source import FolderCheck
     from rxvision.train.run import TrainResult
 
@@ -137,7 +137,7 @@ def _checked_source(
     """For an image folder: validate it (refuse, or leave invalid files out) and return
     the source to train on when files were left out (else None: train on ``data``) and
     the check; (None, None) for a shard set, which the nightly validated."""
-    from rxvision.train.datamodule import resolve_data
+    from rxvision.train.data_source import resolve_data
     from rxvision.train.folder_source import check_image_folder, image_folder_of
     from rxvision.train.hardware import launch_rank_is_zero
 

@@ -43,7 +43,8 @@ from rxvision.train.callbacks import (
 )
 from rxvision.train.checkpoints import BEST, CheckpointStore, check_run_id
 from rxvision.train.config import TrainConfig
-from rxvision.train.datamodule import DataSource, RxVisionDataModule, resolve_data
+from rxvision.train.data_source import DataSource, resolve_data
+from rxvision.train.datamodule import RxVisionDataModule
 from rxvision.train.evaluation import FinalEvaluation, final_evaluation, pairs_figure
 from rxvision.train.hardware import (
     choose_precision,

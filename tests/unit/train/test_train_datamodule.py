@@ -1,4 +1,4 @@
-"""Data sources, the content split and the loaders."""
+"""The content split and the loaders of the DataModule."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 
 from rxvision.data.feature_store import FeatureManifest, ShardRecord
 from rxvision.data.imaging import ImageSpec, PreprocessingMismatch, difference_hash, load_image
-from rxvision.errors import ConfigError, NotFound
 from rxvision.train.config import DataLoadingConfig
-from rxvision.train.datamodule import RxVisionDataModule, resolve_data
+from rxvision.train.data_source import resolve_data
+from rxvision.train.datamodule import RxVisionDataModule
 
 pytestmark = pytest.mark.unit
 
@@ -150,14 +150,3 @@ def test_an_image_gives_the_same_tensor_in_training_and_in_scoring(image_folder:
     assert torch.equal(trained, scored)
     pixels = load_image(image_folder / source.paths[row], config.image_spec)
     assert pixels.shape == (20, 20, 3)
-
-
-def test_bad_data_is_named(tmp_path: Path) -> None:
-    with pytest.raises(NotFound, match="nowhere"):
-        resolve_data(tmp_path / "nowhere")
-    (tmp_path / "one" / "only-class").mkdir(parents=True)
-    from PIL import Image
-
-    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "only-class" / "a.jpg")
-    with pytest.raises(ConfigError, match="at least 2"):
-        resolve_data(tmp_path / "one")

@@ -20,7 +20,8 @@ from rxvision.data.splits import TRAIN
 from rxvision.home import Home
 from rxvision.serving.review_models import RunReferences
 from rxvision.train.config import DataLoadingConfig
-from rxvision.train.datamodule import RxVisionDataModule, resolve_data
+from rxvision.train.data_source import resolve_data
+from rxvision.train.datamodule import RxVisionDataModule
 from rxvision.train.tracking import RunTracker
 
 pytestmark = pytest.mark.unit

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from rxvision.train.config import DataLoadingConfig
-from rxvision.train.datamodule import RxVisionDataModule, resolve_data
+from rxvision.train.data_source import resolve_data
+from rxvision.train.datamodule import RxVisionDataModule
 from rxvision.train.module import RxVisionTrainer
 from rxvision.train.resume import resume_progress
 from rxvision.train.sampler import ResumableSampler
