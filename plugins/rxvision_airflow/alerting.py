@@ -7,9 +7,10 @@ import logging
 import os
 from typing import Any
 
-from rxvision.pipeline.alerts import Alert, AlertSinks, url_secrets
+from rxvision.pipeline.alerts import Alert, AlertSinks
 from rxvision.pipeline.config import PipelineConfig, load_pipeline_config
 from rxvision.pipeline.incidents import incidents_uri_for
+from rxvision.pipeline.webhook import url_secrets
 from rxvision_airflow.connections import s3_env, webhook_url
 
 log = logging.getLogger(__name__)

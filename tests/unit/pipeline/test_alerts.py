@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from http_receiver import Receiver
 
-from rxvision.pipeline.alerts import Alert, AlertSinks, record_name, url_origin
+from rxvision.pipeline.alerts import Alert, AlertSinks, record_name
 
 pytestmark = pytest.mark.unit
 
@@ -167,8 +167,3 @@ def test_a_rate_limited_webhook_is_retried_not_refused() -> None:
     finally:
         receiver.close()
     assert (outcome["webhook"], len(receiver.bodies)) == ("202", 2)
-
-
-def test_url_origin_keeps_scheme_host_and_port_only() -> None:
-    assert url_origin("https://hooks.slack.com/services/T0/B0/XYZ") == "https://hooks.slack.com:443"
-    assert url_origin("http://user:pw@127.0.0.1:8080/x?k=SECRET") == "http://127.0.0.1:8080"
