@@ -19,7 +19,7 @@ import typer
 if TYPE_CHECKING:
     from rxvision.train.data_source import DataSource
     from rxvision.train.folder_source import FolderCheck
-    from rxvision.train.run import TrainResult
+    from rxvision.train.result import TrainResult
 
 log = logging.getLogger(__name__)
 

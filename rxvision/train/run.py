@@ -13,17 +13,13 @@ environment that rank 0 sets, and leave tracking to rank 0.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -31,7 +27,6 @@ from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.strategies import DDPStrategy, Strategy
 
 from rxvision.config.load import to_flat_dict, validate_config
-from rxvision.data.splits import SPLITS_ARTIFACT
 from rxvision.home import Home
 from rxvision.train.backbones import backbone_blocks, build_backbone, load_pretrained
 from rxvision.train.batch_finder import training_batch_size
@@ -45,15 +40,17 @@ from rxvision.train.checkpoints import BEST, CheckpointStore, check_run_id
 from rxvision.train.config import TrainConfig
 from rxvision.train.data_source import DataSource, resolve_data
 from rxvision.train.datamodule import RxVisionDataModule
-from rxvision.train.evaluation import FinalEvaluation, final_evaluation, pairs_figure
+from rxvision.train.evaluation import final_evaluation
 from rxvision.train.hardware import (
     choose_precision,
     launch_rank_is_zero,
     resolve_accelerator,
     world_size,
 )
-from rxvision.train.module import RxVisionTrainer, metric_name
+from rxvision.train.module import RxVisionTrainer
 from rxvision.train.monitoring import TrainingMonitor
+from rxvision.train.outcome import log_outcome
+from rxvision.train.result import TrainResult, new_run_id
 from rxvision.train.resume import (
     ENV_RESUME,
     checkpoint_store,
@@ -63,54 +60,12 @@ from rxvision.train.resume import (
 )
 from rxvision.train.tracking import (
     RunTracker,
-    confusion_figure,
     lineage_tags,
-    loss_curve_figure,
 )
 
 log = logging.getLogger(__name__)
 
 ENV_RUN_ID = "RXVISION_TRAIN_RUN_ID"
-# the most-confused pairs of the test split, logged with each run
-PAIRS_ARTIFACT = "eval/confused_pairs.json"
-
-
-@dataclass
-class TrainResult:
-    """What a run produced; ``summary()`` is the JSON the CLI writes."""
-
-    run_id: str
-    global_step: int
-    max_steps: int
-    metrics: dict[str, float]
-    checkpoint_uri: str | None
-    best_checkpoint_uri: str | None
-    resumed_from: str | None
-    precision: str
-    classes: list[str]
-    seconds: float
-    is_global_zero: bool = True
-    mlflow_run_id: str | None = None
-    model_uri: str | None = None
-    tracking_uri: str | None = None
-    data: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
-
-    def write(self, path: Path) -> None:
-        """Write ``summary()`` as JSON, atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.tmp")
-        temp.write_text(json.dumps(self.summary(), indent=2, sort_keys=True))
-        temp.replace(path)
-
-
-def new_run_id() -> str:
-    """A fresh run id: UTC time and a random suffix."""
-    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
 
 
 @contextlib.contextmanager
@@ -422,7 +377,7 @@ def _fit_and_evaluate(
         },
     )
     if tracker is not None and final is not None:
-        _log_outcome(tracker, cfg, module, datamodule, store, result, exported, final)
+        log_outcome(tracker, cfg, module, datamodule, store, result, exported, final)
     store.clear_staging()
     return result
 
@@ -435,55 +390,3 @@ def _load_best(module: RxVisionTrainer, store: CheckpointStore) -> bool:
     module.load_state_dict(data["state_dict"])
     log.info("evaluating the best checkpoint (step %s)", data.get("global_step"))
     return True
-
-
-def _log_outcome(
-    tracker: RunTracker,
-    cfg: TrainConfig,
-    module: RxVisionTrainer,
-    datamodule: RxVisionDataModule,
-    store: CheckpointStore,
-    result: TrainResult,
-    exported: bool,
-    final: FinalEvaluation,
-) -> None:
-    """Final metrics, plots, the split record, the best checkpoint and the model, into
-    the MLflow run."""
-    tracker.log_metrics(
-        {f"final/{metric_name(k)}": v for k, v in result.metrics.items()}, result.global_step
-    )
-    tracker.log_dict(datamodule.split_record(), SPLITS_ARTIFACT)
-    try:
-        tracker.log_references(datamodule.references())
-    except Exception as exc:  # a gallery nicety: never worth losing the trained model over
-        log.warning("reference photos not logged (the review gallery shows none): %s", exc)
-    if final.confusion is not None:
-        tracker.log_figure(
-            confusion_figure(final.confusion, module.classes), "plots/confusion_matrix.png"
-        )
-    tracker.log_dict(final.pairs_record(), PAIRS_ARTIFACT)
-    tracker.log_figure(pairs_figure(final.pairs), "plots/confused_pairs.png")
-    tracker.log_figure(
-        loss_curve_figure(
-            tracker.metric_history("train/loss"),
-            tracker.metric_history("val/loss"),
-            tracker.metric_history("val/top1"),
-        ),
-        "plots/loss_curve.png",
-    )
-    if exported:
-        tracker.log_artifact(store.fetch(BEST), "checkpoints")
-    result.mlflow_run_id = tracker.active_run_id
-    result.tracking_uri = tracker.uri
-    result.model_uri = tracker.log_model(
-        module.export_model(),
-        classes=module.classes,
-        spec=cfg.data.image_spec,
-        metadata={
-            "run_id": result.run_id,
-            "global_step": result.global_step,
-            # temperature scaling fitted on validation: scoring divides the logits by it
-            "temperature": final.temperature,
-            "review_threshold": final.review_threshold,
-        },
-    )

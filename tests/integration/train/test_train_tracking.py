@@ -17,7 +17,8 @@ from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
 from rxvision.train.checkpoints import BEST, CheckpointStore, step_name
 from rxvision.train.config import TrainConfig, load_train_config
-from rxvision.train.run import TrainResult, train
+from rxvision.train.result import TrainResult
+from rxvision.train.run import train
 
 pytestmark = pytest.mark.integration
 

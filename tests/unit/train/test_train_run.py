@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rxvision.home import repo_root
-from rxvision.train.run import TrainResult
+from rxvision.train.result import TrainResult
 
 pytestmark = pytest.mark.unit
 
