@@ -17,7 +17,9 @@ background, the pill's size or its place in the frame:
 
 The crop is a square around that rectangle, ``margin`` of its long side added on every
 side, rotated first so that the long axis of an elongated pill is horizontal (such a pill
-then appears in two orientations, not in 360: the rest is left to augmentation). A round
+then appears in two orientations, not in 360: the rest is left to augmentation). With
+``stretch`` an elongated pill's crop is its own rectangle with that margin, which the
+square resize stretches across: the imprint of a capsule spans the model's whole height. A round
 pill is cropped without rotating, or turned by its imprint's axis when it has one. With
 ``mask_background`` everything outside the pill's outline is painted ``FILL`` (the
 normalization's mean): the model sees the pill, never the surface it lies on.
@@ -68,6 +70,10 @@ class CropSpec:
     border_band: float = 0.04
     # paint everything outside the pill's outline FILL (no background cues)
     mask_background: bool = False
+    # crop the levelled pill's own rectangle (the same margin on every side) instead of a
+    # square: the square resize then stretches an elongated pill's short side, and its
+    # imprint spans the model's whole height instead of a band across the middle
+    stretch: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored in the contract."""
@@ -84,6 +90,9 @@ class Localization:
     angle: float = 0.0  # degrees to rotate the photo by so that the long axis is level
     # the pill's convex outline, full-resolution pixels (x, y)
     outline: tuple[tuple[float, float], ...] = ()
+    # whether ``angle`` levels the pill's own long axis (an elongated pill; else the
+    # crop holds the pill upright or turned by its imprint, at any aspect)
+    elongated: bool = False
 
     @property
     def found(self) -> bool:
@@ -157,7 +166,8 @@ def _locate_in_mask(
     long_side, short_side = max(rw, rh), max(1e-6, min(rw, rh))
     # minAreaRect's angle is that of the side it calls width: level the long side
     level = angle if rw >= rh else angle - 90.0
-    if not spec.orient or long_side / short_side < spec.min_elongation:
+    elongated = spec.orient and long_side / short_side >= spec.min_elongation
+    if not elongated:
         # no shape axis: the crop must hold the pill's upright bounding box (a square
         # turned 45 degrees is 1.41 times wider than its side)
         level = 0.0
@@ -177,6 +187,7 @@ def _locate_in_mask(
         size=(long_side / scale, short_side / scale),
         angle=float(level),
         outline=outline,
+        elongated=elongated,
     )
 
 
@@ -292,19 +303,24 @@ def _foreground(distance: np.ndarray, threshold: float, opening: int = 3) -> np.
 
 
 def crop_pill(rgb: np.ndarray, where: Localization, spec: CropSpec) -> np.ndarray:
-    """The square crop around a found pill, long axis level, the background painted
-    ``FILL`` with ``mask_background`` (the whole frame when no pill was found)."""
+    """The square crop around a found pill (an elongated pill's own rectangle with
+    ``stretch``), long axis level, the background painted ``FILL`` with
+    ``mask_background`` (the whole frame when no pill was found)."""
     if not where.found:
         return rgb
     cx, cy = where.center
-    side = max(2, round(where.size[0] * (1 + 2 * spec.margin)))
+    width = max(2, round(where.size[0] * (1 + 2 * spec.margin)))
+    height = width
+    if spec.stretch and where.elongated:
+        # the levelled pill's own rectangle, the short side with the long side's border
+        height = max(2, round(where.size[1] + 2 * spec.margin * where.size[0]))
     # one affine warp: rotate about the pill's centre and move it to the crop's centre
     matrix = cv2.getRotationMatrix2D((cx, cy), where.angle, 1.0)
-    matrix[:, 2] += np.array([side / 2 - cx, side / 2 - cy])
+    matrix[:, 2] += np.array([width / 2 - cx, height / 2 - cy])
     crop = cv2.warpAffine(
         rgb,
         matrix,
-        (side, side),
+        (width, height),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )

@@ -119,7 +119,9 @@ class TrainingConfig(Training):
 class LocalizeConfig(Strict):
     """Pill localization before the resize (``rxvision.data.localize``): find the one pill,
     crop a square around it with ``margin`` of its long side on every side, and level
-    the long axis of elongated pills. The thresholds are those of ``CropSpec``."""
+    the long axis of elongated pills (with ``stretch``, crop an elongated pill's own
+    rectangle, which the square resize stretches). The thresholds are those of
+    ``CropSpec``."""
 
     enabled: bool = False
     margin: float = Field(0.12, ge=0, le=1)
@@ -131,6 +133,7 @@ class LocalizeConfig(Strict):
     max_area: float = Field(0.85, gt=0, le=1)
     second_ratio: float = Field(0.4, gt=0, le=1)
     mask_background: bool = False
+    stretch: bool = False
 
     def crop_spec(self) -> CropSpec | None:
         """The crop of the preprocessing contract (None: the whole frame)."""

@@ -261,3 +261,41 @@ def test_the_crops_are_pinned_to_the_contract_version() -> None:
         assert where.status == LOCALIZED, (shape, background)
         digest.update(crop_pill(image, where, spec).tobytes())
     assert (IMAGE_SPEC_VERSION, digest.hexdigest()) == (2, CONTRACT_PIXELS)
+
+
+def _pill_extent(pixels: np.ndarray) -> tuple[int, int]:
+    """Width and height (px) of what differs from the crop's corner colour."""
+    lab = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB).astype(np.float32)
+    pill = np.linalg.norm(lab - lab[1, 1], axis=2) > 30
+    rows, cols = np.flatnonzero(pill.any(axis=1)), np.flatnonzero(pill.any(axis=0))
+    return int(cols[-1] - cols[0]), int(rows[-1] - rows[0])
+
+
+@pytest.mark.parametrize("angle", [0, 35, 120])
+def test_stretch_crops_an_elongated_pill_to_its_own_rectangle(angle: float) -> None:
+    image = scene(BACKGROUNDS["tinted"])
+    draw_pill(image, "capsule", (160, 160), 150, angle=angle)
+    square, stretched = CropSpec(margin=0.1), CropSpec(margin=0.1, stretch=True)
+    where = locate_pill(image, stretched)
+    assert where.status == LOCALIZED and where.elongated
+    crop = crop_pill(image, where, stretched)
+    # the rectangle: the long side and the short side, each with 10% of the long side
+    long_side, short_side = where.size
+    assert crop.shape[1] == round(long_side * 1.2)
+    assert crop.shape[0] == round(short_side + 0.2 * long_side)
+    # the model input: at 96 px the capsule (2.4:1) spans ~2/3 of the height, not ~1/3
+    spec = ImageSpec(96, crop=stretched)
+    pixels = load_image(png(image), spec)
+    _, tall = _pill_extent(pixels)
+    _, flat = _pill_extent(load_image(png(image), ImageSpec(96, crop=square)))
+    assert tall > 0.6 * 96 and tall > 1.8 * flat
+
+
+def test_stretch_leaves_a_round_pill_square() -> None:
+    image = scene(BACKGROUNDS["dark"])
+    draw_pill(image, "round", (150, 150), 120, angle=0, colour=(250, 250, 245))
+    where = locate_pill(image, CropSpec(stretch=True))
+    assert where.status == LOCALIZED and not where.elongated
+    assert np.array_equal(
+        crop_pill(image, where, CropSpec(stretch=True)), crop_pill(image, where, CropSpec())
+    )
