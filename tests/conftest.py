@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,25 @@ import rxvision  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+_SESSION_MLFLOW: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A test that names no tracking store gets a throwaway one for the session.
+
+    MLflow's default is ``sqlite:///mlflow.db`` in the working directory: unit tests that
+    plan a scoring run (pinning the fallback alias) created and migrated a database in the
+    repository, shared with every other test process.
+    """
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="rxv-test-mlflow-")
+        _SESSION_MLFLOW.append(folder)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _SESSION_MLFLOW:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _docker_engine_reason() -> str | None:
