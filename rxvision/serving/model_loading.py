@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from rxvision.data.imaging import ImageSpec
 from rxvision.errors import ConfigError, NotFound, RxVisionError
 from rxvision.home import Home
@@ -71,17 +73,15 @@ def load_model(
     uri: str, *, tracking_uri: str | None = None, cache_dir: Path | None = None
 ) -> LoadedModel:
     """Download (once per immutable version) and load a logged classifier on CPU."""
-    import mlflow.pytorch
     from mlflow.models import Model
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     ref = resolve_model(uri, client)
     local = _download(ref, cache_dir or default_cache_dir(), client)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # mlflow's pickle-format caution, on every load
-        net = mlflow.pytorch.load_model(str(local), map_location="cpu")
-    metadata = Model.load(str(local / "MLmodel")).metadata or {}
+    logged = Model.load(str(local / "MLmodel"))
+    net = load_logged_net(local, logged.flavors.get("pytorch") or {})
+    metadata = logged.metadata or {}
     classes = metadata.get("classes")
     if not classes:
         raise ConfigError(f"model {uri} has no classes metadata: was it logged by RxVision?")
@@ -107,6 +107,36 @@ def load_model(
         temperature=temperature,
         review_threshold=None if threshold is None else float(threshold),
     )
+
+
+def load_logged_net(local: Path, flavor: dict[str, Any]) -> nn.Module:
+    """The ``nn.Module`` of a model logged by ``mlflow.pytorch`` (pickle format), on CPU.
+
+    ``import mlflow.pytorch`` imports its Lightning autologging, and with it Lightning,
+    torchmetrics and ``torch._dynamo``: 4-7 s in every scoring and registration task, for
+    one file that ``torch.load`` reads. The flavor records that file (``model_data``) and
+    its pickle module, ``mlflow.pytorch.pickle_module``, which is cloudpickle, whose load
+    is the standard library's. Any other layout (a ``pt2`` export) goes to MLflow."""
+    data = local / str(flavor.get("model_data") or "data")
+    weights = data / "model.pth"
+    pickle_info = data / "pickle_module_info.txt"
+    recorded = pickle_info.read_text().strip() if pickle_info.is_file() else ""
+    if weights.is_file() and recorded in _STDLIB_LOADABLE_PICKLE_MODULES:
+        import torch
+
+        # the registry's own artifact, trusted as mlflow.pytorch.load_model trusts it
+        return torch.load(weights, map_location="cpu", weights_only=False)
+    import mlflow.pytorch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mlflow's pickle-format caution, on every load
+        return mlflow.pytorch.load_model(str(local), map_location="cpu")
+
+
+# pickle modules whose files the standard unpickler reads (cloudpickle's load is pickle's)
+_STDLIB_LOADABLE_PICKLE_MODULES = frozenset(
+    {"mlflow.pytorch.pickle_module", "cloudpickle", "pickle"}
+)
 
 
 def default_cache_dir() -> Path:
