@@ -8,6 +8,7 @@ status`` and ``stack check`` report it with the train launcher's mode. A launche
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rxvision.home import repo_root
+
+log = logging.getLogger(__name__)
 
 LOCAL_SOCKETS = ("unix:///var/run/docker.sock", "unix://var/run/docker.sock")
 
@@ -99,6 +102,24 @@ def start_engine(marker: Path) -> str:
         marker.write_text("started by rxvision stack up\n")
         return "started dockerd"
     return "already running"
+
+
+def ensure_engine_for_launcher(marker: Path) -> str:
+    """Start the engine the train launcher needs when it is not running and can be
+    started here (recording that in ``marker``); say what was found or done."""
+    mode, url = launcher_mode()
+    state = engine_state(mode, url)
+    if not state.needed:
+        return f"not needed (train launcher: {mode})"
+    if state.reachable:
+        return f"{state.detail} (train launcher: {mode})"
+    why = why_not_startable(url)
+    if why is not None:
+        log.warning("the train task needs a Docker engine (%s): %s", mode, why)
+        return f"NOT RUNNING, and not started: {why} (train launcher: {mode})"
+    did = start_engine(marker)
+    state = engine_state(mode, url)
+    return f"{did}: {state.detail} (train launcher: {mode})"
 
 
 def stop_engine_if_started(marker: Path) -> bool:

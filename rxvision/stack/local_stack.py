@@ -12,7 +12,6 @@ import hashlib
 import logging
 import shlex
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,24 +21,21 @@ from rxvision.config.load import load_config
 from rxvision.config.schema import StackConfig
 from rxvision.errors import StackError
 from rxvision.home import Home, repo_root
-from rxvision.pipeline.pools import write_pools_file
 from rxvision.stack import docker_engine, scale, services
-from rxvision.stack.credentials import StackCredentials, load_or_create_credentials
-from rxvision.stack.ports import (
-    PortRegistry,
-    is_port_free,
-    load_ports,
-    next_free_port,
-    save_ports,
+from rxvision.stack.airflow_migrate import (
+    MIGRATE_LOG,
+    finish_airflow_migrate,
+    start_airflow_migrate,
 )
+from rxvision.stack.credentials import StackCredentials, load_or_create_credentials
+from rxvision.stack.ports import PortRegistry, load_ports, pick_ports, save_ports
 from rxvision.stack.process import ManagedProcess, kill_stragglers, require_started, wait_until
+from rxvision.stack.stack_status import listening_sockets, stack_status
 from rxvision.stack.statsd_receiver import load_metrics
 from rxvision.storage.s3 import S3Config, S3Store
 
 log = logging.getLogger(__name__)
 
-# Each SeaweedFS port is followed by its gRPC port (port + 1).
-PAIRED_PORTS = {"s3", "weed_master", "weed_volume", "weed_filer"}
 SERVER_NAMES = (
     "seaweedfs",
     "statsd",
@@ -130,8 +126,8 @@ class LocalStack:
         """This stack's servers, in start order."""
         return server_names(self.profile, self.config)
 
-    def _all_known_servers(self) -> tuple[str, ...]:
-        # `down` stops whatever runs, whichever profile started it.
+    def all_known_servers(self) -> tuple[str, ...]:
+        """Every server of every profile: `down` stops whatever runs, whichever started it."""
         return server_names("scale", self.config)
 
     # --- layout ---------------------------------------------------------------------------
@@ -177,8 +173,9 @@ class LocalStack:
             return services.airflow_spec(layout, name.removeprefix("airflow-"))
         raise StackError(f"unknown server {name!r}; known: {', '.join(self.servers())}")
 
-    def _pid_of(self, name: str) -> int | None:
-        # A PID check needs no spec (and so no weed binary or config) to be built.
+    def pid_of(self, name: str) -> int | None:
+        """The PID of a running server, else None. (A PID check needs no spec, and so no
+        weed binary or config, to be built.)"""
         stub = ManagedProcess(
             services.ProcessSpec(name, [], {}, self.home.root),
             self.home.run_dir,
@@ -199,39 +196,12 @@ class LocalStack:
         with self.port_registry.locked():
             recorded = load_ports(self.ports_file)
             wanted = {**self.config.ports.model_dump(), **recorded}
-            running = {n for n in self._all_known_servers() if self._pid_of(n) is not None}
+            running = {n for n in self.all_known_servers() if self.pid_of(n) is not None}
             held = {port for n in running for port in SERVER_PORTS.get(n, ())}
-            chosen: dict[str, int] = {}
-            moved: dict[str, tuple[int, int]] = {}
-            taken: set[int] = set()
-            for name, port in sorted(wanted.items()):
-                if name in held:
-                    chosen[name] = port
-                else:
-                    if name in recorded:
-                        wait_until(functools.partial(_ports_free, name, port), 8, 0.25)
-                    chosen[name] = self._free_port_for(name, port, taken)
-                    if chosen[name] != port:
-                        moved[name] = (port, chosen[name])
-                taken.update(_ports_of(name, chosen[name]))
+            chosen, moved = pick_ports(wanted, recorded, held, self.port_registry, self.home.root)
             save_ports(self.ports_file, chosen)
             self.port_registry.reserve(self.home.root, list(chosen.values()))
         return chosen, moved
-
-    def _free_port_for(self, name: str, start: int, taken: set[int]) -> int:
-        port = start
-        while True:
-            port = next_free_port(port, taken)
-            candidates = _ports_of(name, port)
-            if all(
-                p not in taken and self._owned_by_me_or_nobody(p) for p in candidates
-            ) and _ports_free(name, port):
-                return port
-            port += 1
-
-    def _owned_by_me_or_nobody(self, port: int) -> bool:
-        owner = self.port_registry.owner(port)
-        return owner is None or owner == self.home.root
 
     # --- up / down ------------------------------------------------------------------------
 
@@ -252,12 +222,13 @@ class LocalStack:
         self._ensure_started("seaweedfs", layout, report)
         if self.profile == "scale":
             self._up_postgres_and_redis(layout, report, timeout_s)
-        migrate = self._start_airflow_migrate(layout)
-        self._wait("seaweedfs", layout, lambda: self._s3_ready(layout), timeout_s)
+        airflow_running = all(self.pid_of(f"airflow-{c}") for c in services.AIRFLOW_COMPONENTS)
+        migrate = None if airflow_running else start_airflow_migrate(layout)
+        self._wait("seaweedfs", layout, lambda: self.s3_ready(layout), timeout_s)
         self._create_buckets(layout)
         self._ensure_started("mlflow", layout, report)
         if migrate is not None:
-            self._finish_airflow_migrate(migrate, layout, timeout_s)
+            finish_airflow_migrate(migrate, layout, timeout_s)
         services.write_airflow_passwords(layout)
         for component in services.AIRFLOW_COMPONENTS:
             self._ensure_started(f"airflow-{component}", layout, report)
@@ -268,7 +239,7 @@ class LocalStack:
         )
         if self.profile == "scale":
             self._up_celery_workers(layout, report, timeout_s)
-        report.docker = self._ensure_docker_engine()
+        report.docker = docker_engine.ensure_engine_for_launcher(self.docker_marker)
         report.seconds = time.monotonic() - began
         return report
 
@@ -277,29 +248,12 @@ class LocalStack:
         """Present while the Docker engine runs because this stack's ``up`` started it."""
         return self.home.stack_dir / "dockerd-started"
 
-    def _ensure_docker_engine(self) -> str:
-        mode, url = docker_engine.launcher_mode()
-        state = docker_engine.engine_state(mode, url)
-        if state.reachable or not state.needed:
-            return (
-                f"{state.detail} (train launcher: {mode})"
-                if state.needed
-                else (f"not needed (train launcher: {mode})")
-            )
-        why = docker_engine.why_not_startable(url)
-        if why is not None:
-            log.warning("the train task needs a Docker engine (%s): %s", mode, why)
-            return f"NOT RUNNING, and not started: {why} (train launcher: {mode})"
-        did = docker_engine.start_engine(self.docker_marker)
-        state = docker_engine.engine_state(mode, url)
-        return f"{did}: {state.detail} (train launcher: {mode})"
-
     def docker_state(self) -> docker_engine.EngineState:
         """The Docker engine as the train launcher will find it."""
         return docker_engine.engine_state(*docker_engine.launcher_mode())
 
     def _check_profile_switch(self) -> None:
-        running = [n for n in self._all_known_servers() if self._pid_of(n) is not None]
+        running = [n for n in self.all_known_servers() if self.pid_of(n) is not None]
         recorded = LocalStack(self.home, self.config, self.port_registry).profile
         if running and recorded != self.profile:
             raise StackError(
@@ -310,7 +264,7 @@ class LocalStack:
     def _up_postgres_and_redis(
         self, layout: services.StackLayout, report: UpReport, timeout_s: float
     ) -> None:
-        if self._pid_of("postgres") is None:
+        if self.pid_of("postgres") is None:
             scale.init_postgres_cluster(layout)
         self._ensure_started("postgres", layout, report)
         self._ensure_started("redis", layout, report)
@@ -336,7 +290,7 @@ class LocalStack:
             )
 
     def _ensure_started(self, name: str, layout: services.StackLayout, report: UpReport) -> None:
-        if self._pid_of(name) is not None:
+        if self.pid_of(name) is not None:
             report.already_running.append(name)
             return
         self.process(name, layout).start()
@@ -345,7 +299,8 @@ class LocalStack:
     def _wait(self, name: str, layout: services.StackLayout, check: Any, timeout_s: float) -> None:
         require_started(self.process(name, layout), check, timeout_s)
 
-    def _s3_ready(self, layout: services.StackLayout) -> bool:
+    def s3_ready(self, layout: services.StackLayout) -> bool:
+        """The S3 endpoint answers a bucket listing (raises otherwise)."""
         self._s3(layout).client.list_buckets()
         return True
 
@@ -367,45 +322,11 @@ class LocalStack:
             if not wait_until(create, 30, 0.5):
                 raise StackError(f"could not create bucket {bucket!r} on {layout.s3_endpoint}")
 
-    def _start_airflow_migrate(
-        self, layout: services.StackLayout
-    ) -> subprocess.Popen[bytes] | None:
-        if all(self._pid_of(f"airflow-{c}") for c in services.AIRFLOW_COMPONENTS):
-            return None
-        log_file = self.home.logs_dir / "airflow-db-migrate.log"
-        out = log_file.open("ab")
-        # then the one-slot pools: the scheduler never schedules a task of a missing pool
-        layout.airflow_home.mkdir(parents=True, exist_ok=True)
-        pools = write_pools_file(layout.airflow_home / "pools.json")
-        airflow = shlex.quote(str(services.bin_dir() / "airflow"))
-        script = f"{airflow} db migrate && {airflow} pools import {shlex.quote(str(pools))}"
-        return subprocess.Popen(
-            ["/bin/sh", "-c", script],
-            env=services.airflow_env(layout),
-            cwd=layout.airflow_home,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def _finish_airflow_migrate(
-        self, proc: subprocess.Popen[bytes], layout: services.StackLayout, timeout_s: float
-    ) -> None:
-        try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = -1
-        if code != 0:
-            tail = (self.home.logs_dir / "airflow-db-migrate.log").read_text().splitlines()[-30:]
-            raise StackError("airflow db migrate / pools import failed:\n" + "\n".join(tail))
-
     def down(self) -> list[str]:
         """Stop every server of this home (reverse start order); return those stopped."""
         stopped = []
-        for name in reversed(self._all_known_servers()):
-            pid = self._pid_of(name)
+        for name in reversed(self.all_known_servers()):
+            pid = self.pid_of(name)
             if pid is not None:
                 stub = self.process_stub(name)
                 if stub.stop():
@@ -438,72 +359,12 @@ class LocalStack:
 
     def status(self) -> dict[str, Any]:
         """Each server's PID and health, and the URLs."""
-        layout = self.layout()
-        health = {
-            "seaweedfs": _safe(lambda: self._s3_ready(layout)),
-            "statsd": _safe(lambda: services.statsd_ready(layout)),
-            "mlflow": _safe(lambda: services.mlflow_healthy(layout)),
-        }
-        if self.profile == "scale":
-            health["postgres"] = _safe(lambda: scale.postgres_ready(layout))
-            health["redis"] = _safe(lambda: scale.redis_ready(layout))
-            answering = _safe_set(lambda: scale.celery_workers_answering(layout))
-            for worker in self.config.scale.workers:
-                name = scale.worker_server_name(worker)
-                health[name] = scale.celery_node_name(worker) in answering
-        airflow = services.airflow_health(layout)
-        servers = {}
-        for name in self.servers():
-            pid = self._pid_of(name)
-            if name in health:
-                healthy = bool(health[name])
-            elif name.startswith("airflow-"):
-                part = {
-                    "airflow-api-server": "metadatabase",
-                    "airflow-scheduler": "scheduler",
-                    "airflow-triggerer": "triggerer",
-                    "airflow-dag-processor": "dag_processor",
-                }[name]
-                healthy = airflow.get(part) == "healthy"
-            else:
-                healthy = False
-            servers[name] = {
-                "pid": pid,
-                "running": pid is not None,
-                "healthy": pid is not None and healthy,
-            }
-        return {
-            "home": str(self.home.root),
-            "profile": self.profile,
-            "servers": servers,
-            "docker": self.docker_state().to_json(),
-            "urls": self.urls(layout),
-        }
+        return stack_status(self)
 
     def listening_sockets(self) -> list[tuple[str, int, str, int]]:
         """(server, pid, address, port) of every TCP socket listening in a process of this
         stack (each server and its children)."""
-        import psutil
-
-        found = []
-        for name in self._all_known_servers():
-            pid = self._pid_of(name)
-            if pid is None:
-                continue
-            try:
-                root = psutil.Process(pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-            for proc in procs:
-                try:
-                    conns = proc.net_connections(kind="tcp")
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-                for conn in conns:
-                    if conn.status == psutil.CONN_LISTEN:
-                        found.append((name, proc.pid, conn.laddr.ip, conn.laddr.port))
-        return sorted(set(found))
+        return listening_sockets(self)
 
     def urls(self, layout: services.StackLayout | None = None) -> dict[str, str]:
         """Where a person looks: Airflow UI, MLflow UI, the S3 endpoint, statsd."""
@@ -533,8 +394,8 @@ class LocalStack:
 
     def log_path(self, name: str) -> Path:
         """The log file of one server."""
-        known = self._all_known_servers()
-        if name not in known and name != "airflow-db-migrate":
+        known = self.all_known_servers()
+        if name not in known and name != MIGRATE_LOG.removesuffix(".log"):
             raise StackError(f"unknown server {name!r}; known: {', '.join(known)}")
         return self.home.logs_dir / f"{name}.log"
 
@@ -546,26 +407,3 @@ class LocalStack:
 def _bucket_created(store: S3Store, bucket: str) -> bool:
     store.ensure_bucket(bucket)
     return True
-
-
-def _ports_free(name: str, port: int) -> bool:
-    # Free for TCP and UDP both: a port is never shared, whatever the protocols.
-    return all(is_port_free(p) and is_port_free(p, udp=True) for p in _ports_of(name, port))
-
-
-def _ports_of(name: str, port: int) -> tuple[int, ...]:
-    return (port, port + 1) if name in PAIRED_PORTS else (port,)
-
-
-def _safe_set(check: Any) -> set[str]:
-    try:
-        return set(check())
-    except Exception:
-        return set()
-
-
-def _safe(check: Any) -> bool:
-    try:
-        return bool(check())
-    except Exception:
-        return False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -16,9 +17,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from rxvision.stack.process import wait_until
+
 log = logging.getLogger(__name__)
 
 SEARCH_SPAN = 200
+# Each SeaweedFS port is followed by its gRPC port (port + 1).
+PAIRED_PORTS = {"s3", "weed_master", "weed_volume", "weed_filer"}
 
 
 def is_port_free(port: int, host: str = "127.0.0.1", udp: bool = False) -> bool:
@@ -100,3 +105,55 @@ class PortRegistry:
         """Record ``home`` as the owner of ``ports``."""
         for port in ports:
             (self.root / str(port)).write_text(str(home))
+
+
+def pick_ports(
+    wanted: dict[str, int],
+    recorded: dict[str, int],
+    held: set[str],
+    registry: PortRegistry,
+    home: Path,
+) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """Each wanted port, or the next free one: the chosen ports, and those that moved.
+
+    ``held`` ports belong to servers running now and are kept. A port the home ``recorded``
+    is waited for a few seconds first: a server just killed frees its ports a moment later,
+    and clients keep the old URLs. Call it under ``registry.locked()``.
+    """
+    chosen: dict[str, int] = {}
+    moved: dict[str, tuple[int, int]] = {}
+    taken: set[int] = set()
+    for name, port in sorted(wanted.items()):
+        if name in held:
+            chosen[name] = port
+        else:
+            if name in recorded:
+                wait_until(functools.partial(_ports_free, name, port), 8, 0.25)
+            chosen[name] = _free_port_for(name, port, taken, registry, home)
+            if chosen[name] != port:
+                moved[name] = (port, chosen[name])
+        taken.update(_ports_of(name, chosen[name]))
+    return chosen, moved
+
+
+def _free_port_for(
+    name: str, start: int, taken: set[int], registry: PortRegistry, home: Path
+) -> int:
+    port = start
+    while True:
+        port = next_free_port(port, taken)
+        candidates = _ports_of(name, port)
+        if all(
+            p not in taken and registry.owner(p) in (None, home) for p in candidates
+        ) and _ports_free(name, port):
+            return port
+        port += 1
+
+
+def _ports_free(name: str, port: int) -> bool:
+    # Free for TCP and UDP both: a port is never shared, whatever the protocols.
+    return all(is_port_free(p) and is_port_free(p, udp=True) for p in _ports_of(name, port))
+
+
+def _ports_of(name: str, port: int) -> tuple[int, ...]:
+    return (port, port + 1) if name in PAIRED_PORTS else (port,)
