@@ -19,16 +19,17 @@ start=$SECONDS
 
 stamp=.venv-infra/.rxvision-install
 UV_VERSION=0.13.9
-want=$({ cat infra/aws/requirements.lock; echo "uv $UV_VERSION"; } | sha256sum | cut -d' ' -f1)
+want=$({ cat infra/aws/requirements.lock; echo "uv $UV_VERSION --compile-bytecode"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "install-infra: .venv-infra is up to date"
 else
   echo "install-infra: installing infra/aws/requirements.lock into .venv-infra (~30 s cold)"
   # The lock is the whole closure (pip freeze --all): no resolving, --no-deps, then
-  # `pip check` proves nothing is missing. uv installs it (as scripts/install.sh does).
+  # `pip check` proves nothing is missing. uv installs it (as scripts/install.sh does,
+  # compiling the bytecode that PYTHONDONTWRITEBYTECODE=1 would never cache).
   .venv-infra/bin/pip install -q --disable-pip-version-check "uv==$UV_VERSION" 2>&1 \
     | grep -v "^WARNING: Location" || true
-  .venv-infra/bin/uv pip install -q --python .venv-infra/bin/python --no-deps \
+  .venv-infra/bin/uv pip install -q --python .venv-infra/bin/python --no-deps --compile-bytecode \
     -r infra/aws/requirements.lock
   .venv-infra/bin/pip check --disable-pip-version-check \
     || { echo "install-infra: infra/aws/requirements.lock is incomplete" >&2; exit 1; }
