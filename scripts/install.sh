@@ -41,7 +41,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "install: .venv is up to date"
   exit 0
 fi
-echo "install: installing the locked dependencies into .venv (a cold install takes ~1 min)"
+echo "install: installing the locked dependencies into .venv (a cold install takes ~2 min)"
 start=$SECONDS
 # uv installs the lock: ~20 s cold here, against 5-8 min for pip on the same lock (pip
 # unpacks the ~4 GB of torch and CUDA wheels one at a time); pip only bootstraps uv.

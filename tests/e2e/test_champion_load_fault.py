@@ -17,7 +17,7 @@ from rxvision.pipeline.config import load_pipeline_config
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(3600)]
 
 CFG = load_pipeline_config()
 DAG = CFG.scoring.dag_id

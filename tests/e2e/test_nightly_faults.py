@@ -36,7 +36,7 @@ from rxvision.pipeline.config import load_pipeline_config
 from rxvision.stack.local_stack import LocalStack
 from rxvision.train.tracking import RUN_ID_TAG
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(3600)]
 
 CFG = load_pipeline_config()
 DAG = CFG.nightly.dag_id

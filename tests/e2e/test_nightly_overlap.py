@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(3600)]
 
 DAG = load_pipeline_config().nightly.dag_id
 QUICK = {"force_retrain": True, "epochs": 2}

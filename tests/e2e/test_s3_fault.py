@@ -20,7 +20,7 @@ from rxvision.storage.s3 import S3Store
 
 # the first test also waits for the package fixtures: the stack and the main job, whose
 # training (the shipped 60-epoch recipe) takes ~6 minutes on 2 cores
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(3600)]
 
 CFG = load_pipeline_config()
 

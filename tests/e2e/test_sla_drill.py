@@ -16,7 +16,7 @@ from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision.stack.local_stack import LocalStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 DRILL = load_pipeline_config().drill
 
