@@ -4,6 +4,7 @@ MLflow store; the champion is compared only on test images it never trained on."
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -14,6 +15,22 @@ from rxvision.errors import RxVisionError
 from rxvision.pipeline.held_out import held_out_images
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def own_mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A store of this test's own: other tests in the process move MLflow's global
+    tracking URI and active experiment."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    previous = mlflow.get_tracking_uri()
+    mlflow.end_run()
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("held-out", (tmp_path / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=experiment)
+    yield
+    mlflow.end_run()
+    mlflow.set_tracking_uri(previous)
 
 
 def _run_with_split_record(rows: list[dict[str, str]]) -> str:
