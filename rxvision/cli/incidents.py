@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from rxvision.errors import ConfigError
-from rxvision.pipeline.incidents import STATES, IncidentStore, incidents_uri_for, summary_row
+from rxvision.pipeline.incident_store import IncidentStore
+from rxvision.pipeline.incidents import STATES, incidents_uri_for, summary_row
 
 app = typer.Typer(
     help="Incidents: the alerts of one problem, with their history (ack, resolve).",

@@ -20,8 +20,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -32,8 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from rxvision.data.layout import check_class_layout
+from rxvision.data.snapshot_registry import (
+    SnapshotSettings,
+    configure_dvc_local,
+    dvc,
+    ensure_registry,
+    git,
+)
 from rxvision.data.snapshot_shards import (
-    DEFAULT_SHARD_SIZE,
     MARKER_FILE,
     IndexEntry,
     Progress,
@@ -78,75 +82,6 @@ class SnapshotInfo:
         return cls(**{**fields, "commit": commit or data.get("commit", "")})
 
 
-@dataclass(frozen=True)
-class SnapshotSettings:
-    """Where snapshots live: the git registry, the DVC remote and the local cache."""
-
-    registry_url: str
-    remote_url: str
-    cache_dir: Path
-    endpoint_url: str | None = None
-    jobs: int = 8
-    shard_size: int = DEFAULT_SHARD_SIZE
-
-
-# --- git and DVC plumbing ---------------------------------------------------------------
-
-
-def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    if check and proc.returncode != 0:
-        raise SnapshotError(f"git {' '.join(args)} failed: {proc.stderr.strip()[-800:]}")
-    return proc.stdout.strip()
-
-
-def ensure_registry(registry_url: str) -> None:
-    """Create the default local registry (a bare git repo) when it does not exist yet."""
-    if "://" in registry_url or registry_url.startswith("git@"):
-        return
-    path = Path(registry_url)
-    if not (path / "HEAD").is_file():
-        path.mkdir(parents=True, exist_ok=True)
-        _git("init", "--bare", "--initial-branch=main", str(path))
-
-
-def _dvc_env(settings: SnapshotSettings) -> dict[str, str]:
-    site = settings.cache_dir / "dvc-site"
-    site.mkdir(parents=True, exist_ok=True)
-    return {"DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(site)}
-
-
-def _configure_dvc_local(work: Path, settings: SnapshotSettings) -> None:
-    # Endpoint and cache are per machine: config.local, never committed.
-    endpoint = settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
-    cache = settings.cache_dir / "dvc-cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    lines = ["[cache]", f"    dir = {cache}", "    type = hardlink,copy"]
-    if endpoint:
-        lines += ["['remote \"storage\"']", f"    endpointurl = {endpoint}"]
-    (work / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")
-
-
-def _dvc(work: Path, settings: SnapshotSettings, *args: str) -> None:
-    # DVC's documented interface is its CLI; a child process keeps its logging and
-    # working-directory changes out of ours.
-    env = {**os.environ, **_dvc_env(settings)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip()[-1500:]
-        raise SnapshotError(f"dvc {' '.join(args)} failed (exit {proc.returncode}): {detail}")
-
-
 class SnapshotStore:
     """Create, list and pull snapshots of one data registry."""
 
@@ -158,7 +93,7 @@ class SnapshotStore:
 
     def tags(self) -> list[str]:
         """Snapshot tags, oldest first."""
-        out = _git("ls-remote", "--tags", "--refs", self.settings.registry_url)
+        out = git("ls-remote", "--tags", "--refs", self.settings.registry_url)
         return [line.split("refs/tags/", 1)[1] for line in out.splitlines() if line]
 
     def info(self, tag: str) -> SnapshotInfo:
@@ -173,11 +108,11 @@ class SnapshotStore:
             return []
         with tempfile.TemporaryDirectory(prefix="rxv-reg-") as tmp:
             work = Path(tmp) / "repo"
-            _git("clone", "--quiet", "--no-checkout", self.settings.registry_url, str(work))
+            git("clone", "--quiet", "--no-checkout", self.settings.registry_url, str(work))
             infos = []
             for tag in self.tags():
-                meta = _git("show", f"{tag}:{META_FILE}", cwd=work)
-                commit = _git("rev-list", "-n", "1", tag, cwd=work)
+                meta = git("show", f"{tag}:{META_FILE}", cwd=work)
+                commit = git("rev-list", "-n", "1", tag, cwd=work)
                 infos.append(SnapshotInfo.from_json(json.loads(meta), commit))
         return sorted(infos, key=lambda i: i.created)
 
@@ -193,7 +128,7 @@ class SnapshotStore:
             known = ", ".join(self.tags()) or "none"
             raise SnapshotError(f"no snapshot tagged {rev!r} (known: {known})")
         work = parent / "repo"
-        _git(
+        git(
             "clone",
             "--quiet",
             "--depth=1",
@@ -204,7 +139,7 @@ class SnapshotStore:
         return work
 
     def _read_meta(self, work: Path) -> SnapshotInfo:
-        commit = _git("rev-parse", "HEAD", cwd=work)
+        commit = git("rev-parse", "HEAD", cwd=work)
         return SnapshotInfo.from_json(json.loads((work / META_FILE).read_text()), commit)
 
     # --- create ---------------------------------------------------------------------------
@@ -272,22 +207,22 @@ class SnapshotStore:
             excluded=excluded,
         )
         (work / META_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
-        _dvc(work, self.settings, "add", DATASET_DIR)
+        dvc(work, self.settings, "add", DATASET_DIR)
         # Data first, then the tag: a tag never names data the remote lacks.
-        _dvc(work, self.settings, "push", "--jobs", str(self.settings.jobs))
+        dvc(work, self.settings, "push", "--jobs", str(self.settings.jobs))
         if progress:
             progress("push", info.images, info.images)
-        _git("add", f"{DATASET_DIR}.dvc", ".gitignore", META_FILE, cwd=work)
-        _git(
+        git("add", f"{DATASET_DIR}.dvc", ".gitignore", META_FILE, cwd=work)
+        git(
             "commit",
             "--quiet",
             "-m",
             f"Snapshot {tag}: {info.images} images, {len(classes)} classes, content {digest[:12]}",
             cwd=work,
         )
-        _git("tag", "-a", tag, "-m", f"dataset snapshot {tag} ({digest})", cwd=work)
+        git("tag", "-a", tag, "-m", f"dataset snapshot {tag} ({digest})", cwd=work)
         # --atomic: the branch and the tag land together or not at all.
-        _git(
+        git(
             "push",
             "--quiet",
             "--atomic",
@@ -296,17 +231,17 @@ class SnapshotStore:
             f"refs/tags/{tag}",
             cwd=work,
         )
-        return SnapshotInfo.from_json(asdict(info), _git("rev-parse", "HEAD", cwd=work))
+        return SnapshotInfo.from_json(asdict(info), git("rev-parse", "HEAD", cwd=work))
 
     def _working_copy(self, tmp: Path) -> Path:
         work = tmp / "repo"
-        _git("clone", "--quiet", self.settings.registry_url, str(work))
-        _git("config", "user.name", "rxvision", cwd=work)
-        _git("config", "user.email", "rxvision@localhost", cwd=work)
+        git("clone", "--quiet", self.settings.registry_url, str(work))
+        git("config", "user.name", "rxvision", cwd=work)
+        git("config", "user.email", "rxvision@localhost", cwd=work)
         if not (work / ".dvc").is_dir():
-            _git("checkout", "--quiet", "-B", "main", cwd=work)
-            _dvc(work, self.settings, "init")
-            _dvc(
+            git("checkout", "--quiet", "-B", "main", cwd=work)
+            dvc(work, self.settings, "init")
+            dvc(
                 work,
                 self.settings,
                 "remote",
@@ -315,10 +250,10 @@ class SnapshotStore:
                 "storage",
                 self.settings.remote_url,
             )
-            _dvc(work, self.settings, "config", "core.autostage", "false")
-            _git("add", ".dvc", ".dvcignore", cwd=work)
-            _git("commit", "--quiet", "-m", "Initialise the data registry (DVC on S3)", cwd=work)
-        _configure_dvc_local(work, self.settings)
+            dvc(work, self.settings, "config", "core.autostage", "false")
+            git("add", ".dvc", ".dvcignore", cwd=work)
+            git("commit", "--quiet", "-m", "Initialise the data registry (DVC on S3)", cwd=work)
+        configure_dvc_local(work, self.settings)
         return work
 
     # --- pull -----------------------------------------------------------------------------
@@ -341,8 +276,8 @@ class SnapshotStore:
                 raise SnapshotError(f"{out} exists and is not snapshot {rev}: choose another --out")
         with tempfile.TemporaryDirectory(prefix="rxv-pull-") as tmp:
             work = self._clone(Path(tmp), rev)
-            _configure_dvc_local(work, self.settings)
-            _dvc(work, self.settings, "pull", "--jobs", str(self.settings.jobs))
+            configure_dvc_local(work, self.settings)
+            dvc(work, self.settings, "pull", "--jobs", str(self.settings.jobs))
             info = self._read_meta(work)
             out.parent.mkdir(parents=True, exist_ok=True)
             remove_abandoned_staging(out)

@@ -160,7 +160,7 @@ class AlertSinks:
 
     def incidents(self) -> Any:
         """The incident store (an ``IncidentStore``; None without ``incidents_uri``)."""
-        from rxvision.pipeline.incidents import IncidentStore
+        from rxvision.pipeline.incident_store import IncidentStore
 
         return IncidentStore(self.incidents_uri, self.store) if self.incidents_uri else None
 

@@ -13,7 +13,8 @@ from rxvision.errors import NotFound, RxVisionError
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.alerts import list_alerts
 from rxvision.pipeline.config import PipelineConfig
-from rxvision.pipeline.incidents import IncidentStore, incidents_uri_for
+from rxvision.pipeline.incident_store import IncidentStore
+from rxvision.pipeline.incidents import incidents_uri_for
 from rxvision.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)

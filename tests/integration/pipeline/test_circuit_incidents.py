@@ -14,7 +14,7 @@ from http_receiver import Receiver
 
 from rxvision.pipeline.alerts import AlertSinks
 from rxvision.pipeline.circuit_incidents import report_circuit
-from rxvision.pipeline.incidents import IncidentStore
+from rxvision.pipeline.incident_store import IncidentStore
 from rxvision.serving.circuit import CircuitBreaker, CircuitConfig
 from rxvision.storage.s3 import S3Store
 

@@ -18,7 +18,8 @@ import pytest
 from http_receiver import Receiver
 
 from rxvision.pipeline.alerts import Alert, AlertSinks
-from rxvision.pipeline.incidents import IncidentStore, incident_id
+from rxvision.pipeline.incident_store import IncidentStore
+from rxvision.pipeline.incidents import incident_id
 from rxvision.pipeline.status import open_incidents
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store

@@ -12,8 +12,8 @@ from http_receiver import Receiver
 
 from rxvision.errors import NotFound
 from rxvision.pipeline.alerts import Alert, AlertSinks
+from rxvision.pipeline.incident_store import IncidentStore
 from rxvision.pipeline.incidents import (
-    IncidentStore,
     apply_ack,
     apply_alert,
     apply_note,
