@@ -7,6 +7,7 @@ reason locally; under ``CI=true`` it fails instead, so CI never passes by skippi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -104,15 +105,9 @@ def _set_mlflow_uris(uris: tuple[object, object]) -> None:
     sys.modules["mlflow.tracking._model_registry.utils"]._registry_uri = uris[1]  # type: ignore[attr-defined]
 
 
-@pytest.fixture(autouse=True)
-def _restore_process_environment() -> Iterator[None]:
-    """Give every test the environment and MLflow URIs it started with.
-
-    Code under test sets ``os.environ`` on purpose (the CLI points MLflow at the local
-    store, ``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI``). Left behind, an
-    endpoint outlives the stack of its tier, and a later test's MLflow client retries a dead
-    server for minutes: in CI a 3-second unit test took 248 s that way.
-    """
+@contextlib.contextmanager
+def _process_state_restored() -> Iterator[None]:
+    """Put ``os.environ`` and MLflow's process-wide URIs back as they were on entry."""
     environ = dict(os.environ)
     uris = _mlflow_uris()
     yield
@@ -123,3 +118,25 @@ def _restore_process_environment() -> Iterator[None]:
         _set_mlflow_uris(uris)
     elif _mlflow_uris() is not None:
         _set_mlflow_uris((None, None))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_module_environment() -> Iterator[None]:
+    """The same for a module: its module-scoped fixtures (a training run into the tier's
+    stack sets MLflow's tracking URI) set up after this one and are undone before it."""
+    with _process_state_restored():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_environment() -> Iterator[None]:
+    """Give every test the environment and MLflow URIs it started with.
+
+    Code under test sets ``os.environ`` on purpose (the CLI points MLflow at the local
+    store, ``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI``). Left behind, an
+    endpoint outlives the stack of its tier, and a later test's MLflow client retries a dead
+    server for minutes: in CI a 3-second unit test took 248 s that way (once left by a
+    test, once by a module-scoped fixture: hence the module-level twin above).
+    """
+    with _process_state_restored():
+        yield
