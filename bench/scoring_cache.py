@@ -141,7 +141,7 @@ class Incremental:
 
     def setup(self) -> None:
         """The run that records every image as processed."""
-        planned = sum(len(i["shard"]["keys"]) for i in self.night())
+        planned = sum(int(i["shard"]["size"]) for i in self.night())
         assert planned == self.images, (planned, self.images)
 
     def rerun(self) -> float:
