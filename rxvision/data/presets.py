@@ -179,6 +179,12 @@ class TrainPreset(_Preset):
         normalize_in_batch: bool = False,
     ) -> None:
         height, width = _hw(img_size)
+        if normalize_in_batch and not normalize:
+            # normalize_batch always applies mean/std: the pair would silently disagree
+            raise ConfigError(
+                "normalize_in_batch=True with normalize=False: normalize_batch applies the "
+                "mean and std; keep normalize=True or normalize per image"
+            )
         if height != width and rotate90_p > 0:
             raise ConfigError(
                 f"img_size {img_size} is not square: RandomRotate90 would change the shape; "

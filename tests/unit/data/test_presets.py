@@ -179,3 +179,9 @@ def test_bad_sizes_name_the_value() -> None:
     assert TrainPreset(img_size=(64, 96), rotate90_p=0.0).img_size == (64, 96)
     with pytest.raises(ConfigError, match="positive"):
         EvalPreset(img_size=0)
+
+
+def test_batch_normalization_without_normalize_is_refused() -> None:
+    with pytest.raises(ConfigError, match="normalize_in_batch=True with normalize=False"):
+        TrainPreset(img_size=32, normalize=False, normalize_in_batch=True)
+    assert TrainPreset(img_size=32, normalize_in_batch=True).img_size == (32, 32)
