@@ -19,6 +19,11 @@ under ``var/bench-cache/``.
 
 ``--local``: images, cache and outputs on the local disk (no S3 GET per image), which
 shows what the cache itself costs; written as ``scoring_cache_local.json``.
+
+The review gallery is off unless ``--gallery``: a random-weight model sends every row
+to review, and the gallery (up to ``max_pages`` x ``max_items`` thumbnails, each a GET,
+a decode and a crop) then re-reads every image of a run up to 10,000, cached or not.
+With ``--gallery`` the two cases show that cost; a trained model flags a few percent.
 """
 
 from __future__ import annotations
@@ -161,7 +166,14 @@ def main() -> None:
         help="Images, cache and outputs on the local disk, MLflow in SQLite: no stack "
         "(what the cache itself costs, without S3 GETs).",
     )
+    parser.add_argument(
+        "--gallery",
+        action="store_true",
+        help="Build the review gallery in every run (every row needs review here).",
+    )
     args = parser.parse_args()
+    # read by configs/review.yaml when each run loads it
+    os.environ["RXVISION_REVIEW_GALLERY"] = "true" if args.gallery else "false"
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
     folder = pills(args.images, args.size)
@@ -195,8 +207,9 @@ def main() -> None:
         # the warm-up's cold run fills the cache; then A B C A B C
         harness.measure(cases, repeats=args.repeats, warmup=1)
         rows = harness.summarize(cases, baseline=cases[0].name)
+        name = "scoring_cache_local" if args.local else "scoring_cache"
         harness.report(
-            "scoring_cache_local" if args.local else "scoring_cache",
+            f"{name}_gallery" if args.gallery else name,
             rows,
             unit="images/s",
             baseline=cases[0].name,
