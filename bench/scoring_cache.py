@@ -21,9 +21,11 @@ under ``var/bench-cache/``.
 shows what the cache itself costs; written as ``scoring_cache_local.json``.
 
 The review gallery is off unless ``--gallery``: a random-weight model sends every row
-to review, and the gallery (up to ``max_pages`` x ``max_items`` thumbnails, each a GET,
-a decode and a crop) then re-reads every image of a run up to 10,000, cached or not.
-With ``--gallery`` the two cases show that cost; a trained model flags a few percent.
+to review, and the gallery shows up to ``max_pages`` x ``max_items`` (10,000) crops.
+A cold run makes each (a GET, a decode, a crop) and keeps it beside the inference cache
+(``rxvision.serving.thumbnail_cache``); a cached run reads them back. With ``--gallery``
+the cases show what the gallery costs on top (the report's ``gallery_thumbnails`` says
+how many crops each run reused and stored); a trained model flags a few percent.
 """
 
 from __future__ import annotations
@@ -111,6 +113,10 @@ def register_model(home: Home, tracking_uri: str) -> str:
     return f"models:/{name}/{version.version}"
 
 
+# each run's gallery thumbnails (reused from / stored in the cache), by case
+THUMBNAILS: dict[str, list[dict[str, int] | None]] = {}
+
+
 def rescore(
     model_uri: str, input_uri: str, config: ScoringConfig, expect_cached: int, root: str
 ) -> float:
@@ -118,6 +124,8 @@ def rescore(
     out = f"{root}/bench/cache-{uuid.uuid4().hex[:8]}"
     manifest = score_batch(model_uri, input_uri, out, config=config)
     assert manifest["cached"] == expect_cached, (manifest["cached"], expect_cached)
+    case = "cached" if expect_cached else "cold"
+    THUMBNAILS.setdefault(case, []).append(manifest.get("review", {}).get("thumbnails"))
     return float(manifest["rows"])
 
 
@@ -171,6 +179,7 @@ def main() -> None:
         action="store_true",
         help="Build the review gallery in every run (every row needs review here).",
     )
+    parser.add_argument("--out", type=Path, help="The report's path (default bench/results/).")
     args = parser.parse_args()
     # read by configs/review.yaml when each run loads it
     os.environ["RXVISION_REVIEW_GALLERY"] = "true" if args.gallery else "false"
@@ -215,10 +224,13 @@ def main() -> None:
             baseline=cases[0].name,
             params={
                 **vars(args),
+                "out": str(args.out) if args.out else None,
                 "images": images,
                 "model": "resnet18, 96 px pill crop (configs/cpu-quick.yaml), random weights",
                 "runtimes": list(cold.runtimes),
             },
+            out=args.out,
+            extra={"gallery_thumbnails": THUMBNAILS},
         )
         print(f"cached vs cold: {rows[1].ratio:.1f}x (goal >= 20x) on {images} images")
         print(f"incremental vs cold: {rows[2].ratio:.1f}x")

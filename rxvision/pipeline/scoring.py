@@ -213,6 +213,7 @@ def publish(
     output: str | None = None,
     allow_empty: bool = False,
     storage: Storage | None = None,
+    config: ScoringConfig | None = None,
 ) -> dict[str, Any]:
     """Finalise the run (manifest, ``_SUCCESS``) and move ``latest_uri`` to it, unless
     it points at a run planned later (then the move is refused: logged and said in the
@@ -223,11 +224,14 @@ def publish(
     """
     from rxvision.serving.finalize import finalize_scoring
     from rxvision.serving.plan import plan_time, read_plan
+    from rxvision.serving.scoring_config import load_scoring_config
     from rxvision.storage.uri_store import Storage
 
     if not latest_uri.startswith("s3://") and "://" in latest_uri:
         raise ConfigError(f"latest_uri must be s3:// or a path, got {latest_uri}")
     storage = storage or Storage()
+    # the gallery keeps its crops beside the scoring tasks' inference cache
+    cache = (config or load_scoring_config()).cache
     if not items:
         if not (allow_empty and output):
             raise ConfigError("nothing was planned: no input images to publish")
@@ -256,6 +260,7 @@ def publish(
         output,
         shard_ids,
         storage=storage,
+        cache=cache,
         extra={
             "model_uri": planned["model_uri"],
             "fallback_uri": planned.get("fallback_uri"),

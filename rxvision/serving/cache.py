@@ -45,10 +45,10 @@ import io
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -163,9 +163,10 @@ def partition_uri(root: str, loaded: LoadedModel, contract: RowContract) -> str:
     return f"{root.rstrip('/')}/{label}/{name}"
 
 
-def _segment_name() -> str:
-    """Sorts by time (newest last): on a duplicate hash the newest row wins."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+def segment_name() -> str:
+    """Sorts by time (newest last, to the microsecond): on a duplicate hash the newest
+    row wins."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     return f"seg-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
 
 
@@ -250,7 +251,7 @@ class InferenceCache:
         if not self.config.reuse:
             return CachePartition(uri, {}, 0, serve=False)
         try:
-            segments = _segments(self.storage.list(uri))
+            segments = list_segments(self.storage.list(uri))
             index = _index(self.storage, segments)
         except Exception as exc:  # the cache is an optimisation: unreadable is empty
             log.warning("cannot read the inference cache at %s: %s; scoring afresh", uri, exc)
@@ -275,7 +276,7 @@ class InferenceCache:
             [{name: row.get(name) for name in SEGMENT_SCHEMA.names} for row in fresh],
             schema=SEGMENT_SCHEMA,
         )
-        self.storage.write(f"{part.uri}/{_segment_name()}", _parquet(table))
+        self.storage.write(f"{part.uri}/{segment_name()}", parquet_bytes(table))
         index = _Index(part.rows, part.sources)
         for row in fresh:
             index.add(row)
@@ -299,12 +300,12 @@ class InferenceCache:
     def _compact(self, uri: str) -> None:
         """Merge the partition's segments into one when there are too many; the merged
         ones are deleted after the merge is written (a reader in between sees both)."""
-        segments = _segments(self.storage.list(uri))
+        segments = list_segments(self.storage.list(uri))
         if len(segments) <= self.config.max_segments:
             return
         index = _index(self.storage, segments)
         table = pa.Table.from_pylist(index.records(), schema=SEGMENT_SCHEMA)
-        self.storage.write(f"{uri}/{_segment_name()}", _parquet(table))
+        self.storage.write(f"{uri}/{segment_name()}", parquet_bytes(table))
         for segment in segments:
             self.storage.delete(segment)
         log.info(
@@ -312,7 +313,8 @@ class InferenceCache:
         )
 
 
-def _segments(listed: Iterable[str]) -> list[str]:
+def list_segments(listed: Iterable[str]) -> list[str]:
+    """The segment objects among ``listed``, oldest first."""
     return sorted(u for u in listed if u.rsplit("/", 1)[-1].startswith("seg-"))
 
 
@@ -335,7 +337,8 @@ def _cached(row: Mapping[str, Any]) -> dict[str, Any]:
     return {name: row.get(name) for name in CACHED_COLUMNS}
 
 
-def _parquet(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as one zstd-compressed Parquet object."""
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     return buffer.getvalue()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rxvision.serving.cache import CacheConfig
 from rxvision.serving.errors import ScoringError
 from rxvision.serving.metrics import ScoringMetrics, StatsdSink
 from rxvision.serving.plan import planned_ids
@@ -27,11 +28,14 @@ def finalize_scoring(
     storage: Storage | None = None,
     sink: StatsdSink | None = None,
     extra: dict[str, Any] | None = None,
+    cache: CacheConfig | None = None,
 ) -> dict[str, Any]:
     """Check every shard is committed, then write the review gallery
     (``rxvision.serving.review_gallery``: its failure is recorded, never fatal),
     ``_manifest.json`` and ``_SUCCESS`` (last). The expected shards are ``shard_ids``,
-    else the plan's. ``ScoringError`` names the missing shards (nothing written)."""
+    else the plan's. The gallery's crops are kept beside the inference cache ``cache``
+    (``rxvision.serving.thumbnail_cache``), so a rescore re-makes none. ``ScoringError``
+    names the missing shards (nothing written)."""
     storage = storage or Storage()
     output_uri = normalize_uri(output_uri)
     expected = list(shard_ids) if shard_ids is not None else planned_ids(storage, output_uri)
@@ -62,7 +66,9 @@ def finalize_scoring(
         )
         events.extend(summary.get("circuit_events", []))
     # before the manifest, which records where it is (or why it is missing)
-    review = review_summary(output_uri, [s["uri"] for s in shards], storage, sink or StatsdSink())
+    review = review_summary(
+        output_uri, [s["uri"] for s in shards], storage, sink or StatsdSink(), cache=cache
+    )
     manifest = {
         "output_uri": output_uri,
         "finished": utc_now(),

@@ -52,9 +52,11 @@ from rxvision.serving.review_page import (
     page_name,
     render_page,
 )
+from rxvision.serving.thumbnail_cache import ThumbnailCache, open_thumbnails
 from rxvision.storage.s3 import parse_s3_uri
 
 if TYPE_CHECKING:
+    from rxvision.serving.cache import CacheConfig
     from rxvision.serving.metrics import StatsdSink
     from rxvision.storage.s3 import S3Store
 
@@ -93,6 +95,9 @@ class ReviewConfig(BaseModel):
     thumb_px: int = Field(160, ge=16, le=1024)
     jpeg_quality: int = Field(80, ge=10, le=95)
     download_workers: int = Field(8, ge=1, le=64)
+    # thumbnails kept per contract beside the inference cache (its ``uri``; none without
+    # one): twice the most one gallery shows, so a rescore re-makes no crop
+    cache_keep: int = Field(20_000, ge=1)
     # the scorer's own limits: a file replaced by a hostile one since is refused alike
     max_image_bytes: int = Field(64 * 1024 * 1024, ge=1)
     max_pixels: int = Field(50_000_000, ge=1)
@@ -118,6 +123,10 @@ class GalleryStorage(Protocol):
     def read(self, uri: str) -> bytes: ...
 
     def write(self, uri: str, data: bytes) -> None: ...
+
+    def list(self, root: str) -> list[str]: ...
+
+    def delete(self, uri: str) -> None: ...
 
 
 # --- rows: what the pages list -----------------------------------------------------------
@@ -170,11 +179,23 @@ def read_shards(shard_uris: Sequence[str], storage: GalleryStorage) -> Iterable[
 
 
 def input_crop(
-    item: ReviewItem, storage: GalleryStorage, model: ModelInfo, config: ReviewConfig
+    item: ReviewItem,
+    storage: GalleryStorage,
+    model: ModelInfo,
+    config: ReviewConfig,
+    thumbnails: ThumbnailCache | None = None,
 ) -> Picture:
     """The model's input for ``item``, re-made from its image: the version's
     preprocessing contract (localization crop, resize; not normalised). Without a
-    contract, the whole photo. A missing or undecodable image is a note, not a failure."""
+    contract, the whole photo. A missing or undecodable image is a note, not a failure.
+    With ``thumbnails``, the crop of the scored bytes is read from there when it was
+    made before (no download), and kept there when it is made now."""
+    notes = [model.note] if model.note else []
+    digest = item.content_sha256
+    if thumbnails is not None and model.spec is not None and digest:
+        cached = thumbnails.get(model.spec, digest)
+        if cached is not None:
+            return Picture(cached, "; ".join(notes))
     try:
         data = storage.read(item.key)
     except Exception as exc:
@@ -192,10 +213,12 @@ def input_crop(
             pixels = whole_photo(data, config)
     except Exception as exc:
         return Picture(None, f"image cannot be decoded now: {exc}")
-    notes = [model.note] if model.note else []
-    if item.content_sha256 and hashlib.sha256(data).hexdigest() != item.content_sha256:
+    jpeg = thumbnail_jpeg(pixels, config.thumb_px, config.jpeg_quality)
+    if digest and hashlib.sha256(data).hexdigest() != digest:
         notes.append("the image changed since it was scored: this is the new one")
-    return Picture(thumbnail_jpeg(pixels, config.thumb_px, config.jpeg_quality), "; ".join(notes))
+    elif thumbnails is not None and model.spec is not None and digest:
+        thumbnails.put(model.spec, digest, jpeg)  # the scored bytes' crop only
+    return Picture(jpeg, "; ".join(notes))
 
 
 def whole_photo(data: bytes, config: ReviewConfig) -> np.ndarray:
@@ -221,14 +244,15 @@ class GalleryResult:
     pages: list[str]
     items: int
     errors: int
+    # crops read from the thumbnail cache and crops stored in it (None: no cache)
+    thumbnails: dict[str, int] | None = None
 
     def summary(self) -> dict[str, Any]:
         """The manifest's part: ``review_uri``, ``needs_review`` and the details."""
-        return {
-            "review_uri": self.uri,
-            "needs_review": self.items,
-            "review": {"pages": self.pages, "error_rows": self.errors},
-        }
+        review: dict[str, Any] = {"pages": self.pages, "error_rows": self.errors}
+        if self.thumbnails is not None:
+            review["thumbnails"] = self.thumbnails
+        return {"review_uri": self.uri, "needs_review": self.items, "review": review}
 
 
 def page_uri(output_uri: str, number: int = 1) -> str:
@@ -243,8 +267,10 @@ def write_review_gallery(
     *,
     config: ReviewConfig | None = None,
     catalog: ModelCatalog | None = None,
+    thumbnails: ThumbnailCache | None = None,
 ) -> GalleryResult:
-    """Build and commit every page of ``output_uri``'s gallery from its committed shards."""
+    """Build and commit every page of ``output_uri``'s gallery from its committed shards
+    (crops read from and kept in ``thumbnails`` when given)."""
     config = config or load_review_config()
     catalog = catalog or MlflowCatalog(config.tracking_uri)
     found = review_rows(read_shards(shard_uris, storage), config.candidates)
@@ -258,13 +284,26 @@ def write_review_gallery(
     pages = [page_uri(output_uri, n) for n in range(1, len(chunks) + 1)]
     # index.html last: it names the other pages, so they exist once it does
     for number in [*range(2, len(chunks) + 1), 1]:
-        entries = _prepare(chunks[number - 1], storage, catalog, config)
+        entries = _prepare(chunks[number - 1], storage, catalog, config, thumbnails)
         page = render_page(number, entries, context, config.candidates)
         commit_page(storage, output_uri, pages[number - 1], page.encode())
     log.info(
         "review gallery: %d items on %d page(s) at %s", len(found.items), len(chunks), pages[0]
     )
-    return GalleryResult(pages[0], pages, len(found.items), found.errors)
+    result = GalleryResult(pages[0], pages, len(found.items), found.errors)
+    if thumbnails is not None:
+        result.thumbnails = {"reused": thumbnails.hits, "stored": _store(thumbnails)}
+    return result
+
+
+def _store(thumbnails: ThumbnailCache) -> int:
+    """Keep the crops made for a later gallery; a failure is logged, never raised (the
+    pages are committed already)."""
+    try:
+        return thumbnails.flush()
+    except Exception as exc:
+        log.warning("thumbnail cache not updated: %s: %s", type(exc).__name__, exc)
+        return 0
 
 
 def _prepare(
@@ -272,12 +311,13 @@ def _prepare(
     storage: GalleryStorage,
     catalog: ModelCatalog,
     config: ReviewConfig,
+    thumbnails: ThumbnailCache | None = None,
 ) -> list[tuple[ReviewItem, Picture, ModelInfo]]:
     """Each item with its crop (downloaded and decoded in parallel) and its model."""
     models = [catalog.info(item.model_version) for item in items]  # looked up once each
 
     def crop(index: int) -> Picture:
-        return input_crop(items[index], storage, models[index], config)
+        return input_crop(items[index], storage, models[index], config, thumbnails)
 
     with ThreadPoolExecutor(config.download_workers) as pool:
         pictures = list(pool.map(crop, range(len(items))))
@@ -315,16 +355,25 @@ def review_summary(
     *,
     config: ReviewConfig | None = None,
     catalog: ModelCatalog | None = None,
+    cache: CacheConfig | None = None,
 ) -> dict[str, Any]:
     """``write_review_gallery``, for the manifest: its summary, or on any failure
     ``review_uri: null`` with the error (logged and counted as ``review.failed``): the
-    predictions are committed already and stay so. ``enabled: false``: nothing written."""
+    predictions are committed already and stay so. ``enabled: false``: nothing written.
+    ``cache``: the run's inference cache, beside which the crops are kept."""
     try:
         config = config or load_review_config()
         if not config.enabled:
             return {"review_uri": None, "needs_review": None, "review": {"enabled": False}}
+        thumbnails = open_thumbnails(
+            cache,
+            storage,
+            thumb_px=config.thumb_px,
+            jpeg_quality=config.jpeg_quality,
+            keep=config.cache_keep,
+        )
         result = write_review_gallery(
-            output_uri, shard_uris, storage, config=config, catalog=catalog
+            output_uri, shard_uris, storage, config=config, catalog=catalog, thumbnails=thumbnails
         )
     except Exception as exc:
         log.exception("review gallery of %s not written (the predictions stand)", output_uri)
@@ -337,4 +386,6 @@ def review_summary(
         }
     if sink is not None:
         sink.event("review.items", result.items)
+        if result.thumbnails is not None:
+            sink.event("review.thumbnails_reused", result.thumbnails["reused"])
     return result.summary()

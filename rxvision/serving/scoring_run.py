@@ -107,5 +107,10 @@ def score_batch(
         "wall_seconds": round(time.perf_counter() - began, 3),
     }
     return finalize_scoring(
-        output_uri, [s.shard_id for s in shards], storage=storage, sink=sink, extra=extra
+        output_uri,
+        [s.shard_id for s in shards],
+        storage=storage,
+        sink=sink,
+        extra=extra,
+        cache=config.cache,
     )

@@ -103,6 +103,12 @@ def test_cache_serves_unchanged_images_and_misses_changed_ones(
     for key, row in warm_rows.items():
         assert row["cached"] == (row["error"] is None)
         assert predictions(row) == predictions(first[key])
+    # the review gallery's crops were kept beside the cache by the cold run and read
+    # back by the rescore: no image fetched, no crop re-made for it
+    flagged = cold["needs_review"]
+    assert flagged and cold["review"]["thumbnails"] == {"reused": 0, "stored": flagged}
+    manifest = json.loads(Storage().read(f"{warm['output_uri']}/_manifest.json"))
+    assert manifest["review"]["thumbnails"] == {"reused": flagged, "stored": 0}
     # --no-cache: a full run
     full = cli(env, champion, input_uri, "--no-cache")
     assert (full["rows"], full["cached"]) == (20, 0)
