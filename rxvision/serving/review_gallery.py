@@ -9,6 +9,8 @@ Each item is one ``needs_review`` row with its input crop (re-made from the imag
 the preprocessing contract of the model version that scored it: the localization crop at
 the model's input size, before normalisation) and its top candidates beside reference
 photos. Items are ordered lowest confidence first: the most doubtful photos come first.
+A crop made once is kept beside the inference cache (``rxvision.serving.thumbnail_cache``,
+keyed by the scored bytes' hash and the contract): a later gallery reuses it unfetched.
 Error rows (unreadable images) have no prediction to review: they are counted, not listed.
 
 This module reads the rows, re-makes the crops and writes the pages; the model versions
