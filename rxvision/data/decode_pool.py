@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import time
@@ -32,6 +31,7 @@ from rxvision.data.decode import (
     inspect_file,
 )
 from rxvision.errors import RxVisionError
+from rxvision.forkserver import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -287,10 +287,7 @@ def _death(exitcode: int | None) -> str:
 
 
 def _mp_context() -> Any:
-    """forkserver where there is one: workers never inherit threads or locks of the caller."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        # preloaded once in the server, so each new worker starts in milliseconds
-        context.set_forkserver_preload(["__main__", "rxvision.data.decode_pool"])
-        return context
-    return multiprocessing.get_context("spawn")
+    """forkserver where there is one: workers never inherit threads or locks of the caller;
+    the caller's main module and this one are loaded once in the server, so each new
+    worker starts in milliseconds."""
+    return worker_context(["rxvision.data.decode_pool"])

@@ -8,7 +8,6 @@ byte-identical files whatever the number of workers (with the same Pillow and nu
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +26,7 @@ from rxvision.data.synth.defects import DEFECT_PLAN, PlantedDefect, plant_defect
 from rxvision.data.synth.output import Row, prepare_out, write_atomic, write_manifest
 from rxvision.data.synth.photo import CONDITIONS, encode_jpeg, image_rng, render_pill_photo
 from rxvision.errors import ConfigError
+from rxvision.forkserver import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,8 @@ def _run_jobs(jobs: list[_Job], workers: int) -> Iterator[Row]:
     if workers == 1:
         yield from map(_render_job, jobs)
         return
-    # forkserver: workers never inherit the CLI's progress-bar thread.
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    # forkserver: workers never inherit the CLI's progress-bar thread
+    context = worker_context(["rxvision.data.synth.generate"])
     chunk = max(1, min(32, len(jobs) // (workers * 8)))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield from pool.map(_render_job, jobs, chunksize=chunk)
