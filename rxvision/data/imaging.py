@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rxvision.data.localize import DISABLED, CropSpec, crop_pill, locate_pill
+from rxvision.data.localize import DISABLED, CropSpec, crop_pill, enhance_imprint, locate_pill
 from rxvision.errors import ConfigError, RxVisionError
 
 # Bump when load_image's output changes for the same bytes and spec: models carry the
@@ -263,7 +263,8 @@ def _resize_with_frame(image: Image.Image, spec: ImageSpec) -> tuple[np.ndarray,
     rgb = np.asarray(image.convert("RGB"))
     where = locate_pill(rgb, spec.crop)
     crop = crop_pill(rgb, where, spec.crop)
-    return _resized(Image.fromarray(crop), spec), where.status, rgb
+    pixels = enhance_imprint(_resized(Image.fromarray(crop), spec), spec.crop)
+    return pixels, where.status, rgb
 
 
 def _resized(rgb: Image.Image, spec: ImageSpec) -> np.ndarray:

@@ -74,10 +74,17 @@ class CropSpec:
     # square: the square resize then stretches an elongated pill's short side, and its
     # imprint spans the model's whole height instead of a band across the middle
     stretch: bool = False
+    # CLAHE on the crop's lightness (clip limit; 0: off): an imprint's strokes stand out
+    # whatever the light and the pill's colour (an experiment: BENCHMARKS, issue 14)
+    imprint_contrast: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form stored in the contract."""
-        return asdict(self)
+        """The JSON form stored in the contract (``imprint_contrast`` only when on: the
+        contracts, and so the cache keys, of models made before it stay the same)."""
+        data = asdict(self)
+        if not self.imprint_contrast:
+            del data["imprint_contrast"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -327,6 +334,17 @@ def crop_pill(rgb: np.ndarray, where: Localization, spec: CropSpec) -> np.ndarra
     if not spec.mask_background or not where.outline:
         return crop
     return _paint_background(crop, where, matrix)
+
+
+def enhance_imprint(pixels: np.ndarray, spec: CropSpec) -> np.ndarray:
+    """``pixels`` (the resized crop, HWC uint8 RGB) with its lightness equalized locally
+    (CLAHE, clip ``imprint_contrast``, 4x4 tiles); colour kept. Unchanged when off."""
+    if not spec.imprint_contrast:
+        return pixels
+    lab = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB)
+    clahe = cv2.createCLAHE(clipLimit=spec.imprint_contrast, tileGridSize=(4, 4))
+    lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
 def _paint_background(crop: np.ndarray, where: Localization, matrix: np.ndarray) -> np.ndarray:

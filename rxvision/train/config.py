@@ -134,6 +134,7 @@ class LocalizeConfig(Strict):
     second_ratio: float = Field(0.4, gt=0, le=1)
     mask_background: bool = False
     stretch: bool = False
+    imprint_contrast: float = Field(0.0, ge=0, le=40)
 
     def crop_spec(self) -> CropSpec | None:
         """The crop of the preprocessing contract (None: the whole frame)."""

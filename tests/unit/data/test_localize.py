@@ -299,3 +299,43 @@ def test_stretch_leaves_a_round_pill_square() -> None:
     assert np.array_equal(
         crop_pill(image, where, CropSpec(stretch=True)), crop_pill(image, where, CropSpec())
     )
+
+
+def _imprint_contrast(pixels: np.ndarray, glyph: np.ndarray, body: np.ndarray) -> float:
+    """Lightness difference (CIELAB L) between a glyph's strokes and the pill around it."""
+    lightness = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    return float(lightness[body].mean() - lightness[glyph].mean())
+
+
+def test_imprint_contrast_makes_a_faint_imprint_stand_out_and_keeps_the_colour() -> None:
+    image = scene(BACKGROUNDS["wood"])
+    cv2.ellipse(image, (160, 160), (80, 80), 0, 0, 360, (200, 170, 90), -1)
+    # a faint debossed imprint: a few levels darker than the pill's body
+    cv2.putText(image, "M8", (118, 182), cv2.FONT_HERSHEY_SIMPLEX, 1.8, (180, 152, 80), 5)
+    plain = load_image(png(image), ImageSpec(96, crop=CropSpec(mask_background=True)))
+    spec = ImageSpec(96, crop=CropSpec(mask_background=True, imprint_contrast=2.0))
+    enhanced = load_image(png(image), spec)
+    # where the strokes and the body are, from the plain crop (same geometry)
+    lab = cv2.cvtColor(plain, cv2.COLOR_RGB2LAB).astype(np.float32)
+    pill = np.linalg.norm(lab[..., 1:] - lab[48, 48, 1:], axis=2) < 12
+    inner = cv2.erode(pill.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    level = np.median(lab[..., 0][inner])
+    glyph = inner & (lab[..., 0] < level - 6)
+    body = inner & (lab[..., 0] > level - 2)
+    assert glyph.sum() > 40 and body.sum() > 400
+    before = _imprint_contrast(plain, glyph, body)
+    after = _imprint_contrast(enhanced, glyph, body)
+    assert after > 1.5 * before
+    # the pill's colour (CIELAB a, b) stays within a few levels
+    chroma = cv2.cvtColor(enhanced, cv2.COLOR_RGB2LAB).astype(np.float32)[..., 1:]
+    assert np.abs(chroma[body].mean(axis=0) - lab[..., 1:][body].mean(axis=0)).max() < 4
+
+
+def test_imprint_contrast_off_leaves_the_contract_and_its_hash_as_before() -> None:
+    off = ImageSpec(96, crop=CropSpec(mask_background=True))
+    assert "imprint_contrast" not in off.to_dict()["crop"]
+    on = ImageSpec(96, crop=CropSpec(mask_background=True, imprint_contrast=2.0))
+    assert on.to_dict()["crop"]["imprint_contrast"] == 2.0
+    assert on.config_hash() != off.config_hash()
+    for spec in (off, on):
+        assert ImageSpec.from_dict(spec.to_dict(), source="model") == spec
