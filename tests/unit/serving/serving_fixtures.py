@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from rxvision.data.imaging import ImageSpec
+from rxvision.data.localize import CropSpec
 from rxvision.serving.model_contract import LoadedModel, ModelRef, serving_model
 
 CLASSES = ["ndc-a", "ndc-b", "ndc-c"]
@@ -93,3 +94,14 @@ def read_rows(output: Path) -> list[dict]:  # type: ignore[type-arg]
     for path in sorted((output / "shards").glob("*.parquet")):
         rows.extend(pq.read_table(path).to_pylist())
     return rows
+
+
+# the review gallery's tests: a model whose contract crops pills as production's does
+PILL_SPEC = ImageSpec(img_size=48, crop=CropSpec(mask_background=True))
+
+
+def pill_model() -> LoadedModel:
+    """The tiny serving model, cropping pills as a production contract does."""
+    model = loaded_model(img_size=PILL_SPEC.img_size)
+    model.spec = PILL_SPEC
+    return model

@@ -19,15 +19,13 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from serving_fixtures import CLASSES, loaded_model
+from serving_fixtures import CLASSES, PILL_SPEC, pill_model
 
 from rxvision.data.imaging import ImageSpec, decode_located, load_image
-from rxvision.data.localize import CropSpec
 from rxvision.data.references import REFERENCE_PX, REFERENCE_QUALITY, thumbnail_jpeg
 from rxvision.data.synth import generate_dataset
 from rxvision.serving import review_gallery
 from rxvision.serving.finalize import finalize_scoring
-from rxvision.serving.model_contract import LoadedModel
 from rxvision.serving.review_gallery import ReviewConfig, review_rows, write_review_gallery
 from rxvision.serving.review_models import MlflowCatalog, ModelInfo
 from rxvision.serving.review_page import (
@@ -55,7 +53,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SPEC = ImageSpec(img_size=48, crop=CropSpec(mask_background=True))
+SPEC = PILL_SPEC
 DATA_URI = re.compile(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)")
 
 
@@ -88,13 +86,6 @@ class Run:
 def read_rows(output: Path) -> list[dict[str, Any]]:
     tables = [pq.read_table(p) for p in sorted((output / "shards").glob("*.parquet"))]
     return [row for table in tables for row in table.to_pylist()]
-
-
-def pill_model() -> LoadedModel:
-    """The tiny serving model, cropping pills as a production contract does."""
-    model = loaded_model(img_size=SPEC.img_size)
-    model.spec = SPEC
-    return model
 
 
 def score(images: Path, output: Path, threshold: float, catalog: Catalog) -> dict[str, Any]:

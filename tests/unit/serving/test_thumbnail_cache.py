@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_fixtures import loaded_model
+from serving_fixtures import PILL_SPEC, pill_model
 
 from rxvision.data.imaging import ImageSpec, decode_located
 from rxvision.data.localize import CropSpec
 from rxvision.data.synth import generate_dataset
 from rxvision.serving import review_gallery
 from rxvision.serving.cache import content_hash
-from rxvision.serving.model_contract import LoadedModel
 from rxvision.serving.review_gallery import ReviewConfig, input_crop
 from rxvision.serving.review_models import ModelInfo
 from rxvision.serving.review_page import ReviewItem
@@ -30,7 +29,7 @@ from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.unit
 
-SPEC = ImageSpec(img_size=48, crop=CropSpec(mask_background=True))
+SPEC = PILL_SPEC
 DATA_URI = re.compile(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)")
 
 
@@ -62,12 +61,6 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     images = root / "incoming"
     shutil.copytree(root / "pills", images, ignore=shutil.ignore_patterns("*.parquet"))
     return images
-
-
-def pill_model() -> LoadedModel:
-    model = loaded_model(img_size=SPEC.img_size)
-    model.spec = SPEC
-    return model
 
 
 def score(images: Path, output: Path, cache: Path, *, reuse: bool = True) -> dict[str, Any]:
