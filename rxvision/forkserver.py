@@ -50,6 +50,10 @@ def main_preload() -> list[str]:
     path = getattr(main, "__file__", None)
     if not path:
         return []  # an interactive session: workers have no main module to re-run
-    # argv too: a worker runs main with the caller's argv, so the server must
-    os.environ[MAIN_ENV] = json.dumps({"path": os.path.abspath(path), "argv": sys.argv})
+    # argv too: a worker runs main with the caller's argv, so the server must; and the
+    # caller's sys.path (CPython 3.11's server ignores the one it is handed): a script
+    # importing a module beside it (bench/ imports harness) needs its own folder there
+    os.environ[MAIN_ENV] = json.dumps(
+        {"path": os.path.abspath(path), "argv": sys.argv, "sys_path": sys.path}
+    )
     return [MAIN_LOADER]

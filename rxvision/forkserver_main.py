@@ -21,6 +21,7 @@ def _load_main() -> None:
     main = json.loads(told)
     path = main["path"]
     sys.argv = list(main["argv"])  # what each worker would have run it with
+    sys.path[:] = main.get("sys_path", sys.path)  # as spawn.prepare sets it in a worker
     # as CPython's own preload does: a script without a __main__ guard that starts a
     # process while being imported gets multiprocessing's bootstrapping error, no loop
     current = process.current_process()

@@ -26,6 +26,7 @@ from pathlib import Path
 with open(sys.argv[1] + "/ran", "a") as log:
     log.write(f"{os.getpid()}\\n")
 
+import beside  # a module next to the script, as bench/ scripts import harness
 from rxvision.data.synth import generate_dataset
 from rxvision.data.validation import DataValidator, ValidationPolicy
 
@@ -40,6 +41,7 @@ if __name__ == "__main__":
 def test_the_main_script_runs_once_in_the_server_not_in_each_worker(tmp_path: Path) -> None:
     script = tmp_path / "validate_pills.py"
     script.write_text(textwrap.dedent(SCRIPT))
+    (tmp_path / "beside.py").write_text("VALUE = 1\n")
     env = {k: v for k, v in os.environ.items() if k != MAIN_ENV}
     done = subprocess.run(
         [sys.executable, str(script), str(tmp_path)],
@@ -53,7 +55,10 @@ def test_the_main_script_runs_once_in_the_server_not_in_each_worker(tmp_path: Pa
     assert "files 12" in done.stdout
     runs = (tmp_path / "ran").read_text().split()
     # the script itself and the forkserver; its 2 generator and 3 decode workers never
+    # (the server has the script's folder on its path, else its import of beside.py fails
+    # there and every worker re-runs the script)
     assert len(runs) == 2, runs
+    assert "could not preload" not in done.stderr
     assert len(set(runs)) == 2
 
 
@@ -67,7 +72,8 @@ def test_a_script_is_preloaded_by_path_and_a_module_by_name(
     monkeypatch.setitem(sys.modules, "__main__", module)
     monkeypatch.delenv(MAIN_ENV, raising=False)
     assert main_preload() == [MAIN_LOADER]
-    assert json.loads(os.environ[MAIN_ENV]) == {"path": str(script), "argv": sys.argv}
+    told = json.loads(os.environ[MAIN_ENV])
+    assert told == {"path": str(script), "argv": sys.argv, "sys_path": sys.path}
 
     spec = type("Spec", (), {"name": "rxvision.cli.main"})()
     module.__spec__ = spec
