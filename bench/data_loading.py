@@ -2,7 +2,8 @@
 
 The project's way: feature-store shards (images resized once to 224 px, stored as
 uint8 arrays, memory-mapped) through the albumentations ``TrainPreset`` as training uses
-it: uint8 tensors out of the loader, normalized once per batch (``normalize_batch``, in
+it: uint8 tensors out of the loader, stacked channels-last (``collate_channels_last``),
+normalized once per batch (``normalize_batch``, in
 training on the device; here on the CPU, inside the timed loop). The baseline: a
 torchvision ``ImageFolder`` of the same JPEGs through ``transforms.v2`` (decode every
 epoch, RandomResizedCrop 224, flip, normalize). Same images, same output (3x224x224
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from rxvision.data.collate import collate_channels_last
 from rxvision.data.feature_store import (
     FeatureManifest,
     FeatureShardDataset,
@@ -141,7 +143,8 @@ def main() -> None:
                 "num_workers": workers,
                 "persistent_workers": workers > 0,
             }
-            shard_loader = DataLoader(shards, **common)
+            # as training's loader: the crops stacked channels-last (rxvision.data.collate)
+            shard_loader = DataLoader(shards, collate_fn=collate_channels_last, **common)
             folder_loader = DataLoader(folder, **common)
             cores = max(1, workers)
             # 0 workers: one core for real; with workers, every core

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
+from rxvision.data.collate import collate_channels_last
 from rxvision.data.presets import EvalPreset, TrainPreset, seed_worker_transform
 from rxvision.data.splits import (
     TEST,
@@ -133,7 +135,14 @@ class RxVisionDataModule(pl.LightningDataModule):
         sampler.set_epoch(epoch)
         if batches_done:
             sampler.skip_batches(batches_done)
-        return self._loader(self.train_set, sampler=sampler, drop_last=self._drop_last())
+        # uint8 HWC crops stacked as a channels-last batch: a contiguous copy per image, and
+        # the memory format the model converts to anyway
+        return self._loader(
+            self.train_set,
+            sampler=sampler,
+            drop_last=self._drop_last(),
+            collate=collate_channels_last,
+        )
 
     def val_dataloader(self) -> DataLoader[Any]:
         """Validation batches in a fixed order (checkpoint choice only)."""
@@ -150,7 +159,12 @@ class RxVisionDataModule(pl.LightningDataModule):
         return self.test_dataloader()
 
     def _loader(
-        self, dataset: Dataset[Any], *, drop_last: bool, sampler: ResumableSampler | None = None
+        self,
+        dataset: Dataset[Any],
+        *,
+        drop_last: bool,
+        sampler: ResumableSampler | None = None,
+        collate: Callable[[list[Any]], Any] | None = None,
     ) -> DataLoader[Any]:
         workers = self.num_workers
         extra: dict[str, Any] = {}
@@ -169,6 +183,7 @@ class RxVisionDataModule(pl.LightningDataModule):
             drop_last=drop_last,
             num_workers=workers,
             pin_memory=self.pin_memory,
+            collate_fn=collate,
             **extra,
         )
 
