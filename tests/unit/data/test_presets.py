@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rxvision.data.collate import collate_channels_last
 from rxvision.data.imaging import PreprocessingMismatch
 from rxvision.data.presets import (
     EvalPreset,
@@ -92,6 +93,22 @@ def test_normalized_in_batch_is_the_same_model_input() -> None:
     evaluated = torch.stack([EvalPreset(img_size=96)(i) for i in images])
     as_batch = torch.stack([torch.from_numpy(i).permute(2, 0, 1) for i in images])
     torch.testing.assert_close(normalize_batch(as_batch), evaluated, atol=1e-5, rtol=0)
+
+
+def test_a_channels_last_batch_is_normalized_to_the_same_values() -> None:
+    images = [pixels(96), pixels(96)[::-1].copy(), pixels(96)[:, ::-1].copy()]
+    deferred = TrainPreset(img_size=96, seed=5, normalize_in_batch=True)
+    deferred.reseed(5)
+    nchw = torch.stack([deferred(i) for i in images])
+    deferred.reseed(5)
+    channels_last, _ = collate_channels_last([(deferred(i), 0) for i in images])
+    assert channels_last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(channels_last, nchw)
+
+    out = normalize_batch(channels_last)
+
+    assert torch.equal(out, normalize_batch(nchw.contiguous()))  # bit for bit
+    assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_normalize_batch_refuses_what_is_not_a_uint8_batch() -> None:
