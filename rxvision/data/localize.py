@@ -77,13 +77,19 @@ class CropSpec:
     # CLAHE on the crop's lightness (clip limit; 0: off): an imprint's strokes stand out
     # whatever the light and the pill's colour (an experiment: BENCHMARKS, issue 14)
     imprint_contrast: float = 0.0
+    # a round pill's imprint axis is read inside its outline shrunk by this fraction of
+    # its radius (0: 2 px only): a rim, a bevel or an outline is detail too, all round,
+    # and hid the text's axis in most photos of drawn pills (BENCHMARKS, issue 14)
+    imprint_inset: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form stored in the contract (``imprint_contrast`` only when on: the
-        contracts, and so the cache keys, of models made before it stay the same)."""
+        """The JSON form stored in the contract (``imprint_contrast`` and
+        ``imprint_inset`` only when on: the contracts, and so the cache keys, of models
+        made before them stay the same)."""
         data = asdict(self)
-        if not self.imprint_contrast:
-            del data["imprint_contrast"]
+        for added in ("imprint_contrast", "imprint_inset"):
+            if not data[added]:
+                del data[added]
         return data
 
 
@@ -225,7 +231,12 @@ def imprint_angle(small: np.ndarray, pill: np.ndarray, spec: CropSpec) -> float 
     line) is level; None when the imprint has no clear axis (or there is none)."""
     if not spec.orient_imprint:
         return None
-    inside = cv2.erode(pill.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    kernel: np.ndarray = np.ones((5, 5), np.uint8)
+    if spec.imprint_inset:
+        radius = math.sqrt(float(pill.sum()) / math.pi)
+        size = max(5, 2 * round(spec.imprint_inset * radius) + 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    inside = cv2.erode(pill.astype(np.uint8), kernel).astype(bool)
     if inside.sum() < 50:
         return None
     grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)

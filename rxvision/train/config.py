@@ -135,6 +135,7 @@ class LocalizeConfig(Strict):
     mask_background: bool = False
     stretch: bool = False
     imprint_contrast: float = Field(0.0, ge=0, le=40)
+    imprint_inset: float = Field(0.0, ge=0, lt=0.8)
 
     def crop_spec(self) -> CropSpec | None:
         """The crop of the preprocessing contract (None: the whole frame)."""

@@ -192,6 +192,37 @@ def test_a_round_pill_is_levelled_by_its_imprint(angle: float) -> None:
     assert spread_x > 2.5 * spread_y  # the text line is level (either way up)
 
 
+def _outlined_round_pill(angle: float) -> np.ndarray:
+    """A round pill with a dark rim (an outline, a bevel's shade) and a line of text."""
+    image = scene(BACKGROUNDS["tinted"])
+    cv2.circle(image, (160, 160), 70, (245, 245, 240), -1)
+    cv2.circle(image, (160, 160), 70, (30, 30, 30), 4, lineType=cv2.LINE_AA)
+    text = np.zeros((SIZE, SIZE), np.uint8)
+    cv2.putText(text, "M8", (128, 176), cv2.FONT_HERSHEY_SIMPLEX, 1.3, 255, 4)
+    text = cv2.warpAffine(text, cv2.getRotationMatrix2D((160, 160), angle, 1.0), (SIZE, SIZE))
+    image[text > 127] = (40, 40, 40)
+    return image
+
+
+def _text_is_level(image: np.ndarray, spec: CropSpec) -> bool:
+    where = locate_pill(image, spec)
+    assert where.status == LOCALIZED
+    crop = crop_pill(image, where, spec)
+    inside = np.zeros(crop.shape[:2], np.uint8)
+    centre = (crop.shape[1] // 2, crop.shape[0] // 2)
+    cv2.circle(inside, centre, round(0.3 * crop.shape[0]), 1, -1)  # the text, not the rim
+    ys, xs = np.nonzero((crop.sum(axis=2) < 200) & (inside > 0))
+    return bool(np.ptp(xs) > 1.5 * np.ptp(ys))
+
+
+@pytest.mark.parametrize("angle", [35, 70, 110])
+def test_a_rimmed_round_pill_is_levelled_by_its_imprint_inside_the_rim(angle: float) -> None:
+    image = _outlined_round_pill(angle)
+    # the rim's detail, all round, hides the text's axis when read up to the outline
+    assert not _text_is_level(image, CropSpec())
+    assert _text_is_level(image, CropSpec(imprint_inset=0.15))
+
+
 def test_a_pale_pill_on_a_pale_surface_is_found_whole() -> None:
     # at Otsu's threshold only the dark imprint stands out, and it lies on something unlike
     # the background (the pill's body): lower thresholds find the body
@@ -331,11 +362,15 @@ def test_imprint_contrast_makes_a_faint_imprint_stand_out_and_keeps_the_colour()
     assert np.abs(chroma[body].mean(axis=0) - lab[..., 1:][body].mean(axis=0)).max() < 4
 
 
-def test_imprint_contrast_off_leaves_the_contract_and_its_hash_as_before() -> None:
+def test_imprint_options_off_leave_the_contract_and_its_hash_as_before() -> None:
     off = ImageSpec(96, crop=CropSpec(mask_background=True))
     assert "imprint_contrast" not in off.to_dict()["crop"]
     on = ImageSpec(96, crop=CropSpec(mask_background=True, imprint_contrast=2.0))
     assert on.to_dict()["crop"]["imprint_contrast"] == 2.0
     assert on.config_hash() != off.config_hash()
-    for spec in (off, on):
+    assert "imprint_inset" not in off.to_dict()["crop"]
+    inset = ImageSpec(96, crop=CropSpec(mask_background=True, imprint_inset=0.15))
+    assert inset.to_dict()["crop"]["imprint_inset"] == 0.15
+    assert inset.config_hash() not in (on.config_hash(), off.config_hash())
+    for spec in (off, on, inset):
         assert ImageSpec.from_dict(spec.to_dict(), source="model") == spec
