@@ -108,6 +108,12 @@ class FileFacts:
         """True when the file decoded fully (it may still fail policy checks)."""
         return self.code is None
 
+    def __reduce__(self) -> tuple[type[FileFacts], tuple[object, ...]]:
+        # one per file from each decode worker: a frozen, slotted dataclass pickles
+        # through dataclasses.fields() on both sides (~25 us per file in the parent,
+        # which shares the cores with the workers); the field values in order are enough
+        return (FileFacts, tuple(getattr(self, name) for name in self.__slots__))
+
 
 InspectFn = Callable[[FileTask, DecodeLimits], FileFacts]
 

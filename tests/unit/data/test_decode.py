@@ -4,6 +4,7 @@ damaged files a full decode flags (every byte of the scan is still parsed)."""
 from __future__ import annotations
 
 import io
+import pickle
 import random
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rxvision.data.decode import CORRUPT, DecodeLimits, FileTask, inspect_file
+from rxvision.data.decode import CORRUPT, DecodeLimits, FileFacts, FileTask, inspect_file
 
 pytestmark = pytest.mark.unit
 
@@ -64,3 +65,13 @@ def test_facts_come_from_the_header_not_the_scaled_pixels(tmp_path: Path) -> Non
     path.write_bytes(photo_jpeg(False))
     facts = inspect_file(FileTask(str(path), "photo.jpg"), DecodeLimits())
     assert facts.decoded and (facts.width, facts.height, facts.mode) == (320, 288, "RGB")
+
+
+def test_file_facts_cross_a_process_boundary_unchanged() -> None:
+    # each decode worker pickles one FileFacts per file to the parent
+    full = FileFacts("pill/a.jpg", 1234, "ab" * 32, "JPEG", "RGB", 288, 240, 8, 6, None, "")
+    failed = FileFacts("pill/b.jpg", code=CORRUPT, message="broken data stream")
+    for facts in (full, failed):
+        again = pickle.loads(pickle.dumps(facts))
+        assert again == facts and type(again) is FileFacts
+        assert again.decoded is facts.decoded
