@@ -32,6 +32,7 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -94,6 +95,42 @@ def shift_scale_rotate(
         balanced_scale=False,
         p=p,
     )
+
+
+# cv2.rotate and cv2.flip for the exact quarter and half turns: the same pixels as
+# albumentations' numpy views, which its pipeline then copies contiguous element by
+# element (~0.1-0.2 ms for a 224 px image, measured; cv2 ~5-15 us)
+_ROT90_CODES = {
+    1: cv2.ROTATE_90_COUNTERCLOCKWISE,
+    2: cv2.ROTATE_180,
+    3: cv2.ROTATE_90_CLOCKWISE,
+}
+
+
+class QuarterTurns(A.RandomRotate90):
+    """``A.RandomRotate90`` drawing the same turns (the same random stream), each turn
+    made by ``cv2.rotate``: the same pixels as ``np.rot90``, contiguous, without its copy."""
+
+    def apply(self, img: np.ndarray, factor: int, **params: Any) -> np.ndarray:
+        """``img`` turned ``factor`` quarter turns counterclockwise."""
+        if factor % 4 == 0:
+            return img
+        return cv2.rotate(img, _ROT90_CODES[factor % 4])
+
+
+class HalfTurn(A.Rotate):
+    """``A.Rotate(limit=(180, 180))``: the same parameters drawn, the half turn made by
+    ``cv2.flip`` on both axes (the same pixels as the interpolated warp, tested; ~50x
+    cheaper)."""
+
+    def __init__(self, *, p: float) -> None:
+        super().__init__(limit=(180, 180), border_mode=cv2.BORDER_REPLICATE, p=p)
+
+    def apply(self, img: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:
+        """``img`` turned by 180 degrees (the warp for any other matrix)."""
+        if np.allclose(matrix[:2, :2], [[-1.0, 0.0], [0.0, -1.0]], atol=1e-9):
+            return cv2.flip(img, -1)
+        return super().apply(img, matrix, **params)
 
 
 class _Preset:
@@ -202,13 +239,9 @@ class TrainPreset(_Preset):
         self.img_size = (height, width)
         self.transform = A.Compose(
             [
-                A.RandomRotate90(p=rotate90_p),
+                QuarterTurns(p=rotate90_p),
                 # a levelled pill (by its shape or its imprint) comes either way up
-                A.Rotate(
-                    limit=(180, 180),
-                    border_mode=cv2.BORDER_REPLICATE,
-                    p=rotate180_p,
-                ),
+                HalfTurn(p=rotate180_p),
                 flip(flip_p),
                 shift_scale_rotate(
                     affine_p,

@@ -8,6 +8,7 @@ import sys
 import warnings
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,9 @@ from rxvision.data.collate import collate_channels_last
 from rxvision.data.imaging import PreprocessingMismatch
 from rxvision.data.presets import (
     EvalPreset,
+    HalfTurn,
     ImagePreprocessor,
+    QuarterTurns,
     TrainPreset,
     flip,
     normalize_batch,
@@ -167,6 +170,45 @@ def test_flip_has_the_effect_of_the_old_a_flip() -> None:
         assert len(matches) == 1
         seen.add(matches[0])
     assert seen == {0, 1, 2}
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (48, 80, 3), (32, 32, 1)])
+def test_cv2_turns_give_albumentations_pixels_and_random_stream(
+    shape: tuple[int, int, int],
+) -> None:
+    # the turns are made by cv2 for speed: the same parameters drawn (so every later
+    # augmentation of a seeded run is unchanged) and the same pixels as before
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    if shape[2] == 1:
+        image = image[..., 0]
+    square = shape[0] == shape[1]
+
+    def pipeline(turns: list[A.BasicTransform]) -> A.Compose:
+        return A.Compose([*turns, shift_scale_rotate(0.5)], seed=7)
+
+    replicate = {"border_mode": cv2.BORDER_REPLICATE}
+    before = pipeline(
+        [
+            *([A.RandomRotate90(p=0.5)] if square else []),
+            A.Rotate(limit=(180, 180), p=0.5, **replicate),
+        ]
+    )
+    after = pipeline([*([QuarterTurns(p=0.5)] if square else []), HalfTurn(p=0.5)])
+    turned = 0
+    for _ in range(64):
+        old, new = before(image=image)["image"], after(image=image)["image"]
+        assert new.flags.c_contiguous
+        np.testing.assert_array_equal(new, old)
+        turned += not np.array_equal(new, image)
+    assert turned > 32  # the turns and the affine did happen
+
+
+def test_quarter_turns_match_numpy_for_each_factor() -> None:
+    image = pixels(16, 16)
+    turns = QuarterTurns(p=1.0)
+    for factor in range(4):
+        np.testing.assert_array_equal(turns.apply(image, factor), np.rot90(image, factor))
 
 
 def test_shift_scale_rotate_keeps_the_old_ranges() -> None:
