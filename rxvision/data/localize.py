@@ -257,7 +257,7 @@ def imprint_angle(small: np.ndarray, pill: np.ndarray, spec: CropSpec) -> float 
 
 def _distance_from_background(small: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
     """Each pixel's CIELAB distance from the border's colour, and Otsu's threshold of it."""
-    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)
     h, w = lab.shape[:2]
     band = max(1, round(spec.border_band * min(h, w)))
     border = np.concatenate(
@@ -268,19 +268,31 @@ def _distance_from_background(small: np.ndarray, spec: CropSpec) -> tuple[np.nda
             lab[:, -band:].reshape(-1, 3),
         ]
     )
-    background = np.median(border, axis=0)
-    # the Euclidean norm over the channels, summed in np.linalg.norm's order ((L + a) + b)
-    # without its strided reduction: the same float32 values, 3x faster
-    squared = lab - background
-    np.multiply(squared, squared, out=squared)
-    distance = squared[..., 0] + squared[..., 1]
-    distance += squared[..., 2]
+    background = _median_per_channel(border)
+    # Every channel is an integer and the median a multiple of 0.5, so each squared
+    # difference is a multiple of 0.25 below 2**16 and their sum is exact in float32 in
+    # any order: a lookup table per channel and a channel sum give the same values as the
+    # float arithmetic over every pixel, 3x faster (measured)
+    table = (np.arange(256, dtype=np.float32)[:, None] - background) ** 2
+    squared = cv2.LUT(lab, np.ascontiguousarray(table.reshape(256, 1, 3)))
+    distance = cv2.transform(squared, np.ones((1, 3), dtype=np.float32))
     np.sqrt(distance, out=distance)
     distance = cv2.GaussianBlur(distance, (0, 0), 1.0)
     peak = max(1.0, float(distance.max()))
     scaled = np.clip(distance * (255.0 / peak), 0, 255)
     otsu, _ = cv2.threshold(scaled.astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return distance, float(otsu) * peak / 255.0
+
+
+def _median_per_channel(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=0)`` of an (n, 3) uint8 array, as float32 (the mean of
+    the two middle values when n is even), from one histogram instead of a sort."""
+    n = values.shape[0]
+    counts = np.bincount((values + np.array([0, 256, 512], dtype=np.int32)).ravel(), minlength=768)
+    cumulative = np.cumsum(counts.reshape(3, 256), axis=1)
+    low = (cumulative <= (n - 1) // 2).sum(axis=1)
+    high = (cumulative <= n // 2).sum(axis=1)
+    return ((low.astype(np.float32) + high.astype(np.float32)) / np.float32(2)).astype(np.float32)
 
 
 def _edge_region(small: np.ndarray, spec: CropSpec) -> np.ndarray:
@@ -369,8 +381,11 @@ def _paint_background(crop: np.ndarray, where: Localization, matrix: np.ndarray)
     grow = 1 + round(0.01 * where.size[0])
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
     # inside the outline the crop, outside FILL; the blend only on the anti-aliased edge
-    # (the same values as blending every pixel: alpha 1 and 0 are exact in float32)
-    out = np.where(mask[..., None] == 255, crop, np.asarray(FILL, dtype=np.uint8))
+    # (the same values as blending every pixel: alpha 1 and 0 are exact in float32).
+    # cv2 fills and copies: np.where over an innermost axis of 3 was 20x slower (measured)
+    out = np.empty_like(crop)
+    cv2.rectangle(out, (0, 0), (out.shape[1], out.shape[0]), FILL, thickness=cv2.FILLED)
+    cv2.copyTo(crop, cv2.inRange(mask, 255, 255), out)
     edge = (mask > 0) & (mask < 255)
     alpha = mask[edge].astype(np.float32)[:, None] / 255.0
     fill = np.asarray(FILL, dtype=np.float32)

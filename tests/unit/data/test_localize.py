@@ -374,3 +374,27 @@ def test_imprint_options_off_leave_the_contract_and_its_hash_as_before() -> None
     assert inset.config_hash() not in (on.config_hash(), off.config_hash())
     for spec in (off, on, inset):
         assert ImageSpec.from_dict(spec.to_dict(), source="model") == spec
+
+
+@pytest.mark.parametrize("background", sorted(BACKGROUNDS))
+def test_background_distance_equals_the_float_arithmetic(background: str) -> None:
+    # the distance is computed from lookup tables: it must be the float32 arithmetic's
+    # values bit for bit (the crops, and so every stored contract, depend on them)
+    from rxvision.data.localize import _distance_from_background
+
+    image = scene(BACKGROUNDS[background], seed=3)
+    draw_pill(image, "oval", (150, 160), 100, 30.0)
+    spec = CropSpec()
+    for size in (192, 151, 64):
+        small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+        band = max(1, round(spec.border_band * size))
+        border = np.concatenate(
+            [lab[:band], lab[-band:], lab[:, :band].swapaxes(0, 1), lab[:, -band:].swapaxes(0, 1)],
+            axis=None,
+        ).reshape(-1, 3)
+        expected = np.linalg.norm(lab - np.median(border, axis=0), axis=2)
+        expected = cv2.GaussianBlur(expected, (0, 0), 1.0)
+        distance, _ = _distance_from_background(small, spec)
+        assert distance.dtype == np.float32
+        np.testing.assert_array_equal(distance, expected)
