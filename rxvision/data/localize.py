@@ -172,7 +172,7 @@ def _locate_in_mask(
     if areas[order[0]] < MIN_SOLIDITY * hull_area:
         # thin pieces (an imprint, a shadow's rim): not a pill's body
         return Localization(TWO_PILLS if len(order) > 1 else EMPTY)
-    if _surrounded_by_foreground(labels == largest, distance, spec):
+    if _surrounded_by_foreground(labels, largest, (x, y, w, h), distance, spec):
         # an imprint on a faint pill: the pill's body is around it, not the background
         return Localization(EMPTY)
     (cx, cy), (rw, rh), angle = cv2.minAreaRect(hull)
@@ -216,14 +216,42 @@ def _canonical_hull(hull: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.roll(points, -start, axis=0)[:, None, :])
 
 
-def _surrounded_by_foreground(region: np.ndarray, distance: np.ndarray, spec: CropSpec) -> bool:
-    """Whether a ring around ``region`` is nearly all unlike the background (its 25th
-    percentile: a pill's shadow can darken most of the ring on one side, never all)."""
-    grow = max(3, round(0.12 * math.sqrt(float(region.sum()))))
-    inner = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
+def _surrounded_by_foreground(
+    labels: np.ndarray,
+    label: int,
+    box: tuple[int, int, int, int],
+    distance: np.ndarray,
+    spec: CropSpec,
+) -> bool:
+    """Whether a ring around region ``label`` (its bounding ``box``: x, y, w, h) is nearly
+    all unlike the background (its 25th percentile: a pill's shadow can darken most of the
+    ring on one side, never all)."""
+    window, ring = ring_around(labels, label, box)
+    near = distance[window]
+    return bool(ring.any()) and float(np.percentile(near[ring], 25)) > spec.min_contrast
+
+
+Window = tuple[slice, slice]
+
+
+def ring_around(
+    labels: np.ndarray, label: int, box: tuple[int, int, int, int]
+) -> tuple[Window, np.ndarray]:
+    """The ring 2 px to 2 px + 12% of the square root of its area around region ``label``
+    of ``labels``, as a window of the frame and the ring's mask inside it.
+
+    Worked out in the bounding ``box`` (x, y, w, h) grown by the ring's width: the same
+    ring as over the whole frame (nothing outside that window can join it), without
+    dilating the whole frame."""
+    x, y, w, h = box
+    area = float(np.count_nonzero(labels[y : y + h, x : x + w] == label))
+    grow = max(3, round(0.12 * math.sqrt(area)))
+    pad = grow + 3  # the ring's outer edge: 2 px, then the ellipse's radius
+    window = (slice(max(0, y - pad), y + h + pad), slice(max(0, x - pad), x + w + pad))
+    region = (labels[window] == label).astype(np.uint8)
+    inner = cv2.dilate(region, np.ones((3, 3), np.uint8), iterations=2)
     outer = cv2.dilate(inner, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
-    ring = (outer > 0) & (inner == 0)
-    return bool(ring.any()) and float(np.percentile(distance[ring], 25)) > spec.min_contrast
+    return window, (outer > 0) & (inner == 0)
 
 
 def imprint_angle(small: np.ndarray, pill: np.ndarray, spec: CropSpec) -> float | None:

@@ -398,3 +398,26 @@ def test_background_distance_equals_the_float_arithmetic(background: str) -> Non
         distance, _ = _distance_from_background(small, spec)
         assert distance.dtype == np.float32
         np.testing.assert_array_equal(distance, expected)
+
+
+@pytest.mark.parametrize("corner", [(60, 70), (2, 3), (150, 140), (0, 100)])
+def test_the_ring_around_a_region_is_the_whole_frames_ring(corner: tuple[int, int]) -> None:
+    # the ring is dilated inside a window around the region only: it must be exactly the
+    # ring a dilation of the whole frame gives, also where the window meets the border
+    from rxvision.data.localize import ring_around
+
+    labels = np.zeros((192, 192), np.int32)
+    x, y = corner
+    cv2.ellipse(labels, (x + 20, y + 15), (20, 14), 30, 0, 360, 3, -1)
+    ys, xs = np.nonzero(labels == 3)
+    box = (int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1)
+    region = (labels == 3).astype(np.uint8)
+    grow = max(3, round(0.12 * math.sqrt(float(region.sum()))))
+    inner = cv2.dilate(region, np.ones((3, 3), np.uint8), iterations=2)
+    outer = cv2.dilate(inner, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+    expected = (outer > 0) & (inner == 0)
+    window, ring = ring_around(labels, 3, box)
+    assert ring.any()
+    placed = np.zeros_like(expected)
+    placed[window] = ring
+    np.testing.assert_array_equal(placed, expected)
