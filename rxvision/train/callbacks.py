@@ -268,7 +268,7 @@ class StepCheckpoint(Callback):
             )
             return None
         temp = self.store.temp_path(name)
-        trainer.save_checkpoint(temp)
+        trainer.save_checkpoint(temp, weights_only=False)
         uri = f"{self.store.uri}/{name}"
         if trainer.is_global_zero:
             uri = self.store.publish(temp, name)
