@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
+from lightning_helpers import cpu_trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -73,19 +74,7 @@ def fit(
     store = CountingStore(str(tmp_path / "ckpt"), "run-s", staging_root=tmp_path / "staging")
     store.published = []
     callback = StepCheckpoint(store, every_n_steps=every_n_steps, keep_last=100)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        max_epochs=-1,
-        num_sanity_val_steps=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        callbacks=[callback],
-        default_root_dir=str(tmp_path / "pl"),
-    )
+    trainer = cpu_trainer([callback], max_steps, tmp_path / "pl")
     trainer.fit(module, loader(steps_per_epoch), loader(1))
     return store, callback
 

@@ -23,6 +23,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from http_receiver import Receiver
+from lightning_helpers import cpu_trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -140,19 +141,8 @@ def fit(
     )
     store = CheckpointStore(str(tmp_path / "ckpt"), "run-m", staging_root=tmp_path / "staging")
     monitor = TrainingMonitor(monitoring, run_id="run-m", store=store)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        max_epochs=-1,
-        num_sanity_val_steps=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        callbacks=[StepCheckpoint(store, every_n_steps=every_n_steps, keep_last=3), monitor],
-        default_root_dir=str(tmp_path / "pl"),
-    )
+    callbacks = [StepCheckpoint(store, every_n_steps=every_n_steps, keep_last=3), monitor]
+    trainer = cpu_trainer(callbacks, max_steps, tmp_path / "pl")
     result = Fit(trainer, module, store, monitor)
     trainer.fit(module, _loader(24), _loader(12, seed=1))
     return result
