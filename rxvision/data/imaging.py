@@ -30,7 +30,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rxvision.data.localize import DISABLED, CropSpec, crop_pill, enhance_imprint, locate_pill
+from rxvision.data.localize import DISABLED, CropSpec, locate_pill
+from rxvision.data.pill_crop import crop_pill, enhance_imprint
 from rxvision.errors import ConfigError, RxVisionError
 
 # Bump when load_image's output changes for the same bytes and spec: models carry the

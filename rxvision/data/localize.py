@@ -1,4 +1,4 @@
-"""Pill localization: find the one pill in a photo, crop it tight, turn its long axis level.
+"""Pill localization: find the one pill in a photo, its extent, outline and level angle.
 
 Classical segmentation (OpenCV), no learned model and no assumption about the
 background, the pill's size or its place in the frame:
@@ -15,14 +15,9 @@ background, the pill's size or its place in the frame:
    largest region is solid (a pill is convex) is used; failing that, the region enclosed
    by the photo's strongest edges (a pill's outline shows even when its colour does not).
 
-The crop is a square around that rectangle, ``margin`` of its long side added on every
-side, rotated first so that the long axis of an elongated pill is horizontal (such a pill
-then appears in two orientations, not in 360: the rest is left to augmentation). With
-``stretch`` an elongated pill's crop is its own rectangle with that margin, which the
-square resize stretches across: the imprint of a capsule spans the model's whole height. A round
-pill is cropped without rotating, or turned by its imprint's axis when it has one. With
-``mask_background`` everything outside the pill's outline is painted ``FILL`` (the
-normalization's mean): the model sees the pill, never the surface it lies on.
+The result (``Localization``) gives the pill's centre, extent, outline and the angle that
+levels it (its long axis, or a round pill's line of text); ``rxvision.data.pill_crop``
+cuts the crop from it.
 
 When no single pill is found the whole frame is used and the reason is said: ``empty``
 (no region large enough), ``two_pills`` (a second region nearly as large as the first),
@@ -46,7 +41,6 @@ CUT = "cut"
 FILLS_FRAME = "fills_frame"
 DISABLED = "disabled"
 # the ImageNet mean colour: masked background normalizes to zero input
-FILL = (124, 116, 104)
 # lower thresholds tried (fractions of Otsu's) when Otsu's finds no solid region
 RETRY_FRACTIONS = (1.0, 0.6, 0.35)
 MIN_SOLIDITY = 0.85
@@ -68,7 +62,7 @@ class CropSpec:
     max_area: float = 0.85
     second_ratio: float = 0.4
     border_band: float = 0.04
-    # paint everything outside the pill's outline FILL (no background cues)
+    # paint everything outside the pill's outline (pill_crop.FILL: no background cues)
     mask_background: bool = False
     # crop the levelled pill's own rectangle (the same margin on every side) instead of a
     # square: the square resize then stretches an elongated pill's short side, and its
@@ -358,65 +352,3 @@ def _foreground(distance: np.ndarray, threshold: float, opening: int = 3) -> np.
         wide = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (opening, opening))
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, wide)
     return mask
-
-
-def crop_pill(rgb: np.ndarray, where: Localization, spec: CropSpec) -> np.ndarray:
-    """The square crop around a found pill (an elongated pill's own rectangle with
-    ``stretch``), long axis level, the background painted ``FILL`` with
-    ``mask_background`` (the whole frame when no pill was found)."""
-    if not where.found:
-        return rgb
-    cx, cy = where.center
-    width = max(2, round(where.size[0] * (1 + 2 * spec.margin)))
-    height = width
-    if spec.stretch and where.elongated:
-        # the levelled pill's own rectangle, the short side with the long side's border
-        height = max(2, round(where.size[1] + 2 * spec.margin * where.size[0]))
-    # one affine warp: rotate about the pill's centre and move it to the crop's centre
-    matrix = cv2.getRotationMatrix2D((cx, cy), where.angle, 1.0)
-    matrix[:, 2] += np.array([width / 2 - cx, height / 2 - cy])
-    crop = cv2.warpAffine(
-        rgb,
-        matrix,
-        (width, height),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-    if not spec.mask_background or not where.outline:
-        return crop
-    return _paint_background(crop, where, matrix)
-
-
-def enhance_imprint(pixels: np.ndarray, spec: CropSpec) -> np.ndarray:
-    """``pixels`` (the resized crop, HWC uint8 RGB) with its lightness equalized locally
-    (CLAHE, clip ``imprint_contrast``, 4x4 tiles); colour kept. Unchanged when off."""
-    if not spec.imprint_contrast:
-        return pixels
-    lab = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB)
-    clahe = cv2.createCLAHE(clipLimit=spec.imprint_contrast, tileGridSize=(4, 4))
-    lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
-
-
-def _paint_background(crop: np.ndarray, where: Localization, matrix: np.ndarray) -> np.ndarray:
-    """``crop`` with everything outside the pill's outline (grown by 1% of the pill's
-    length and a pixel: the outline was found at the search resolution) painted
-    ``FILL``."""
-    points = np.asarray(where.outline, dtype=np.float64)
-    moved = points @ matrix[:, :2].T + matrix[:, 2]
-    mask: np.ndarray = np.zeros(crop.shape[:2], dtype=np.uint8)
-    cv2.fillConvexPoly(mask, np.round(moved).astype(np.int32), 255, lineType=cv2.LINE_AA)
-    grow = 1 + round(0.01 * where.size[0])
-    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
-    # inside the outline the crop, outside FILL; the blend only on the anti-aliased edge
-    # (the same values as blending every pixel: alpha 1 and 0 are exact in float32).
-    # cv2 fills and copies: np.where over an innermost axis of 3 was 20x slower (measured)
-    out = np.empty_like(crop)
-    cv2.rectangle(out, (0, 0), (out.shape[1], out.shape[0]), FILL, thickness=cv2.FILLED)
-    cv2.copyTo(crop, cv2.inRange(mask, 255, 255), out)
-    edge = (mask > 0) & (mask < 255)
-    alpha = mask[edge].astype(np.float32)[:, None] / 255.0
-    fill = np.asarray(FILL, dtype=np.float32)
-    blended = crop[edge].astype(np.float32) * alpha + fill * (1.0 - alpha)
-    out[edge] = blended.round().astype(np.uint8)
-    return out

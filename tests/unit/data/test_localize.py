@@ -3,89 +3,18 @@ light and tinted backgrounds, any rotation, and each fallback."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from pill_scenes import BACKGROUNDS, PILL, SIZE, draw_pill, png, scene
 
 from rxvision.data.imaging import ImageSpec, load_image, load_image_located
-from rxvision.data.localize import (
-    CUT,
-    EMPTY,
-    FILL,
-    LOCALIZED,
-    TWO_PILLS,
-    CropSpec,
-    crop_pill,
-    locate_pill,
-)
+from rxvision.data.localize import CUT, EMPTY, LOCALIZED, TWO_PILLS, CropSpec, locate_pill
+from rxvision.data.pill_crop import crop_pill
 
 pytestmark = pytest.mark.unit
-
-SIZE = 320
-BACKGROUNDS = {
-    "dark": (25, 25, 30),
-    "light": (235, 235, 228),
-    "tinted": (60, 110, 170),
-    "wood": (140, 100, 70),
-}
-PILL = (230, 200, 80)
-
-
-def scene(background: tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """A surface with gentle texture and a light gradient (no two pixels alike)."""
-    rng = np.random.default_rng(seed)
-    base = np.empty((SIZE, SIZE, 3), np.float32)
-    base[:] = background
-    ramp = np.linspace(0.92, 1.06, SIZE, dtype=np.float32)[None, :, None]
-    noise = rng.normal(0, 3, size=(SIZE, SIZE, 1)).astype(np.float32)
-    return np.clip(base * ramp + noise, 0, 255).astype(np.uint8)
-
-
-def draw_pill(
-    image: np.ndarray,
-    shape: str,
-    center: tuple[int, int],
-    length: int,
-    angle: float,
-    colour: tuple[int, int, int] = PILL,
-) -> None:
-    """A filled pill (cv2 primitives), long axis at ``angle`` degrees, with a dark mark."""
-    aspect = {"round": 1.0, "oval": 1.5, "capsule": 2.4, "triangle": 1.0, "square": 1.0}[shape]
-    half_l, half_w = length / 2, length / (2 * aspect)
-    if shape in ("round", "oval"):
-        cv2.ellipse(image, center, (int(half_l), int(half_w)), angle, 0, 360, colour, -1)
-    else:
-        if shape == "triangle":
-            corners = [(-half_l, half_w), (0, -half_w), (half_l, half_w)]
-        else:  # capsule as a rectangle with round ends, square as itself
-            corners = [(-half_l, -half_w), (half_l, -half_w), (half_l, half_w), (-half_l, half_w)]
-        theta = math.radians(angle)
-        points = np.array(
-            [
-                (
-                    center[0] + x * math.cos(theta) - y * math.sin(theta),
-                    center[1] + x * math.sin(theta) + y * math.cos(theta),
-                )
-                for x, y in corners
-            ],
-            np.int32,
-        )
-        cv2.fillPoly(image, [points], colour)
-        if shape == "capsule":
-            for sign in (-1, 1):
-                end = (
-                    int(center[0] + sign * (half_l - half_w) * math.cos(theta)),
-                    int(center[1] + sign * (half_l - half_w) * math.sin(theta)),
-                )
-                cv2.circle(image, end, int(half_w), colour, -1)
-    cv2.putText(
-        image, "A7", (center[0] - 12, center[1] + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 2
-    )
 
 
 @pytest.mark.parametrize("shape", ["round", "oval", "capsule", "triangle", "square"])
@@ -167,12 +96,6 @@ def test_the_crop_zooms_on_a_small_pill_through_load_image() -> None:
     assert bright > 0.3  # the pill fills the crop (about 1% of the frame before)
 
 
-def png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("angle", [0, 30, 75, 120, 160])
 def test_a_round_pill_is_levelled_by_its_imprint(angle: float) -> None:
     # a round pill has no up; the line of text on it has an axis
@@ -238,27 +161,6 @@ def test_a_pale_pill_on_a_pale_surface_is_found_whole() -> None:
     assert math.hypot(where.center[0] - 163, where.center[1] - 163) < 12
 
 
-@pytest.mark.parametrize("background", ["dark", "tinted"])
-def test_mask_background_paints_everything_outside_the_pill(background: str) -> None:
-    image = scene(BACKGROUNDS[background])
-    draw_pill(image, "oval", (150, 170), 120, angle=20, colour=(250, 250, 245))
-    spec = CropSpec(mask_background=True)
-    where = locate_pill(image, spec)
-    crop = crop_pill(image, where, spec)
-    plain = crop_pill(image, where, CropSpec())
-    corners = [crop[:6, :6], crop[:6, -6:], crop[-6:, :6], crop[-6:, -6:]]
-    assert all(np.array_equal(c, np.broadcast_to(FILL, c.shape)) for c in corners)
-    # the pill itself is untouched
-    middle = (slice(crop.shape[0] // 2 - 5, crop.shape[0] // 2 + 5),) * 2
-    assert np.array_equal(crop[middle], plain[middle])
-    # the same crop when the pill lies on another surface: no background cue remains
-    other = scene(BACKGROUNDS["wood"])
-    draw_pill(other, "oval", (150, 170), 120, angle=20, colour=(250, 250, 245))
-    again = crop_pill(other, locate_pill(other, spec), spec)
-    assert again.shape == crop.shape
-    assert np.abs(again.astype(int) - crop.astype(int)).mean() < 4
-
-
 def test_a_pill_the_colour_of_its_surface_is_found_by_its_outline() -> None:
     # the body differs from the surface by less than min_contrast and its rim is drawn on
     # one side only: no threshold finds a solid region; the edges enclose the pill
@@ -270,110 +172,6 @@ def test_a_pill_the_colour_of_its_surface_is_found_by_its_outline() -> None:
     assert where.status == LOCALIZED
     assert 130 < where.size[0] < 165
     assert math.hypot(where.center[0] - 165, where.center[1] - 150) < 8
-
-
-# the crops of the scenes below, hashed; computed when the contract was at IMAGE_SPEC_VERSION
-# 2. A change of localization that moves a single pixel of a crop must bump that version
-# (models and feature sets made before are then refused, not fed other pixels).
-CONTRACT_PIXELS = "90f8c5e11da115c886f015def855ef3d94b772383609f00c0ae0fadd52bd3292"
-
-
-def test_the_crops_are_pinned_to_the_contract_version() -> None:
-    from rxvision.data.imaging import IMAGE_SPEC_VERSION
-
-    spec = CropSpec(mask_background=True)
-    digest = hashlib.sha256()
-    for i, (shape, background) in enumerate(
-        (s, b) for s in ("round", "oval", "capsule", "triangle", "square") for b in BACKGROUNDS
-    ):
-        image = scene(BACKGROUNDS[background], seed=i)
-        draw_pill(image, shape, (140 + 3 * i, 170 - 2 * i), 90 + 2 * i, 17.0 * i)
-        where = locate_pill(image, spec)
-        assert where.status == LOCALIZED, (shape, background)
-        digest.update(crop_pill(image, where, spec).tobytes())
-    assert (IMAGE_SPEC_VERSION, digest.hexdigest()) == (2, CONTRACT_PIXELS)
-
-
-def _pill_extent(pixels: np.ndarray) -> tuple[int, int]:
-    """Width and height (px) of what differs from the crop's corner colour."""
-    lab = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB).astype(np.float32)
-    pill = np.linalg.norm(lab - lab[1, 1], axis=2) > 30
-    rows, cols = np.flatnonzero(pill.any(axis=1)), np.flatnonzero(pill.any(axis=0))
-    return int(cols[-1] - cols[0]), int(rows[-1] - rows[0])
-
-
-@pytest.mark.parametrize("angle", [0, 35, 120])
-def test_stretch_crops_an_elongated_pill_to_its_own_rectangle(angle: float) -> None:
-    image = scene(BACKGROUNDS["tinted"])
-    draw_pill(image, "capsule", (160, 160), 150, angle=angle)
-    square, stretched = CropSpec(margin=0.1), CropSpec(margin=0.1, stretch=True)
-    where = locate_pill(image, stretched)
-    assert where.status == LOCALIZED and where.elongated
-    crop = crop_pill(image, where, stretched)
-    # the rectangle: the long side and the short side, each with 10% of the long side
-    long_side, short_side = where.size
-    assert crop.shape[1] == round(long_side * 1.2)
-    assert crop.shape[0] == round(short_side + 0.2 * long_side)
-    # the model input: at 96 px the capsule (2.4:1) spans ~2/3 of the height, not ~1/3
-    spec = ImageSpec(96, crop=stretched)
-    pixels = load_image(png(image), spec)
-    _, tall = _pill_extent(pixels)
-    _, flat = _pill_extent(load_image(png(image), ImageSpec(96, crop=square)))
-    assert tall > 0.6 * 96 and tall > 1.8 * flat
-
-
-def test_stretch_leaves_a_round_pill_square() -> None:
-    image = scene(BACKGROUNDS["dark"])
-    draw_pill(image, "round", (150, 150), 120, angle=0, colour=(250, 250, 245))
-    where = locate_pill(image, CropSpec(stretch=True))
-    assert where.status == LOCALIZED and not where.elongated
-    assert np.array_equal(
-        crop_pill(image, where, CropSpec(stretch=True)), crop_pill(image, where, CropSpec())
-    )
-
-
-def _imprint_contrast(pixels: np.ndarray, glyph: np.ndarray, body: np.ndarray) -> float:
-    """Lightness difference (CIELAB L) between a glyph's strokes and the pill around it."""
-    lightness = cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
-    return float(lightness[body].mean() - lightness[glyph].mean())
-
-
-def test_imprint_contrast_makes_a_faint_imprint_stand_out_and_keeps_the_colour() -> None:
-    image = scene(BACKGROUNDS["wood"])
-    cv2.ellipse(image, (160, 160), (80, 80), 0, 0, 360, (200, 170, 90), -1)
-    # a faint debossed imprint: a few levels darker than the pill's body
-    cv2.putText(image, "M8", (118, 182), cv2.FONT_HERSHEY_SIMPLEX, 1.8, (180, 152, 80), 5)
-    plain = load_image(png(image), ImageSpec(96, crop=CropSpec(mask_background=True)))
-    spec = ImageSpec(96, crop=CropSpec(mask_background=True, imprint_contrast=2.0))
-    enhanced = load_image(png(image), spec)
-    # where the strokes and the body are, from the plain crop (same geometry)
-    lab = cv2.cvtColor(plain, cv2.COLOR_RGB2LAB).astype(np.float32)
-    pill = np.linalg.norm(lab[..., 1:] - lab[48, 48, 1:], axis=2) < 12
-    inner = cv2.erode(pill.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-    level = np.median(lab[..., 0][inner])
-    glyph = inner & (lab[..., 0] < level - 6)
-    body = inner & (lab[..., 0] > level - 2)
-    assert glyph.sum() > 40 and body.sum() > 400
-    before = _imprint_contrast(plain, glyph, body)
-    after = _imprint_contrast(enhanced, glyph, body)
-    assert after > 1.5 * before
-    # the pill's colour (CIELAB a, b) stays within a few levels
-    chroma = cv2.cvtColor(enhanced, cv2.COLOR_RGB2LAB).astype(np.float32)[..., 1:]
-    assert np.abs(chroma[body].mean(axis=0) - lab[..., 1:][body].mean(axis=0)).max() < 4
-
-
-def test_imprint_options_off_leave_the_contract_and_its_hash_as_before() -> None:
-    off = ImageSpec(96, crop=CropSpec(mask_background=True))
-    assert "imprint_contrast" not in off.to_dict()["crop"]
-    on = ImageSpec(96, crop=CropSpec(mask_background=True, imprint_contrast=2.0))
-    assert on.to_dict()["crop"]["imprint_contrast"] == 2.0
-    assert on.config_hash() != off.config_hash()
-    assert "imprint_inset" not in off.to_dict()["crop"]
-    inset = ImageSpec(96, crop=CropSpec(mask_background=True, imprint_inset=0.15))
-    assert inset.to_dict()["crop"]["imprint_inset"] == 0.15
-    assert inset.config_hash() not in (on.config_hash(), off.config_hash())
-    for spec in (off, on, inset):
-        assert ImageSpec.from_dict(spec.to_dict(), source="model") == spec
 
 
 @pytest.mark.parametrize("background", sorted(BACKGROUNDS))
