@@ -30,12 +30,8 @@ from rxvision.config.load import to_flat_dict, validate_config
 from rxvision.home import Home
 from rxvision.train.backbones import backbone_blocks, build_backbone, load_pretrained
 from rxvision.train.batch_finder import training_batch_size
-from rxvision.train.callbacks import (
-    BackboneFreezer,
-    LogProgress,
-    StepCheckpoint,
-    TrainingTelemetry,
-)
+from rxvision.train.callbacks import BackboneFreezer, LogProgress, TrainingTelemetry
+from rxvision.train.checkpoint_callback import StepCheckpoint
 from rxvision.train.checkpoints import BEST, CheckpointStore, check_run_id
 from rxvision.train.config import TrainConfig
 from rxvision.train.data_source import DataSource, resolve_data

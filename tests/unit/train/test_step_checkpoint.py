@@ -17,7 +17,7 @@ from lightning_helpers import cpu_trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from rxvision.train.callbacks import StepCheckpoint
+from rxvision.train.checkpoint_callback import StepCheckpoint
 from rxvision.train.checkpoints import BEST, CheckpointStore, step_name
 
 pytestmark = pytest.mark.unit

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rxvision.errors import ConfigError
 from rxvision.stack.statsd_receiver import load_metrics
-from rxvision.train.callbacks import StepCheckpoint, finite_weights
+from rxvision.train.checkpoint_callback import StepCheckpoint, finite_weights
 from rxvision.train.checkpoints import CheckpointStore, verify_checkpoint
 from rxvision.train.config import MonitoringConfig, OptimizerConfig, load_train_config
 from rxvision.train.module import RxVisionTrainer
@@ -296,7 +296,7 @@ def test_weights_gone_non_finite_are_never_checkpointed(
     for param in module.parameters():
         param.register_hook(lambda g: g * 1e39 if module.trainer.global_step >= 3 else g)
     with (
-        caplog.at_level(logging.ERROR, logger="rxvision.train.callbacks"),
+        caplog.at_level(logging.ERROR, logger="rxvision.train.checkpoint_callback"),
         pytest.raises(NonFiniteLoss, match="training loss is nan at step 4 "),
     ):
         fit(tmp_path, MonitoringConfig(), module=module, every_n_steps=2)
