@@ -263,15 +263,18 @@ class MonitoringConfig(Strict):
       total (skipped, with a log line, on CPU);
     - ``min_throughput_fraction``: the median images/s of the last ``throughput_window``
       batches below this fraction of the running median, after ``throughput_warmup_steps``
-      batches (a value >= 1 always fires: a drill);
+      batches, at every check for ``throughput_sustain_s`` seconds (0: the first check;
+      a value >= 1 always fires: a drill);
     - ``min_free_disk``: free space where checkpoints are written (the local staging folder
       for an S3 root).
 
     ``nonfinite_loss``: checked on every step before the backward pass; ``stop`` alerts and
     stops the run with ``NonFiniteLoss`` (the newest checkpoint, always finite, is kept),
     ``alert`` only alerts. ``plateau_evals``: alert when ``plateau_metric`` did not improve
-    by more than ``plateau_min_delta`` for that many evaluations; ``stop_on_plateau`` then
-    also ends the fit early (evaluation and logging of the best checkpoint still run).
+    by more than ``plateau_min_delta`` for that many evaluations, unless its best reached
+    ``plateau_target`` (a validation top-1 of 1.0 cannot improve: no alert);
+    ``stop_on_plateau`` then also ends the fit early (evaluation and logging of the best
+    checkpoint still run).
     """
 
     check_every_n_steps: int = Field(10, ge=1)
@@ -280,11 +283,13 @@ class MonitoringConfig(Strict):
     min_throughput_fraction: float | None = Field(None, gt=0)
     throughput_warmup_steps: int = Field(20, ge=0)
     throughput_window: int = Field(10, ge=1)
+    throughput_sustain_s: float = Field(0.0, ge=0)
     nonfinite_loss: Literal["stop", "alert", "off"] = "stop"
     plateau_evals: int | None = Field(None, ge=1)
     plateau_metric: str = "val/top1"
     plateau_mode: Literal["max", "min"] = "max"
     plateau_min_delta: float = Field(0.0, ge=0)
+    plateau_target: float | None = None
     stop_on_plateau: bool = False
     min_free_disk: ByteSize | None = None
     alerts_uri: str | None = None

@@ -176,6 +176,9 @@ class TrainingMonitor(Callback):
         self.best: float | None = None
         self.evals_since_best = 0
         self.throughput = ThroughputWatch(cfg.throughput_warmup_steps, cfg.throughput_window)
+        # when the throughput first fell under its floor (None: not under it now)
+        self._slow_since: float | None = None
+        self.clock = time.monotonic
 
     @property
     def sinks(self) -> AlertSinks:
@@ -289,6 +292,9 @@ class TrainingMonitor(Callback):
         if self.best is None or sign * (score - self.best) > self.cfg.plateau_min_delta:
             self.best, self.evals_since_best = score, 0
             return
+        target = self.cfg.plateau_target
+        if target is not None and sign * (self.best - target) >= 0:
+            return  # at its target: nothing left to improve, no plateau
         self.evals_since_best += 1
         if self.evals_since_best < self.cfg.plateau_evals:
             return
@@ -336,7 +342,7 @@ class TrainingMonitor(Callback):
         if medians is not None and cfg.min_throughput_fraction is not None:
             recent, running = medians
             floor = cfg.min_throughput_fraction * running
-            if recent < floor:
+            if self._slow_for_long(recent < floor):
                 found.append(
                     Crossing(
                         "throughput",
@@ -358,6 +364,17 @@ class TrainingMonitor(Callback):
                     )
                 )
         return found
+
+    def _slow_for_long(self, slow: bool) -> bool:
+        """Whether throughput has been under its floor at every check for
+        ``throughput_sustain_s`` (a minute of a shared machine's other work is no page)."""
+        if not slow:
+            self._slow_since = None
+            return False
+        now = self.clock()
+        if self._slow_since is None:
+            self._slow_since = now
+        return now - self._slow_since >= self.cfg.throughput_sustain_s
 
     def _last_good_checkpoint(self, trainer: pl.Trainer) -> str | None:
         """The newest step checkpoint (all are finite: ``StepCheckpoint`` refuses others)."""

@@ -187,6 +187,35 @@ def test_throughput_under_its_running_median_alerts(sinks: Sinks, tmp_path: Path
     assert sinks.counters("rxvision.alerts.train_throughput")["rxvision.alerts.train_throughput"]
 
 
+def test_throughput_alerts_only_once_under_its_floor_for_throughput_sustain_s(
+    sinks: Sinks, tmp_path: Path
+) -> None:
+    cfg = MonitoringConfig(
+        min_throughput_fraction=1e9,  # under the floor at every check
+        throughput_warmup_steps=1,
+        throughput_window=2,
+        check_every_n_steps=1,
+        throughput_sustain_s=10.0,
+    )
+    # a clock that says 4 s pass between checks: under the floor at steps 3, 4, 5, 6
+    # is 0, 4, 8, 12 s, so the alert comes at step 6
+    monitor = TrainingMonitor(cfg, run_id="run-m", store=None)  # type: ignore[arg-type]
+    ticks = iter(range(0, 10_000, 4))
+    monitor.clock = lambda: float(next(ticks))
+    monitor.throughput.rates = [100.0, 100.0]
+    steps = []
+    for step in range(3, 9):
+        monitor.throughput.rates.append(10.0)
+        if any(c.metric == "throughput" for c in monitor.resource_crossings(None, step)):  # type: ignore[arg-type]
+            steps.append(step)
+    assert steps[0] == 6
+    # back over the floor: the clock starts again from the next slow check
+    assert not monitor._slow_for_long(False) and not monitor._slow_for_long(True)
+    # a whole fit at one batch per millisecond never stays slow for an hour: no page
+    fit(tmp_path, cfg.model_copy(update={"throughput_sustain_s": 3600.0}))
+    assert sinks.alerts() == []
+
+
 def test_free_disk_under_threshold_alerts(sinks: Sinks, tmp_path: Path) -> None:
     free = shutil.disk_usage(tmp_path).free
     fit(tmp_path, MonitoringConfig(min_free_disk=free + 2**40, check_every_n_steps=3))
@@ -207,6 +236,18 @@ def test_no_improvement_alerts_and_stops_the_fit(sinks: Sinks, tmp_path: Path) -
     assert alert["custom_details"]["value"].startswith("1 evaluations (val/top1 best ")
     assert alert["custom_details"]["threshold"] == "1 evaluations"
     assert sinks.counters("rxvision.alerts.train_no_improvement")
+
+
+def test_no_improvement_past_the_plateau_target_is_no_plateau(sinks: Sinks, tmp_path: Path) -> None:
+    # the same impossible improvement, but a best at the target (any top-1 >= 0) is the
+    # metric's end (a validation top-1 of 1.0): no alert, no early stop
+    cfg = MonitoringConfig(
+        plateau_evals=1, plateau_min_delta=1.0, stop_on_plateau=True, plateau_target=0.0
+    )
+    run = fit(tmp_path, cfg, max_steps=4 * STEPS_PER_EPOCH)
+    assert run.trainer.global_step == 4 * STEPS_PER_EPOCH
+    assert run.monitor.evals_since_best == 0
+    assert sinks.alerts() == []
 
 
 def test_gpu_threshold_is_skipped_on_cpu(
