@@ -19,7 +19,7 @@ from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
 
 # the first test also waits for the package fixtures: the stack and the main job, whose
-# training (the shipped 60-epoch recipe) takes ~6 minutes on 2 cores
+# training (the shipped recipe at 60 epochs: MAIN_JOB_EPOCHS) takes 4-12 minutes on 2 cores
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(3600)]
 
 CFG = load_pipeline_config()

@@ -18,7 +18,7 @@ def test_cpu_quick_reaches_95_percent_top1(
 ) -> None:
     """6 products x 80 photos (128 px) of products that differ in shape and colour, with
     the shipped recipe (pill crop, masked surface, 96 px) on a shortened schedule: the
-    full 60 epochs are for the look-alike pairs (bench/lookalikes.py)."""
+    full 150 epochs are for the look-alike pairs (bench/lookalikes.py)."""
     monkeypatch.setenv("RXVISION_CHECKPOINT_ROOT", "s3://rxvision-checkpoints")
     data = distinct_products(tmp_path / "pills", products=6, per_class=80, size=128, seed=2)
     cfg = load_train_config(CPU_QUICK, ["training.epochs=12"])
