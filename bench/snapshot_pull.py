@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,7 +66,10 @@ def file_by_file_repo(work: Path, data: Path, remote: str) -> Path:
     return repo
 
 
-def pull_file_by_file(repo: Path, work: Path, images: int) -> float:
+def pull_file_by_file(repo: Path, work: Path, images: int) -> tuple[float, float]:
+    """A fresh clone and ``dvc pull``, timed; counting and deleting the files are not
+    (each case times its pull only, not the benchmark's cleanup)."""
+    began = time.perf_counter()
     clone = work / f"clone-{uuid.uuid4().hex[:6]}"
     git(work, "clone", "-q", str(repo), str(clone))
     dvc(
@@ -78,29 +82,36 @@ def pull_file_by_file(repo: Path, work: Path, images: int) -> float:
         os.environ["AWS_ENDPOINT_URL_S3"],
     )
     dvc(clone, "pull", "-j", "8")
+    seconds = time.perf_counter() - began
     count = sum(1 for p in (clone / "pills").rglob("*.jpg"))
     assert count == images, (count, images)
     shutil.rmtree(clone)
-    return float(count)
+    return float(count), seconds
 
 
-def pull_packed(settings: SnapshotSettings, tag: str, work: Path, images: int) -> float:
-    # an empty cache each time: what a new training host downloads
+def pull_packed(
+    settings: SnapshotSettings, tag: str, work: Path, images: int
+) -> tuple[float, float]:
+    """``SnapshotStore.pull`` into an empty cache (what a new training host downloads),
+    timed; the cleanup is not."""
     fresh = SnapshotSettings(
         **{**vars(settings), "cache_dir": work / f"cache-{uuid.uuid4().hex[:6]}"}
     )
     out = work / f"pull-{uuid.uuid4().hex[:6]}"
+    began = time.perf_counter()
     info = SnapshotStore(fresh).pull(tag, out)
+    seconds = time.perf_counter() - began
     assert info.images == images
     shutil.rmtree(out)
     shutil.rmtree(fresh.cache_dir)
-    return float(info.images)
+    return float(info.images), seconds
 
 
-def raw_parallel_get(prefix: str, work: Path, images: int, threads: int = 8) -> float:
+def raw_parallel_get(prefix: str, work: Path, images: int, threads: int = 8) -> tuple[float, float]:
     """The floor of any pull: every object under the snapshot's DVC remote prefix (its
     shards, index and DVC's directory listing) downloaded concurrently with boto3 to
     local files; nothing else (no git, no DVC, no hashing, no unpacking)."""
+    began = time.perf_counter()
     store = S3Store()
     bucket = prefix.removeprefix("s3://").split("/", 1)[0]
     keys = [f"s3://{bucket}/{key}" for key in store.list_keys(prefix)]
@@ -108,8 +119,9 @@ def raw_parallel_get(prefix: str, work: Path, images: int, threads: int = 8) -> 
     out.mkdir()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda uri: store.download_file(uri, out / uuid.uuid4().hex), keys))
+    seconds = time.perf_counter() - began
     shutil.rmtree(out)
-    return float(images)
+    return float(images), seconds
 
 
 def main() -> None:
