@@ -112,7 +112,9 @@ def runtime_only(predictor: Predictor, size: int, inputs: torch.Tensor) -> float
 
 def project(model_uri: str, images: int) -> float:
     out = f"s3://rxvision-predictions/bench/job-{uuid.uuid4().hex[:8]}"
-    config = load_scoring_config(overrides=["statsd.host=null"])
+    # no inference cache: every repetition scores the same images with the same model,
+    # and from the second on the cache would answer (bench/scoring_cache.py measures it)
+    config = load_scoring_config(overrides=["statsd.host=null", "cache.uri=null"])
     manifest = score_batch(model_uri, INPUT, out, config=config)
     assert manifest["rows"] == images, manifest["rows"]
     return float(manifest["rows"])
