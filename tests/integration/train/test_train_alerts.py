@@ -76,9 +76,11 @@ def test_each_forced_threshold_alerts_once_at_every_sink(
             "monitoring.min_throughput_fraction=1e9",
             "monitoring.throughput_warmup_steps=1",
             "monitoring.throughput_window=1",
+            "monitoring.throughput_sustain_s=0",  # cpu-quick waits 2 minutes: not here
             f"monitoring.min_free_disk={free + 2**40}",  # S3 root: the staging folder's disk
             "monitoring.plateau_evals=1",
             "monitoring.plateau_min_delta=1.0",
+            "monitoring.plateau_target=null",  # a perfect tiny split would end the count
             f"monitoring.alerts_uri={records}",
         ],
     )
