@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
-import shutil
-import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -38,6 +34,13 @@ from rxvision.pipeline.alerts import Alert, AlertSinks
 from rxvision.pipeline.incidents import incidents_uri_for
 from rxvision.train.checkpoints import CheckpointStore
 from rxvision.train.config import MonitoringConfig
+from rxvision.train.resource_probes import (
+    ThroughputWatch,
+    checkpoint_disk,
+    free_disk_bytes,
+    gib,
+    peak_rss_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,68 +90,6 @@ def sinks_from_env(alerts_uri: str | None, env: Mapping[str, str] | None = None)
         records_uri=alerts_uri,
         incidents_uri=incidents_uri_for(alerts_uri),
     )
-
-
-def gib(n_bytes: float) -> str:
-    """``n_bytes`` as GiB with 2 decimals (and the exact bytes below 1 MiB)."""
-    if n_bytes < 2**20:
-        return f"{int(n_bytes)} B"
-    return f"{n_bytes / 2**30:.2f} GiB"
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def free_disk_bytes(path: Path) -> tuple[Path, int]:
-    """(the nearest existing folder of ``path``, the bytes free on its file system)."""
-    folder = path
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return folder, shutil.disk_usage(folder).free
-
-
-def checkpoint_disk(store: CheckpointStore) -> Path:
-    """Where checkpoints take local disk: the run's folder, or the staging folder for S3."""
-    return store.staging_root if store.is_s3 else store.local_dir
-
-
-class ThroughputWatch:
-    """Images per second per batch; the recent median against the running median.
-
-    The clock restarts after validation and at epoch ends, so an evaluation pause is
-    never counted as a slow batch.
-    """
-
-    def __init__(self, warmup_steps: int, window: int) -> None:
-        self.warmup_steps = warmup_steps
-        self.window = window
-        self.rates: list[float] = []
-        self._last: float | None = None
-
-    def start(self) -> None:
-        """A batch begins: start the clock when it is not running."""
-        if self._last is None:
-            self._last = time.perf_counter()
-
-    def pause(self) -> None:
-        """Stop the clock (validation or an epoch end comes)."""
-        self._last = None
-
-    def batch_done(self, images: int) -> None:
-        """Count one batch of ``images`` images."""
-        now = time.perf_counter()
-        if self._last is not None:
-            self.rates.append(images / max(now - self._last, 1e-9))
-        self._last = now
-
-    def medians(self) -> tuple[float, float] | None:
-        """(recent, running) medians, None until warm-up and one window are past."""
-        steady = self.rates[self.warmup_steps :]
-        if len(steady) < self.window:
-            return None
-        return statistics.median(steady[-self.window :]), statistics.median(steady)
 
 
 class TrainingMonitor(Callback):
