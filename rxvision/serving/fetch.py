@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from rxvision.data.imaging import ImageDecodeError, ImageSpec, decode_located
@@ -41,6 +42,9 @@ class InputImage:
     data: bytes = b""
     spec: ImageSpec | None = None
     tensor: torch.Tensor | None = None
+    # the decoded crop the tensor was made from (HWC uint8): the review crop of a row
+    # the model is unsure of is made from it, not downloaded and decoded again
+    pixels: np.ndarray | None = None
     located: str = DISABLED
     error: str | None = None
     digest: str | None = None
@@ -74,8 +78,8 @@ def fetch_image(
         item.hit = cache.get(item.digest) if cache is not None else None
         if item.hit is not None:
             return item
-        item.tensor, item.located = prepare_image(item.data, loaded, cfg, key)
-        item.spec = loaded.spec
+        item.pixels, item.located = decode_for(loaded, item.data, cfg, key)
+        item.tensor, item.spec = loaded.tensor(item.pixels), loaded.spec
     except ImageDecodeError as exc:
         item.error = exc.reason
     except NotFound as exc:
@@ -89,15 +93,15 @@ def fetch_image(
     return item
 
 
-def prepare_image(
-    data: bytes, loaded: LoadedModel, cfg: ScoringConfig, key: str
-) -> tuple[torch.Tensor, str]:
-    """The model input of an image's bytes under ``loaded``'s contract, and where the
-    pill was found (its localization status)."""
-    pixels, located = decode_located(
+def decode_for(
+    loaded: LoadedModel, data: bytes, cfg: ScoringConfig, key: str
+) -> tuple[np.ndarray, str]:
+    """An image's bytes decoded under ``loaded``'s contract (the crop, not normalized;
+    ``loaded.tensor`` makes the model input), and where the pill was found (its
+    localization status)."""
+    return decode_located(
         data, loaded.spec, max_pixels=cfg.max_pixels, max_bytes=cfg.max_image_bytes, name=key
     )
-    return loaded.tensor(pixels), located
 
 
 def stream_images(

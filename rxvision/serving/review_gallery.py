@@ -26,7 +26,6 @@ manifest, and the predictions commit stands.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import uuid
@@ -36,15 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 import pyarrow.parquet as pq
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from rxvision.config.load import load_config, validate_config
-from rxvision.data.imaging import decode_located
-from rxvision.data.references import thumbnail_jpeg
 from rxvision.home import repo_root
+from rxvision.serving.review_crops import RunCrops, input_crop
 from rxvision.serving.review_models import MlflowCatalog, ModelCatalog, ModelInfo
 from rxvision.serving.review_page import (
     REVIEW_DIR,
@@ -177,64 +173,6 @@ def read_shards(shard_uris: Sequence[str], storage: GalleryStorage) -> Iterable[
         yield data.read(columns=[c for c in COLUMNS if c in data.schema_arrow.names])
 
 
-# --- images ------------------------------------------------------------------------------
-
-
-def input_crop(
-    item: ReviewItem,
-    storage: GalleryStorage,
-    model: ModelInfo,
-    config: ReviewConfig,
-    thumbnails: ThumbnailCache | None = None,
-) -> Picture:
-    """The model's input for ``item``, re-made from its image: the version's
-    preprocessing contract (localization crop, resize; not normalised). Without a
-    contract, the whole photo. A missing or undecodable image is a note, not a failure.
-    With ``thumbnails``, the crop of the scored bytes is read from there when it was
-    made before (no download), and kept there when it is made now."""
-    notes = [model.note] if model.note else []
-    digest = item.content_sha256
-    if thumbnails is not None and model.spec is not None and digest:
-        cached = thumbnails.get(model.spec, digest)
-        if cached is not None:
-            return Picture(cached, "; ".join(notes))
-    try:
-        data = storage.read(item.key)
-    except Exception as exc:
-        return Picture(None, f"image unavailable: {exc}")
-    try:
-        if model.spec is not None:
-            pixels, _ = decode_located(
-                data,
-                model.spec,
-                max_pixels=config.max_pixels,
-                max_bytes=config.max_image_bytes,
-                name=item.key,
-            )
-        else:
-            pixels = whole_photo(data, config)
-    except Exception as exc:
-        return Picture(None, f"image cannot be decoded now: {exc}")
-    jpeg = thumbnail_jpeg(pixels, config.thumb_px, config.jpeg_quality)
-    if digest and hashlib.sha256(data).hexdigest() != digest:
-        notes.append("the image changed since it was scored: this is the new one")
-    elif thumbnails is not None and model.spec is not None and digest:
-        thumbnails.put(model.spec, digest, jpeg)  # the scored bytes' crop only
-    return Picture(jpeg, "; ".join(notes))
-
-
-def whole_photo(data: bytes, config: ReviewConfig) -> np.ndarray:
-    """The whole photo, its aspect kept (a model whose contract is unknown: no crop can be
-    re-made). Refused over the scorer's size limits, like any image it reads."""
-    if len(data) > config.max_image_bytes:
-        raise ValueError(f"{len(data)} bytes, over the limit of {config.max_image_bytes}")
-    with Image.open(io.BytesIO(data)) as image:
-        if image.width * image.height > config.max_pixels:
-            raise ValueError(f"{image.width}x{image.height} pixels, over the limit")
-        image.draft("RGB", (config.thumb_px, config.thumb_px))  # JPEG: decode at a fraction
-        return np.asarray(image.convert("RGB"))
-
-
 # --- writing -----------------------------------------------------------------------------
 
 
@@ -246,12 +184,18 @@ class GalleryResult:
     pages: list[str]
     items: int
     errors: int
+    # crops the scorer made (rxvision.serving.review_crops), not re-made here
+    crops_from_scoring: int = 0
     # crops read from the thumbnail cache and crops stored in it (None: no cache)
     thumbnails: dict[str, int] | None = None
 
     def summary(self) -> dict[str, Any]:
         """The manifest's part: ``review_uri``, ``needs_review`` and the details."""
-        review: dict[str, Any] = {"pages": self.pages, "error_rows": self.errors}
+        review: dict[str, Any] = {
+            "pages": self.pages,
+            "error_rows": self.errors,
+            "crops_from_scoring": self.crops_from_scoring,
+        }
         if self.thumbnails is not None:
             review["thumbnails"] = self.thumbnails
         return {"review_uri": self.uri, "needs_review": self.items, "review": review}
@@ -284,15 +228,16 @@ def write_review_gallery(
         output_uri, len(found.items), found.errors, len(chunks), config.max_items, len(shown)
     )
     pages = [page_uri(output_uri, n) for n in range(1, len(chunks) + 1)]
+    made = _crops_made_while_scoring(output_uri, shown, storage, catalog, config)
     # index.html last: it names the other pages, so they exist once it does
     for number in [*range(2, len(chunks) + 1), 1]:
-        entries = _prepare(chunks[number - 1], storage, catalog, config, thumbnails)
+        entries = _prepare(chunks[number - 1], storage, catalog, config, thumbnails, made)
         page = render_page(number, entries, context, config.candidates)
         commit_page(storage, output_uri, pages[number - 1], page.encode())
     log.info(
         "review gallery: %d items on %d page(s) at %s", len(found.items), len(chunks), pages[0]
     )
-    result = GalleryResult(pages[0], pages, len(found.items), found.errors)
+    result = GalleryResult(pages[0], pages, len(found.items), found.errors, made.hits)
     if thumbnails is not None:
         result.thumbnails = {"reused": thumbnails.hits, "stored": _store(thumbnails)}
     return result
@@ -314,16 +259,36 @@ def _prepare(
     catalog: ModelCatalog,
     config: ReviewConfig,
     thumbnails: ThumbnailCache | None = None,
+    made: RunCrops | None = None,
 ) -> list[tuple[ReviewItem, Picture, ModelInfo]]:
-    """Each item with its crop (downloaded and decoded in parallel) and its model."""
+    """Each item with its crop (made while scoring, or downloaded and decoded in
+    parallel) and its model."""
     models = [catalog.info(item.model_version) for item in items]  # looked up once each
 
     def crop(index: int) -> Picture:
-        return input_crop(items[index], storage, models[index], config, thumbnails)
+        return input_crop(items[index], storage, models[index], config, thumbnails, made)
 
     with ThreadPoolExecutor(config.download_workers) as pool:
         pictures = list(pool.map(crop, range(len(items))))
     return list(zip(items, pictures, models, strict=True))
+
+
+def _crops_made_while_scoring(
+    output_uri: str,
+    shown: Sequence[ReviewItem],
+    storage: GalleryStorage,
+    catalog: ModelCatalog,
+    config: ReviewConfig,
+) -> RunCrops:
+    """The crops the run's shards made of the items shown (read once for every page)."""
+    made = RunCrops(output_uri, storage, thumb_px=config.thumb_px, jpeg_quality=config.jpeg_quality)
+    wanted = []
+    for item in shown:
+        spec = catalog.info(item.model_version).spec
+        if spec is not None and item.content_sha256:
+            wanted.append((spec, item.content_sha256))
+    made.load(wanted)
+    return made
 
 
 def commit_page(storage: GalleryStorage, output_uri: str, uri: str, data: bytes) -> None:

@@ -3,8 +3,10 @@
 ``score_shard`` is what one mapped task of the scoring DAG runs. Rows go to
 ``OUTPUT/_tmp/<shard>.<token>.parquet`` and are then committed to
 ``OUTPUT/shards/<shard>.parquet`` (the shard's summary, ``OUTPUT/_summary/<shard>.json``,
-is written first); a committed shard is skipped by a rerun, so a key is never written
-twice. The primary's fresh rows go to the inference cache once the shard has committed.
+is written first, and before it the review crops of the rows that need review,
+``rxvision.serving.review_crops``); a committed shard is skipped by a rerun, so a key is
+never written twice. The primary's fresh rows go to the inference cache once the shard
+has committed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from rxvision.errors import NotFound
 from rxvision.serving.cache import InferenceCache, open_cache
 from rxvision.serving.metrics import ScoringMetrics, StatsdSink
 from rxvision.serving.model_pool import ModelPool, fallback_for
+from rxvision.serving.review_crops import ShardCrops
+from rxvision.serving.review_gallery import load_review_config
 from rxvision.serving.scoring_config import ScoringConfig
 from rxvision.serving.shard_scorer import ProgressFn, ShardScorer
 from rxvision.storage.uri_store import Storage, join, normalize_uri
@@ -102,8 +106,11 @@ def score_shard(
     metrics = ScoringMetrics()
     began = time.perf_counter()
     switches = len(pool.breaker.events)  # the pool may have scored shards before this one
-    scorer = ShardScorer(pool, config, shard_id, metrics, sink, cache)
+    crops = review_crops(output_uri, storage)
+    scorer = ShardScorer(pool, config, shard_id, metrics, sink, cache, crops)
     scorer.run(shard_keys, storage, progress, source_tags)
+    if crops is not None:
+        crops.save()  # before the commit: a committed shard has its crops
     table = scorer.table()
     metrics.seconds = time.perf_counter() - began
     cached = sum(bool(c) for c in table.column("cached").to_pylist())
@@ -139,6 +146,22 @@ def score_shard(
         metrics.images_per_s,
     )
     return ShardResult(shard_id, final, table.num_rows, False, summary)
+
+
+def review_crops(output_uri: str, storage: Storage) -> ShardCrops | None:
+    """Where the shard keeps its review crops (``rxvision.serving.review_crops``), at the
+    gallery's size and quality; None when the gallery is off or its config unreadable
+    (the gallery then makes every crop itself)."""
+    try:
+        review = load_review_config()
+    except Exception as exc:
+        log.warning("review config unreadable: no review crops made while scoring: %s", exc)
+        return None
+    if not review.enabled:
+        return None
+    return ShardCrops(
+        output_uri, storage, thumb_px=review.thumb_px, jpeg_quality=review.jpeg_quality
+    )
 
 
 def _rows_by_model(table: pa.Table) -> dict[str, int]:

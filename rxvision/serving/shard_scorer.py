@@ -20,7 +20,7 @@ import torch
 
 from rxvision.serving.cache import CachePartition, InferenceCache, RowContract
 from rxvision.serving.calibration import softmax
-from rxvision.serving.fetch import InputImage, fetch_image, prepare_image, stream_images
+from rxvision.serving.fetch import InputImage, decode_for, fetch_image, stream_images
 from rxvision.serving.metrics import ScoringMetrics, StatsdSink
 from rxvision.serving.model_contract import LoadedModel
 from rxvision.serving.model_pool import ModelPool
@@ -36,6 +36,7 @@ from rxvision.serving.predictions import (
     prediction_rows,
 )
 from rxvision.serving.predictors import Predictor
+from rxvision.serving.review_crops import ShardCrops
 from rxvision.storage.uri_store import Storage
 
 if TYPE_CHECKING:
@@ -73,8 +74,10 @@ class ShardScorer:
         metrics: ScoringMetrics,
         sink: StatsdSink,
         cache: InferenceCache | None = None,
+        crops: ShardCrops | None = None,
     ) -> None:
         self.pool = pool
+        self.crops = crops  # the review crops of rows that need review (None: no gallery)
         self.config = config
         self.shard = shard
         self.metrics = metrics
@@ -223,9 +226,18 @@ class ShardScorer:
                 digests=[i.digest for i in good],
             )
             self._add(list(zip([i.index for i in good], rows, strict=True)))
+            self._keep_review_crops(good, rows)
         bad = [i for i, flag in zip(batch, ok, strict=True) if not flag]
         if bad:
             self._retry_or_fail(bad, role, loaded, failure or f"{NON_FINITE}: NaN or inf logits")
+
+    def _keep_review_crops(self, items: list[InputImage], rows: list[dict[str, Any]]) -> None:
+        """The gallery's crop of each row that needs review, from the pixels scored."""
+        if self.crops is None:
+            return
+        for item, row in zip(items, rows, strict=True):
+            if row["needs_review"] and item.pixels is not None and item.spec and item.digest:
+                self.crops.add(item.spec, item.digest, item.pixels)
 
     def _retry_or_fail(
         self, items: list[InputImage], role: str, loaded: LoadedModel, reason: str
@@ -250,7 +262,7 @@ def _batch_tensor(
     differs (the fallback may have been trained at another size)."""
     if all(i.spec == loaded.spec for i in batch):
         return torch.stack([i.tensor for i in batch if i.tensor is not None])
-    prepared = [prepare_image(i.data, loaded, config, i.key) for i in batch]
-    for item, (_, located) in zip(batch, prepared, strict=True):
-        item.located, item.spec = located, loaded.spec
-    return torch.stack([tensor for tensor, _ in prepared])
+    for item in batch:
+        item.pixels, item.located = decode_for(loaded, item.data, config, item.key)
+        item.tensor, item.spec = loaded.tensor(item.pixels), loaded.spec
+    return torch.stack([i.tensor for i in batch if i.tensor is not None])

@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import threading
+from collections.abc import Set
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -152,7 +153,7 @@ class ThumbnailCache:
 
     def _read(self, uri: str) -> dict[str, bytes]:
         try:
-            thumbs = _read_segments(self.storage, list_segments(self.storage.list(uri)))
+            thumbs = read_segments(self.storage, list_segments(self.storage.list(uri)))
         except Exception as exc:  # an optimisation: unreadable is empty
             log.warning("cannot read the thumbnail cache at %s: %s; re-making crops", uri, exc)
             return {}
@@ -165,7 +166,7 @@ class ThumbnailCache:
         segments = list_segments(self.storage.list(uri))
         if len(segments) <= self.max_segments:
             return
-        thumbs = _read_segments(self.storage, segments)
+        thumbs = read_segments(self.storage, segments)
         newest = dict(list(thumbs.items())[-self.keep :])
         self.storage.write(f"{uri}/{segment_name()}", _segment(newest))
         for segment in segments:
@@ -175,9 +176,12 @@ class ThumbnailCache:
         )
 
 
-def _read_segments(storage: CacheStorage, segments: list[str]) -> dict[str, bytes]:
-    """hash -> JPEG over ``segments`` oldest first (insertion order: the newest last); a
-    segment deleted since it was listed (merged) is skipped."""
+def read_segments(
+    storage: CacheStorage, segments: list[str], wanted: Set[str] | None = None
+) -> dict[str, bytes]:
+    """hash -> JPEG over ``segments`` oldest first (insertion order: the newest last),
+    only the hashes in ``wanted`` when given (one segment in memory at a time besides
+    them); a segment deleted since it was listed (merged) is skipped."""
     thumbs: dict[str, bytes] = {}
     for segment in segments:
         try:
@@ -186,6 +190,8 @@ def _read_segments(storage: CacheStorage, segments: list[str]) -> dict[str, byte
             continue
         digests = table.column("content_sha256").to_pylist()
         for digest, jpeg in zip(digests, table.column("jpeg").to_pylist(), strict=True):
+            if wanted is not None and digest not in wanted:
+                continue
             thumbs.pop(digest, None)  # re-inserted: counts as new
             thumbs[digest] = jpeg
     return thumbs

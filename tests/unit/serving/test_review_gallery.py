@@ -142,7 +142,11 @@ def test_the_run_records_its_gallery_and_lists_every_needs_review_row(run: Run) 
     assert 0 < len(review) < len([r for r in run.rows if not r["error"]])
     assert run.manifest["review_uri"] == str(run.output / "review" / "index.html")
     assert run.manifest["needs_review"] == len(review)
-    assert run.manifest["review"] == {"pages": [run.manifest["review_uri"]], "error_rows": 1}
+    assert run.manifest["review"] == {
+        "pages": [run.manifest["review_uri"]],
+        "error_rows": 1,
+        "crops_from_scoring": len(review),  # no item downloaded and cropped a second time
+    }
     saved = json.loads((run.output / "_manifest.json").read_text())
     assert saved["review_uri"] == run.manifest["review_uri"]
     page = page_of(run.output)

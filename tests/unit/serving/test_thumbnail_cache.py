@@ -17,9 +17,10 @@ from serving_fixtures import PILL_SPEC, pill_model
 from rxvision.data.imaging import ImageSpec, decode_located
 from rxvision.data.localize import CropSpec
 from rxvision.data.synth import generate_dataset
-from rxvision.serving import review_gallery
+from rxvision.serving import review_crops, review_gallery
 from rxvision.serving.cache import content_hash
-from rxvision.serving.review_gallery import ReviewConfig, input_crop
+from rxvision.serving.review_crops import input_crop
+from rxvision.serving.review_gallery import ReviewConfig
 from rxvision.serving.review_models import ModelInfo
 from rxvision.serving.review_page import ReviewItem
 from rxvision.serving.scoring_config import ScoringConfig
@@ -102,7 +103,7 @@ def test_a_rescore_reuses_every_crop_and_shows_the_same_pictures(
         decodes.append(kw.get("name", ""))
         return decode_located(data, spec, **kw)
 
-    monkeypatch.setattr(review_gallery, "decode_located", counted)
+    monkeypatch.setattr(review_crops, "decode_located", counted)
     second = score(photos, tmp_path / "run2", tmp_path / "cache")
     assert second["cached"] == 6  # the rows came from the inference cache too
     assert second["review"]["thumbnails"] == {"reused": 6, "stored": 0}
