@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from torch import nn
 
 from rxvision.data.imaging import ImageSpec
 from rxvision.data.localize import CropSpec
+from rxvision.data.synth import generate_dataset
 from rxvision.serving.model_contract import LoadedModel, ModelRef, serving_model
+from rxvision.storage.uri_store import Storage
 
 CLASSES = ["ndc-a", "ndc-b", "ndc-c"]
 IMG = 32
@@ -105,3 +108,23 @@ def pill_model() -> LoadedModel:
     model = loaded_model(img_size=PILL_SPEC.img_size)
     model.spec = PILL_SPEC
     return model
+
+
+def pill_photos(root: Path) -> Path:
+    """Six synthetic pill photos (2 classes) to score, in ``root/incoming``."""
+    generate_dataset(root / "pills", classes=2, per_class=3, size=96, seed=7, workers=1)
+    images = root / "incoming"
+    shutil.copytree(root / "pills", images, ignore=shutil.ignore_patterns("*.parquet"))
+    return images
+
+
+class CountingStorage(Storage):
+    """Local storage that counts the image reads (``.jpg``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_reads = 0
+
+    def read(self, uri: str) -> bytes:
+        self.image_reads += uri.endswith(".jpg")
+        return super().read(uri)

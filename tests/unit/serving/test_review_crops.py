@@ -11,9 +11,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from serving_fixtures import PILL_SPEC, pill_model
+from serving_fixtures import PILL_SPEC, CountingStorage, pill_model, pill_photos
 
-from rxvision.data.synth import generate_dataset
 from rxvision.serving import review_gallery
 from rxvision.serving.review_gallery import ReviewConfig, write_review_gallery
 from rxvision.serving.review_models import ModelInfo
@@ -33,25 +32,9 @@ class Catalog:
         return ModelInfo(label, PILL_SPEC, lambda _: None)
 
 
-class CountingStorage(Storage):
-    """Local storage that counts the image reads (``.jpg``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.image_reads = 0
-
-    def read(self, uri: str) -> bytes:
-        self.image_reads += uri.endswith(".jpg")
-        return super().read(uri)
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("crops")
-    generate_dataset(root / "pills", classes=2, per_class=3, size=96, seed=7, workers=1)
-    images = root / "incoming"
-    shutil.copytree(root / "pills", images, ignore=shutil.ignore_patterns("*.parquet"))
-    return images
+    return pill_photos(tmp_path_factory.mktemp("crops"))
 
 
 def score(

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_fixtures import PILL_SPEC, pill_model
+from serving_fixtures import PILL_SPEC, CountingStorage, pill_model, pill_photos
 
 from rxvision.data.imaging import ImageSpec, decode_located
 from rxvision.data.localize import CropSpec
-from rxvision.data.synth import generate_dataset
 from rxvision.serving import review_crops, review_gallery
 from rxvision.serving.cache import content_hash
 from rxvision.serving.review_crops import input_crop
@@ -42,26 +41,10 @@ class Catalog:
         return ModelInfo(label, self.spec, lambda _: None)
 
 
-class CountingStorage(Storage):
-    """Local storage that counts the image reads (``.jpg``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.image_reads = 0
-
-    def read(self, uri: str) -> bytes:
-        self.image_reads += uri.endswith(".jpg")
-        return super().read(uri)
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 products x 3 pill photos."""
-    root = tmp_path_factory.mktemp("thumbs")
-    generate_dataset(root / "pills", classes=2, per_class=3, size=96, seed=7, workers=1)
-    images = root / "incoming"
-    shutil.copytree(root / "pills", images, ignore=shutil.ignore_patterns("*.parquet"))
-    return images
+    return pill_photos(tmp_path_factory.mktemp("thumbs"))
 
 
 def score(images: Path, output: Path, cache: Path, *, reuse: bool = True) -> dict[str, Any]:
