@@ -118,6 +118,11 @@ class FileFacts:
 InspectFn = Callable[[FileTask, DecodeLimits], FileFacts]
 
 
+def file_lost(task: FileTask, code: str, message: str) -> FileFacts:
+    """The finding for a file whose decoder process died or hung (``DecodePool``)."""
+    return FileFacts(task.key, code=code, message=message)
+
+
 def inspect_file(task: FileTask, limits: DecodeLimits) -> FileFacts:
     """Hash and fully decode one file; file problems become a code, never an exception."""
     try:

@@ -1,10 +1,11 @@
-"""Worker processes that run ``inspect_file`` on untrusted files.
+"""Worker processes that decode untrusted images: the validator's files
+(``inspect_file``), the scoring job's downloaded bytes (``rxvision.serving.isolated_decode``).
 
 Image decoders are C code fed with untrusted bytes: a decoder that crashes the process (a
 segfault, an abort) or hangs must cost one file, not the run. ``DecodePool`` feeds its
-workers chunks of files, sees a dead or overdue worker, files the file it was on as
-``decoder_crash`` or ``decode_timeout``, starts a new worker and hands it the rest of the
-chunk.
+workers chunks of tasks, sees a dead or overdue worker, files the task it was on as
+``decoder_crash`` or ``decode_timeout`` (through the caller's ``lost``), starts a new
+worker and hands it the rest of the chunk.
 """
 
 from __future__ import annotations
@@ -15,29 +16,34 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-from rxvision.data.decode import (
-    DECODE_TIMEOUT,
-    DECODER_CRASH,
-    DecodeLimits,
-    FileFacts,
-    FileTask,
-    InspectFn,
-    inspect_file,
-)
+from rxvision.data.decode import DECODE_TIMEOUT, DECODER_CRASH
 from rxvision.errors import RxVisionError
 from rxvision.forkserver import worker_context
 
 log = logging.getLogger(__name__)
 
 
-def _worker_main(conn: Connection, inspect: InspectFn, limits: DecodeLimits) -> None:
-    """Inspect the files of each chunk received, one reply per file, until None arrives."""
+class Keyed(Protocol):
+    """A task names what it decodes: a lost worker's task is filed under its key."""
+
+    @property
+    def key(self) -> str: ...
+
+
+TaskT = TypeVar("TaskT", bound=Keyed)
+LimitsT = TypeVar("LimitsT")
+ResultT = TypeVar("ResultT")
+
+
+def _worker_main(conn: Connection, inspect: Callable[[Any, Any], Any], limits: Any) -> None:
+    """Run ``inspect`` on each task of each chunk received, one reply per task, until None
+    arrives."""
     # Ctrl-C goes to the whole process group: the parent decides, workers keep quiet.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn.send(("ready", os.getpid()))
@@ -54,11 +60,11 @@ def _worker_main(conn: Connection, inspect: InspectFn, limits: DecodeLimits) -> 
 
 @dataclass
 class _Slot:
-    """One worker process and the files in flight to it (up to two chunks), in order."""
+    """One worker process and the tasks in flight to it (up to two chunks), in order."""
 
     process: BaseProcess
     conn: Connection
-    chunk: list[FileTask]
+    chunk: list[Any] = field(default_factory=list)
     done: int = 0
     ready: bool = False
     since: float = 0.0  # when the current file started (last reply or hand-out)
@@ -73,15 +79,17 @@ class _Slot:
         return len(self.chunk) - self.done
 
     @property
-    def current(self) -> FileTask:
+    def current(self) -> Any:
         return self.chunk[self.done]
 
 
-class DecodePool:
-    """Worker processes that inspect files; a crash or a hang costs one file only.
+class DecodePool(Generic[TaskT, LimitsT, ResultT]):
+    """Worker processes that run ``inspect(task, limits)``; a crash or a hang costs one
+    task only, filed as ``lost(task, code, message)``.
 
-    ``workers=0`` inspects in this process: no isolation, no time limit (for debugging and
-    for fast property tests of ``inspect``).
+    ``inspect`` runs in the workers (importable by qualified name, its tasks, limits and
+    results picklable); ``lost`` runs here. ``workers=0`` inspects in this process: no
+    isolation, no time limit (for debugging and for fast property tests of ``inspect``).
     """
 
     MAX_START_FAILURES = 3
@@ -90,12 +98,13 @@ class DecodePool:
 
     def __init__(
         self,
-        limits: DecodeLimits,
+        limits: LimitsT,
         *,
         workers: int,
         file_timeout_s: float,
+        inspect: Callable[[TaskT, LimitsT], ResultT],
+        lost: Callable[[TaskT, str, str], ResultT],
         chunk_size: int = 8,
-        inspect: InspectFn = inspect_file,
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
@@ -104,24 +113,25 @@ class DecodePool:
         self.file_timeout_s = file_timeout_s
         self.chunk_size = chunk_size
         self.inspect = inspect
+        self.lost = lost
         self._slots: list[_Slot] = []
         self._start_failures = 0
-        self._context = _mp_context()
+        self._context = _mp_context(inspect)
 
-    def __enter__(self) -> DecodePool:
+    def __enter__(self) -> DecodePool[TaskT, LimitsT, ResultT]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def imap_unordered(self, tasks: Iterable[FileTask]) -> Iterator[FileFacts]:
-        """Facts for every task, in completion order; ``tasks`` is consumed lazily."""
+    def imap_unordered(self, tasks: Iterable[TaskT]) -> Iterator[ResultT]:
+        """A result for every task, in completion order; ``tasks`` is consumed lazily."""
         if self.workers == 0:
             for task in tasks:
                 yield self.inspect(task, self.limits)
             return
         source = iter(tasks)
-        retry: deque[FileTask] = deque()
+        retry: deque[TaskT] = deque()
         try:
             self._slots = [self._start_worker() for _ in range(self.workers)]
             for index in range(len(self._slots)):
@@ -131,11 +141,11 @@ class DecodePool:
                 self._wait()
                 for index, slot in enumerate(self._slots):
                     yield from self._collect(slot)
-                    lost, facts = self._check_health(slot)
-                    if facts is not None:
-                        yield facts
+                    lost, filed = self._check_health(slot)
+                    if filed is not None:
+                        yield filed
                     if lost:
-                        slot = self._replace(index, slot, retry, blamed=facts is not None)
+                        slot = self._replace(index, slot, retry, blamed=filed is not None)
                     self._hand_out(index, source, retry)
         finally:
             self.close()
@@ -164,16 +174,16 @@ class DecodePool:
         )
         process.start()
         child.close()
-        return _Slot(process=process, conn=parent, chunk=[], since=time.monotonic())
+        return _Slot(process=process, conn=parent, since=time.monotonic())
 
-    def _hand_out(self, index: int, source: Iterator[FileTask], retry: deque[FileTask]) -> None:
+    def _hand_out(self, index: int, source: Iterator[TaskT], retry: deque[TaskT]) -> None:
         """Keep slot ``index`` fed: up to two chunks in flight, so its worker starts the
         next file while this process is still collecting the last reply. Re-queued files
         go first, then new ones."""
         slot = self._slots[index]
         if slot.pending > self.chunk_size:
             return
-        chunk: list[FileTask] = []
+        chunk: list[TaskT] = []
         while retry and len(chunk) < self.chunk_size:
             chunk.append(retry.popleft())
         for task in source:
@@ -211,7 +221,7 @@ class DecodePool:
             # once per few files rather than per file (its cycles are the workers' too)
             time.sleep(self.GATHER_S)
 
-    def _collect(self, slot: _Slot) -> Iterator[FileFacts]:
+    def _collect(self, slot: _Slot) -> Iterator[ResultT]:
         """Replies already sent by ``slot``'s worker."""
         while slot.busy:
             try:
@@ -228,9 +238,9 @@ class DecodePool:
             slot.since = time.monotonic()
             yield payload
 
-    def _check_health(self, slot: _Slot) -> tuple[bool, FileFacts | None]:
-        """Whether ``slot``'s worker is lost (dead or overdue), and the facts to file for
-        the file it was on (None when no file is to blame)."""
+    def _check_health(self, slot: _Slot) -> tuple[bool, ResultT | None]:
+        """Whether ``slot``'s worker is lost (dead or overdue), and the result to file for
+        the task it was on (None when no task is to blame)."""
         if not slot.busy:
             return False, None
         if not slot.process.is_alive():
@@ -238,10 +248,7 @@ class DecodePool:
             if not slot.ready:
                 self._count_start_failure(slot)
                 return True, None
-            facts = FileFacts(
-                slot.current.key, code=DECODER_CRASH, message=_death(slot.process.exitcode)
-            )
-            return True, facts
+            return True, self.lost(slot.current, DECODER_CRASH, _death(slot.process.exitcode))
         if time.monotonic() - slot.since > self._time_limit(slot):
             slot.process.kill()
             slot.process.join()
@@ -249,7 +256,7 @@ class DecodePool:
                 self._count_start_failure(slot)
                 return True, None
             message = f"decoding took longer than {self.file_timeout_s:g} s"
-            return True, FileFacts(slot.current.key, code=DECODE_TIMEOUT, message=message)
+            return True, self.lost(slot.current, DECODE_TIMEOUT, message)
         return False, None
 
     def _time_limit(self, slot: _Slot) -> float:
@@ -265,7 +272,7 @@ class DecodePool:
                 f"(exit code {slot.process.exitcode}); see the log above"
             )
 
-    def _replace(self, index: int, slot: _Slot, retry: deque[FileTask], *, blamed: bool) -> _Slot:
+    def _replace(self, index: int, slot: _Slot, retry: deque[TaskT], *, blamed: bool) -> _Slot:
         """Start a new worker in ``slot``'s place; the rest of its chunk goes first in line."""
         rest = slot.chunk[slot.done + 1 :] if blamed else slot.chunk[slot.done :]
         retry.extendleft(reversed(rest))
@@ -286,8 +293,11 @@ def _death(exitcode: int | None) -> str:
     return f"the decoder process exited with code {exitcode} while decoding this file"
 
 
-def _mp_context() -> Any:
+def _mp_context(inspect: Callable[..., Any]) -> Any:
     """forkserver where there is one: workers never inherit threads or locks of the caller;
-    the caller's main module and this one are loaded once in the server, so each new
-    worker starts in milliseconds."""
-    return worker_context(["rxvision.data.decode_pool"])
+    the caller's main module, this one and ``inspect``'s are loaded once in the server, so
+    each new worker starts in milliseconds (when this pool is the first to start it)."""
+    modules = ["rxvision.data.decode_pool"]
+    if inspect.__module__.startswith("rxvision."):  # a test's inspect is its own business
+        modules.append(inspect.__module__)
+    return worker_context(modules)

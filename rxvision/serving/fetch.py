@@ -2,7 +2,8 @@
 
 A bounded thread pool (``download_workers`` threads, at most ``max_in_flight`` images
 ahead of the model) yields the images in key order, each ready for the model (decoded
-under its preprocessing contract), served by the inference cache, or carrying why it
+under its preprocessing contract; or left as bytes for the isolated decoder processes,
+``rxvision.serving.isolated_decode``), served by the inference cache, or carrying why it
 cannot be scored. An unreadable image is an error on its own row; a store that is down
 aborts the shard (``StorageUnavailable``: nothing committed, the task retries).
 """
@@ -61,10 +62,12 @@ def fetch_image(
     cfg: ScoringConfig,
     cache: CachePartition | None = None,
     tag: str | None = None,
+    decode: bool = True,
 ) -> InputImage:
     """Look up ``key`` at its listing ``tag`` in ``cache`` (a hit needs no download),
     else download, hash, look up the content hash, else decode (``load_image`` under
-    the model's contract) and preprocess one image; failures become the item's error."""
+    the model's contract) and preprocess one image; failures become the item's error.
+    ``decode=False`` stops at the bytes (``rxvision.serving.isolated_decode`` decodes)."""
     item = InputImage(index, key, submitted)
     if cache is not None and tag:
         found = cache.get_source(key, tag)
@@ -76,7 +79,7 @@ def fetch_image(
         item.downloaded = True
         item.digest = content_hash(item.data)
         item.hit = cache.get(item.digest) if cache is not None else None
-        if item.hit is not None:
+        if item.hit is not None or not decode:
             return item
         item.pixels, item.located = decode_for(loaded, item.data, cfg, key)
         item.tensor, item.spec = loaded.tensor(item.pixels), loaded.spec

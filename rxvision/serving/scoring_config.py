@@ -63,6 +63,11 @@ class ScoringConfig(_Strict):
     # task slots (rxvision.cpu_budget)
     cpu_threads: int | None = Field(None, ge=1, le=1024)
     max_in_flight: int = Field(64, ge=1)
+    # processes that decode the downloaded images (a crash or hang costs one row:
+    # decoder_crash, decode_timeout). null: as many as the model runtime's threads; 0:
+    # decode in the download threads, without isolation
+    decode_workers: int | None = Field(None, ge=0, le=256)
+    decode_timeout_s: float = Field(30.0, gt=0)
     top_k: int = Field(5, ge=1)
     # test-time augmentation: average the calibrated probabilities of the image turned by
     # 0, 90, 180 and 270 degrees (4), or score it once (1); costs that many model calls

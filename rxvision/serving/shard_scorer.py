@@ -1,8 +1,9 @@
 """Scoring one shard's keys into prediction rows: fetch, batch, infer, fall back.
 
-Images stream in key order (``rxvision.serving.fetch``); cache hits and unreadable
-images become rows at once, the rest are batched (the size tuned per runtime) and
-scored by the model the pool's breaker chooses, with test-time augmentation when asked.
+Images stream in (``rxvision.serving.fetch``: downloads; ``.isolated_decode``: decoder
+processes); cache hits and unreadable images become rows at once, the rest are batched
+(the size tuned per runtime) and scored by the model the pool's breaker chooses, with
+test-time augmentation when asked.
 Images the primary fails on (an exception, NaN logits) go to the fallback; a model
 failure costs rows, never the run.
 """
@@ -21,6 +22,7 @@ import torch
 from rxvision.serving.cache import CachePartition, InferenceCache, RowContract
 from rxvision.serving.calibration import softmax
 from rxvision.serving.fetch import InputImage, decode_for, fetch_image, stream_images
+from rxvision.serving.isolated_decode import decode_isolated, decode_workers
 from rxvision.serving.metrics import ScoringMetrics, StatsdSink
 from rxvision.serving.model_contract import LoadedModel
 from rxvision.serving.model_pool import ModelPool
@@ -100,6 +102,7 @@ class ShardScorer:
         expected = self.pool.expected()
         self.partition = self._partition()
         self.tags = dict(tags or {})
+        isolated = decode_workers(self.config) > 0
 
         def fetch(index: int, key: str, submitted: float) -> InputImage:
             return fetch_image(
@@ -111,12 +114,16 @@ class ShardScorer:
                 self.config,
                 self.partition,
                 self.tags.get(key),
+                decode=not isolated,
             )
 
         batch: list[InputImage] = []
         workers, ahead = self.config.download_workers, self.config.max_in_flight
         target = self.pool.batch_size()  # tuned per runtime: known once the model loaded
-        for item in stream_images(keys, fetch, workers, max(ahead, target)):
+        items = stream_images(keys, fetch, workers, max(ahead, target))
+        if isolated:
+            items = decode_isolated(items, expected, self.config)
+        for item in items:
             self.downloaded += item.downloaded
             if item.error is not None:
                 row = error_row(item.key, item.error, self.shard, digest=item.digest)

@@ -18,6 +18,7 @@ from rxvision.data.decode import (
     FileFacts,
     FileTask,
     InspectFn,
+    file_lost,
 )
 from rxvision.data.decode_pool import DecodePool
 from rxvision.data.validation.file_checks import content_issues
@@ -68,6 +69,7 @@ def scan_dataset(
         file_timeout_s=policy.file_timeout_s,
         chunk_size=chunk_size,
         inspect=inspect,
+        lost=file_lost,
     )
     done = 0
     with pool:
