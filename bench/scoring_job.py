@@ -1,6 +1,6 @@
 """The batch scoring job end to end, S3 -> Parquet: ``rxvision score`` (streamed
-downloads, decoding overlapped with inference, batches, the fastest runtime, Parquet
-shards committed atomically) vs the naive loop (download one image, decode it under the
+downloads, decoding in isolated worker processes overlapped with inference, batches, the
+fastest runtime, Parquet shards committed atomically) vs the naive loop (download one image, decode it under the
 model's contract, predict it alone, write one row as its own object), and vs the chosen
 runtime alone on the same images already decoded in memory (the job's ceiling: what is
 left when fetching and decoding cost nothing).

@@ -65,7 +65,7 @@ def downloaded(named: Photos) -> list[InputImage]:
 
 
 def config(**fields: object) -> ScoringConfig:
-    return ScoringConfig(statsd={"host": None}, cache={"uri": None}, **fields)  # type: ignore[arg-type]
+    return ScoringConfig(statsd={"host": None}, cache={"uri": None}, **fields)
 
 
 def test_workers_give_the_model_input_of_the_training_decode(photos: Photos) -> None:
