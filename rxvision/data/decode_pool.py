@@ -11,6 +11,7 @@ worker and hands it the rest of the chunk.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -125,12 +126,17 @@ class DecodePool(Generic[TaskT, LimitsT, ResultT]):
         self.close()
 
     def imap_unordered(self, tasks: Iterable[TaskT]) -> Iterator[ResultT]:
-        """A result for every task, in completion order; ``tasks`` is consumed lazily."""
+        """A result for every task, in completion order; ``tasks`` is consumed lazily.
+        No worker starts before the first task (a shard served by the cache has none)."""
         if self.workers == 0:
             for task in tasks:
                 yield self.inspect(task, self.limits)
             return
         source = iter(tasks)
+        first = next(source, None)
+        if first is None:
+            return
+        source = itertools.chain([first], source)
         retry: deque[TaskT] = deque()
         try:
             self._slots = [self._start_worker() for _ in range(self.workers)]

@@ -131,3 +131,15 @@ def test_rows_are_the_same_decoded_in_processes_or_in_threads(folder: Path, tmp_
     assert tables[2] == tables[0]
     bad = [row for row in tables[2] if row["key"].endswith("bad.jpg")]
     assert len(bad) == 1 and bad[0]["error"] and bad[0]["label"] is None
+
+
+def test_a_shard_the_cache_serves_starts_no_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rxvision.data.decode_pool import DecodePool
+
+    def refuse(self: DecodePool) -> None:  # type: ignore[type-arg]
+        raise AssertionError("a decoder process started with nothing to decode")
+
+    monkeypatch.setattr(DecodePool, "_start_worker", refuse)
+    hits = [InputImage(i, f"incoming/{i}.jpg", 0.0, digest="ab", hit={}) for i in range(3)]
+    out = list(decode_isolated(hits, pill_model(), config(decode_workers=2)))
+    assert [item.index for item in out] == [0, 1, 2]
