@@ -1,13 +1,13 @@
 """The batch scoring job end to end, S3 -> Parquet: ``rxvision score`` (streamed
 downloads, decoding in isolated worker processes overlapped with inference, batches, the
-fastest runtime, Parquet shards committed atomically) vs the naive loop (download one image, decode it under the
-model's contract, predict it alone, write one row as its own object), and vs the chosen
-runtime alone on the same images already decoded in memory (the job's ceiling: what is
-left when fetching and decoding cost nothing).
+fastest runtime, Parquet shards committed atomically) vs the naive loop (download one
+image, decode it under the model's contract, predict it alone, write one row as its own
+object), and vs the chosen runtime alone on the same images already decoded in memory
+(the job's ceiling: what is left when fetching and decoding cost nothing).
 
 The job is also timed with its review gallery off: the benchmark's one-epoch model sends
-every row to review, and the gallery then downloads and crops every image a second time
-(a trained model sends a few). The default 1,200 images amortize what each run does once
+every row to review, so every row gets a thumbnail and a place on the gallery's pages (a
+trained model sends a few). The default 1,200 images amortize what each run does once
 (load the model, build the runtime and check its parity with the eager model: ~1.3 s
 here), as a nightly batch of 10,000 and more does.
 
