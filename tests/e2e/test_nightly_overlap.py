@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from e2e_helpers import MODEL, wait_for
 from mlflow.tracking import MlflowClient
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
-from rxvision.orchestration.airflow_client import AirflowClient
+from rxvision.orchestration.airflow_client import AirflowApiError, AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(3600)]
@@ -32,6 +33,22 @@ def versions_of(registry: MlflowClient, run_ids: set[str]) -> list[Any]:
         for v in registry.search_model_versions(f"name='{MODEL}'")
         if v.tags.get("airflow.dag_run_id") in run_ids
     ]
+
+
+def _sqlite_locked(exc: BaseException) -> bool:
+    return isinstance(exc, AirflowApiError) and "Database is locked" in str(exc)
+
+
+# Airflow answers 503 "Database is locked" to a backfill created on SQLite while the
+# scheduler writes (here: the manual run just triggered); nothing was created, so retry
+@retry(
+    retry=retry_if_exception(_sqlite_locked),
+    stop=stop_after_delay(60),
+    wait=wait_fixed(2),
+    reraise=True,
+)
+def create_backfill(client: AirflowClient, body: dict[str, Any]) -> Any:
+    return client.request("POST", "/backfills", json=body)
 
 
 def spans(
@@ -54,10 +71,9 @@ def test_a_backfill_overlapping_a_manual_run_is_kept_apart_by_the_pools(
     champion = registry.get_model_version_by_alias(MODEL, "champion").version
     manual = client.trigger(DAG, QUICK)
     now = datetime.now(UTC)
-    backfill = client.request(
-        "POST",
-        "/backfills",
-        json={
+    backfill = create_backfill(
+        client,
+        {
             "dag_id": DAG,
             "from_date": (now - timedelta(days=1, hours=1)).isoformat(),
             "to_date": (now - timedelta(hours=1)).isoformat(),
