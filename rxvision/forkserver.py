@@ -25,16 +25,19 @@ from typing import Any
 
 MAIN_ENV = "RXVISION_FORKSERVER_MAIN"
 MAIN_LOADER = "rxvision.forkserver_main"
+# one OpenCV thread per worker: a pool has one worker per core already
+WORKER_SETUP = "rxvision.pool_worker"
 
 
 def worker_context(preload: Sequence[str] = ()) -> Any:
     """The forkserver context (spawn where there is none) with ``preload`` and the
-    caller's main module loaded once in the server, not in each worker. The preload
-    takes effect when the server starts: the first pool of the process starts it."""
+    caller's main module loaded once in the server, not in each worker, and one OpenCV
+    thread per worker (``rxvision.pool_worker``). The preload takes effect when the
+    server starts: the first pool of the process starts it."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([*main_preload(), *preload])
+    context.set_forkserver_preload([WORKER_SETUP, *main_preload(), *preload])
     return context
 
 

@@ -80,3 +80,38 @@ def test_a_script_is_preloaded_by_path_and_a_module_by_name(
     assert main_preload() == ["rxvision.cli.main"]
     spec.name = "pytest.__main__"  # python -m pkg: workers never re-run pkg.__main__
     assert main_preload() == []
+
+
+THREADS_SCRIPT = """
+import cv2
+import numpy as np
+from concurrent.futures import ProcessPoolExecutor
+from rxvision.forkserver import worker_context
+
+def worker_threads(size: int) -> int:
+    # an OpenCV call in the worker: it must neither hang nor start a pool of its own
+    cv2.resize(np.zeros((size, size, 3), np.uint8), (size // 2, size // 2))
+    return cv2.getNumThreads()
+
+if __name__ == "__main__":
+    # the caller's OpenCV pool has its threads before any worker starts
+    cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (999, 999))
+    with ProcessPoolExecutor(2, mp_context=worker_context()) as pool:
+        print("workers", *pool.map(worker_threads, [1000] * 4))
+    print("caller", cv2.getNumThreads())
+"""
+
+
+def test_pool_workers_run_one_opencv_thread_and_the_caller_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "threads.py"
+    script.write_text(textwrap.dedent(THREADS_SCRIPT))
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert lines["workers"].split() == ["1"] * 4
+    # the setting lives in the server only: the caller's pool is OpenCV's default
+    assert int(lines["caller"]) == __import__("cv2").getNumThreads()
