@@ -35,7 +35,9 @@ from rxvision.data.imaging import (
 )
 from rxvision.data.layout import check_class_layout
 from rxvision.data.localize import CropSpec
+from rxvision.data.source_image import SourceImage
 from rxvision.errors import NotFound, RxVisionError
+from rxvision.forkserver import worker_context
 from rxvision.storage.s3 import S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)
@@ -135,23 +137,30 @@ class DecodedBatch:
     located: list[str]
 
 
-def load_row(path: Path, spec: ImageSpec) -> tuple[np.ndarray, str, str, str]:
+def load_row(image: SourceImage, spec: ImageSpec) -> tuple[np.ndarray, str, str, str]:
     """One image as stored (``load_image``), its file sha256, its perceptual hash and its
-    localization status."""
+    localization status; bytes that differ from the sha256 the image must have are refused."""
     try:
-        data = path.read_bytes()
-        pixels, located, frame_hash = decode_hashed(data, spec, name=str(path))
-    except ImageDecodeError as exc:
-        raise FeatureStoreError(f"{path}: cannot decode image: {exc.reason}") from exc
+        data = image.read()
     except OSError as exc:
-        raise FeatureStoreError(f"{path}: cannot read: {exc}") from exc
-    return pixels, sha256_hex(data), f"{frame_hash:016x}", located
+        raise FeatureStoreError(f"{image.name}: cannot read: {exc}") from exc
+    digest = sha256_hex(data)
+    if image.sha256 and digest != image.sha256:
+        raise FeatureStoreError(
+            f"{image.name}: content differs from the snapshot's index "
+            f"(sha256 {digest[:12]}, expected {image.sha256[:12]})"
+        )
+    try:
+        pixels, located, frame_hash = decode_hashed(data, spec, name=image.name)
+    except ImageDecodeError as exc:
+        raise FeatureStoreError(f"{image.name}: cannot decode image: {exc.reason}") from exc
+    return pixels, digest, f"{frame_hash:016x}", located
 
 
-def _load_batch(args: tuple[list[str], dict[str, Any]]) -> DecodedBatch:
-    paths, spec_dict = args
+def _load_batch(args: tuple[list[SourceImage], dict[str, Any]]) -> DecodedBatch:
+    images, spec_dict = args
     spec = ImageSpec.from_dict(spec_dict, source="the feature store's spec")
-    rows = [load_row(Path(p), spec) for p in paths]
+    rows = [load_row(image, spec) for image in images]
     return DecodedBatch(
         np.stack([r[0] for r in rows]),
         [r[1] for r in rows],
@@ -204,22 +213,43 @@ class FeatureStore:
         ``items`` are (relative path, label) pairs; by default every image of the
         ImageFolder ``data_dir``.
         """
+        found = self.manifest(feature_key(snapshot_hash, config))
+        if found is not None:
+            log.info("feature store hit: %s (%d images)", found.key, found.images)
+            return found, False
+        rows = sorted(items) if items is not None else list_image_folder(data_dir)
+        if not rows:
+            raise FeatureStoreError(f"no images to preprocess under {data_dir}")
+        images = [SourceImage.whole_file(data_dir, path, label) for path, label in rows]
+        return self.materialize_images(images, snapshot_hash, config, workers, progress)
+
+    def materialize_images(
+        self,
+        images: Sequence[SourceImage],
+        snapshot_hash: str,
+        config: PreprocessConfig,
+        workers: int = 2,
+        progress: Progress | None = None,
+    ) -> tuple[FeatureManifest, bool]:
+        """``materialize`` of images wherever their bytes lie (files, or the members of
+        a fetched snapshot's shards, read in place: ``SnapshotStore.fetched``), stored in
+        path order."""
         key = feature_key(snapshot_hash, config)
         found = self.manifest(key)
         if found is not None:
             log.info("feature store hit: %s (%d images)", self.prefix(key), found.images)
             return found, False
-        rows = sorted(items) if items is not None else list_image_folder(data_dir)
+        rows = sorted(images, key=lambda image: image.path)
         if not rows:
-            raise FeatureStoreError(f"no images to preprocess under {data_dir}")
+            raise FeatureStoreError(f"no images to preprocess for snapshot {snapshot_hash}")
         attempt = uuid.uuid4().hex[:12]
         began = time.monotonic()
-        shards = self._write_shards(data_dir, rows, key, attempt, config, workers, progress)
+        shards = self._write_shards(rows, key, attempt, config, workers, progress)
         manifest = FeatureManifest(
             key=key,
             snapshot_hash=snapshot_hash,
             config={"spec": config.spec.to_dict(), "shard_size": config.shard_size},
-            classes=sorted({label for _, label in rows}),
+            classes=sorted({image.label for image in rows}),
             images=len(rows),
             shards=shards,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -230,8 +260,7 @@ class FeatureStore:
 
     def _write_shards(
         self,
-        data_dir: Path,
-        rows: list[tuple[str, str]],
+        rows: list[SourceImage],
         key: str,
         attempt: str,
         config: PreprocessConfig,
@@ -240,17 +269,18 @@ class FeatureStore:
     ) -> list[ShardRecord]:
         chunks = [rows[i : i + config.shard_size] for i in range(0, len(rows), config.shard_size)]
         records, done = [], 0
-        # no cv2.setNumThreads in the workers: forked from a process whose OpenCV pool has
-        # threads, a worker hangs in it (pthread_cond_destroy), as CI's integration tier did
-        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        # forkserver workers: none inherits this process's threads (an OpenCV pool, boto3),
+        # and each runs one OpenCV thread (rxvision.pool_worker), as many workers as cores
+        context = worker_context(["rxvision.data.feature_store"])
+        with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
             # the next shard is decoding while this one is saved and uploaded: the workers
             # never wait for S3, nor for the slowest piece of a shard
             submit = self._submit_chunk
-            ahead = deque(submit(pool, data_dir, c, config, workers) for c in chunks[:2])
+            ahead = deque(submit(pool, c, config, workers) for c in chunks[:2])
             for index, chunk in enumerate(chunks):
                 decoded = _joined([f.result() for f in ahead.popleft()])
                 if index + 2 < len(chunks):
-                    ahead.append(submit(pool, data_dir, chunks[index + 2], config, workers))
+                    ahead.append(submit(pool, chunks[index + 2], config, workers))
                 shard_key = f"attempts/{attempt}/shard-{index:05d}.npy"
                 buf = io.BytesIO()
                 np.save(buf, decoded.pixels, allow_pickle=False)
@@ -258,8 +288,8 @@ class FeatureStore:
                 records.append(
                     ShardRecord(
                         shard_key,
-                        [p for p, _ in chunk],
-                        [lbl for _, lbl in chunk],
+                        [image.path for image in chunk],
+                        [image.label for image in chunk],
                         decoded.sha256,
                         decoded.phash,
                         decoded.located,
@@ -274,16 +304,14 @@ class FeatureStore:
     def _submit_chunk(
         self,
         pool: ProcessPoolExecutor,
-        data_dir: Path,
-        chunk: list[tuple[str, str]],
+        chunk: list[SourceImage],
         config: PreprocessConfig,
         workers: int,
     ) -> list[Future[DecodedBatch]]:
-        paths = [str(data_dir / p) for p, _ in chunk]
-        step = max(1, len(paths) // (workers * 4))
+        step = max(1, len(chunk) // (workers * 4))
         spec = config.spec.to_dict()
-        starts = range(0, len(paths), step)
-        return [pool.submit(_load_batch, (paths[i : i + step], spec)) for i in starts]
+        starts = range(0, len(chunk), step)
+        return [pool.submit(_load_batch, (chunk[i : i + step], spec)) for i in starts]
 
     def _commit(self, manifest: FeatureManifest) -> FeatureManifest:
         """Write the manifest only if none exists (S3 conditional put); a writer that

@@ -1,14 +1,13 @@
 """Preprocess a snapshot into the feature store: the nightly DAG's ``preprocess`` task.
 
-The cache is checked before anything is pulled, so a hit costs one S3 read.
+The cache is checked before anything is fetched, so a hit costs one S3 read; a miss
+fetches the snapshot's shards and reads each image where it lies inside them.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 from rxvision.data.feature_store import FeatureManifest, FeatureStore, PreprocessConfig, feature_key
 from rxvision.data.snapshot import SnapshotStore
@@ -30,9 +29,8 @@ def preprocess_snapshot(
     if found is not None:
         log.info("snapshot %s: features already at %s", tag, features.prefix(found.key))
         return found, False
-    with tempfile.TemporaryDirectory(prefix="rxv-pre-") as tmp:
-        local = Path(tmp) / "snapshot"
-        snapshots.pull(tag, local)
-        return features.materialize(
-            local, info.content_hash, config, workers=workers, progress=progress
+    # the shards are read in place: unpacking 100,000 images to files first cost ~20 s
+    with snapshots.fetched(tag) as packed:
+        return features.materialize_images(
+            packed.images(), info.content_hash, config, workers=workers, progress=progress
         )

@@ -20,16 +20,17 @@ import logging
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rxvision.data.layout import check_class_layout
+from rxvision.data.packed_snapshot import INDEX_FILE, SHARDS_DIR, PackedSnapshot
 from rxvision.data.snapshot_registry import (
     SnapshotSettings,
     configure_dvc_local,
@@ -44,8 +45,6 @@ from rxvision.data.snapshot_shards import (
     assign_shards,
     content_hash,
     index_directory,
-    read_index,
-    shard_name,
     write_index,
     write_shards,
 )
@@ -55,8 +54,6 @@ from rxvision.stack.process import is_alive
 log = logging.getLogger(__name__)
 
 DATASET_DIR = "dataset"
-SHARDS_DIR = "shards"
-INDEX_FILE = "index.parquet"
 META_FILE = "snapshot.json"
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -275,9 +272,7 @@ class SnapshotStore:
             if any(out.iterdir()):
                 raise SnapshotError(f"{out} exists and is not snapshot {rev}: choose another --out")
         with tempfile.TemporaryDirectory(prefix="rxv-pull-") as tmp:
-            work = self._clone(Path(tmp), rev)
-            configure_dvc_local(work, self.settings)
-            dvc(work, self.settings, "pull", "--jobs", str(self.settings.jobs))
+            work = self._fetch(Path(tmp), rev)
             info = self._read_meta(work)
             out.parent.mkdir(parents=True, exist_ok=True)
             remove_abandoned_staging(out)
@@ -285,45 +280,53 @@ class SnapshotStore:
             # delete each other's files in) one staging directory.
             staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out), dir=out.parent))
             try:
-                self._extract_verified(work / DATASET_DIR, staging, progress)
+                extract_verified(PackedSnapshot(work / DATASET_DIR), staging, progress)
                 (staging / MARKER_FILE).write_text(json.dumps(asdict(info), indent=2))
                 publish_directory(staging, out, info)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return info
 
-    def _extract_verified(self, dataset: Path, staging: Path, progress: Progress | None) -> None:
-        entries = read_index(dataset / INDEX_FILE)
-        by_shard: dict[int, dict[str, IndexEntry]] = {}
-        for e in entries:
-            by_shard.setdefault(e.shard, {})[e.path] = e
-        done = 0
+    @contextmanager
+    def fetched(self, rev: str) -> Iterator[PackedSnapshot]:
+        """Snapshot ``rev``'s shards and index, fetched (from the local DVC cache when
+        there) into a temporary checkout that lives as long as the context, read in place:
+        nothing is unpacked. ``pull`` is this plus writing each image to its own file."""
+        with tempfile.TemporaryDirectory(prefix="rxv-fetch-") as tmp:
+            yield PackedSnapshot(self._fetch(Path(tmp), rev) / DATASET_DIR)
 
-        def extract(shard: int) -> int:
-            expected = by_shard[shard]
-            seen = 0
-            with tarfile.open(dataset / SHARDS_DIR / shard_name(shard)) as tar:
-                for member in tar:
-                    entry = expected.get(member.name)
-                    fh = tar.extractfile(member)
-                    if entry is None or fh is None:
-                        raise SnapshotError(f"shard {shard}: unexpected member {member.name!r}")
-                    data = fh.read()
-                    if hashlib.sha256(data).hexdigest() != entry.sha256:
-                        raise SnapshotError(f"{member.name}: hash differs from the index")
-                    target = staging / entry.path
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(data)
-                    seen += 1
-            if seen != len(expected):
-                raise SnapshotError(f"shard {shard}: {seen} files, index says {len(expected)}")
-            return seen
+    def _fetch(self, parent: Path, rev: str) -> Path:
+        work = self._clone(parent, rev)
+        configure_dvc_local(work, self.settings)
+        dvc(work, self.settings, "pull", "--jobs", str(self.settings.jobs))
+        return work
 
-        with ThreadPoolExecutor(max_workers=min(8, len(by_shard) or 1)) as pool:
-            for count in pool.map(extract, sorted(by_shard)):
-                done += count
-                if progress:
-                    progress("extract", done, len(entries))
+
+def extract_verified(packed: PackedSnapshot, staging: Path, progress: Progress | None) -> None:
+    """Write every image of ``packed`` under ``staging`` (ImageFolder layout), each checked
+    against the index's sha256 first (``SnapshotError`` names the file that differs)."""
+    by_shard = packed.shards()
+    total = sum(len(expected) for expected in by_shard.values())
+    done = 0
+
+    def extract(shard: int) -> int:
+        images = packed.shard_images(shard, by_shard[shard])
+        with open(packed.shard_path(shard), "rb") as fh:
+            for image in images:
+                fh.seek(image.offset)
+                data = fh.read(image.size)
+                if hashlib.sha256(data).hexdigest() != image.sha256:
+                    raise SnapshotError(f"{image.path}: hash differs from the index")
+                target = staging / image.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        return len(images)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(by_shard) or 1)) as pool:
+        for count in pool.map(extract, sorted(by_shard)):
+            done += count
+            if progress:
+                progress("extract", done, total)
 
 
 def staging_prefix(out: Path) -> str:

@@ -14,11 +14,14 @@ from rxvision.data.feature_store import (
     MANIFEST,
     FeatureShardDataset,
     FeatureStore,
+    FeatureStoreError,
     PreprocessConfig,
     feature_key,
 )
 from rxvision.data.imaging import ImageSpec, decode_hashed, load_image, load_image_located
 from rxvision.data.localize import CropSpec
+from rxvision.data.preprocessing import preprocess_snapshot
+from rxvision.data.snapshot import SnapshotSettings, SnapshotStore
 from rxvision.storage.s3 import S3Config, S3Store
 
 pytestmark = pytest.mark.integration
@@ -136,3 +139,62 @@ def test_a_build_forked_from_a_process_using_opencv_threads_finishes(
     cv2.GaussianBlur(np.zeros((2000, 2000, 3), np.uint8), (0, 0), 5.0)
     manifest, built = store.materialize(pill_dir, SNAP, PreprocessConfig(img_size=24, shard_size=7))
     assert built and manifest.images == 48 and len(manifest.shards) == 7
+
+
+def test_a_snapshot_preprocessed_in_its_shards_equals_its_pulled_folder(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots = SnapshotStore(
+        SnapshotSettings(
+            registry_url=str(tmp_path / "registry.git"),
+            remote_url=f"s3://rxvision-data/dvc-{tmp_path.name}",
+            cache_dir=tmp_path / "dvc",
+            shard_size=10,
+        )
+    )
+    info, _ = snapshots.create(pill_dir, "v1")
+    spec = ImageSpec(img_size=40, crop=CropSpec(mask_background=True))
+    cfg = PreprocessConfig.for_spec(spec, 16)
+    packed_set, built = preprocess_snapshot(snapshots, store, "v1", cfg, workers=2)
+    assert built and packed_set.snapshot_hash == info.content_hash
+    # the same rows, hashes and pixels as the files the pull writes, preprocessed one by one
+    snapshots.pull("v1", tmp_path / "pulled")
+    folder_store = FeatureStore(store.root_uri + "-folder")
+    folder_set, _ = folder_store.materialize(tmp_path / "pulled", info.content_hash, cfg)
+    assert [(s.paths, s.labels, s.sha256, s.phash, s.located) for s in packed_set.shards] == [
+        (s.paths, s.labels, s.sha256, s.phash, s.located) for s in folder_set.shards
+    ]
+    packed = FeatureShardDataset(packed_set, store.download(packed_set, tmp_path / "a"))
+    folder = FeatureShardDataset(folder_set, folder_store.download(folder_set, tmp_path / "b"))
+    assert all(np.array_equal(packed[i][0], folder[i][0]) for i in range(48))
+
+
+def test_a_shard_changed_on_disk_is_refused_naming_the_image(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots = SnapshotStore(
+        SnapshotSettings(
+            registry_url=str(tmp_path / "registry.git"),
+            remote_url=f"s3://rxvision-data/dvc-{tmp_path.name}",
+            cache_dir=tmp_path / "dvc",
+            shard_size=10,
+        )
+    )
+    snapshots.create(pill_dir, "v1")
+    with snapshots.fetched("v1") as packed:
+        images = packed.images()
+        victim = images[13]
+        shard = Path(victim.file)
+        # an in-place edit of one image's bytes in the checked-out shard (a hard link of
+        # DVC's cache): same size, other content
+        data = bytearray(shard.read_bytes())
+        data[victim.offset + victim.size // 2] ^= 0xFF
+        shard.unlink()
+        shard.write_bytes(bytes(data))
+        with pytest.raises(
+            FeatureStoreError,
+            match=rf"{victim.path} \(in .*{shard.name}\): "
+            r"content differs from the snapshot's index",
+        ):
+            store.materialize_images(images, "e" * 64, PreprocessConfig(img_size=24))
+    assert store.manifest(feature_key("e" * 64, PreprocessConfig(img_size=24))) is None

@@ -1,0 +1,83 @@
+"""A fetched snapshot read in place: its tar shards and index as DVC checked them out,
+each image located by its byte range inside a shard, never unpacked to its own file.
+
+Every shard is checked against the index before any of it is used: a member the index
+does not name, one whose size differs, or one missing is refused, naming the shard. The
+bytes are checked by their reader (each image's sha256 travels with its location).
+"""
+
+from __future__ import annotations
+
+import tarfile
+from functools import cached_property
+from pathlib import Path
+
+from rxvision.data.snapshot_shards import IndexEntry, read_index, shard_name
+from rxvision.data.source_image import SourceImage
+from rxvision.errors import SnapshotError
+
+SHARDS_DIR = "shards"
+INDEX_FILE = "index.parquet"
+
+
+class PackedSnapshot:
+    """The shards and ``index.parquet`` under ``dataset`` (a snapshot's DVC folder)."""
+
+    def __init__(self, dataset: Path) -> None:
+        self.dataset = dataset
+
+    @cached_property
+    def entries(self) -> list[IndexEntry]:
+        """The index: every image's path, label, sha256, size and shard, in path order."""
+        return read_index(self.dataset / INDEX_FILE)
+
+    def shard_path(self, shard: int) -> Path:
+        """The local file of shard number ``shard``."""
+        return self.dataset / SHARDS_DIR / shard_name(shard)
+
+    def shards(self) -> dict[int, dict[str, IndexEntry]]:
+        """The index's entries by shard number, then by path."""
+        by_shard: dict[int, dict[str, IndexEntry]] = {}
+        for entry in self.entries:
+            by_shard.setdefault(entry.shard, {})[entry.path] = entry
+        return by_shard
+
+    def shard_images(self, shard: int, expected: dict[str, IndexEntry]) -> list[SourceImage]:
+        """Where each image of one shard lies in its file, checked against the index."""
+        path = self.shard_path(shard)
+        images = []
+        try:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    entry = expected.get(member.name)
+                    if entry is None or not member.isfile():
+                        raise SnapshotError(f"{path}: unexpected member {member.name!r}")
+                    if member.size != entry.size:
+                        raise SnapshotError(
+                            f"{path}: {member.name} is {member.size} bytes, "
+                            f"the index says {entry.size}"
+                        )
+                    images.append(
+                        SourceImage(
+                            entry.path,
+                            entry.label,
+                            str(path),
+                            member.offset_data,
+                            member.size,
+                            entry.sha256,
+                        )
+                    )
+        except (OSError, tarfile.TarError) as exc:
+            raise SnapshotError(f"{path}: cannot read shard: {exc}") from exc
+        if len(images) != len(expected):
+            raise SnapshotError(f"{path}: {len(images)} files, the index says {len(expected)}")
+        return images
+
+    def images(self) -> list[SourceImage]:
+        """Every image of the snapshot, in path order, located in its shard."""
+        located = [
+            image
+            for shard, expected in sorted(self.shards().items())
+            for image in self.shard_images(shard, expected)
+        ]
+        return sorted(located, key=lambda image: image.path)

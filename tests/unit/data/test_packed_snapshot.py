@@ -1,0 +1,106 @@
+"""A snapshot's tar shards read in place: each image located by its byte range, checked
+against the index, on real shards written by the snapshot packer."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rxvision.data.packed_snapshot import INDEX_FILE, SHARDS_DIR, PackedSnapshot
+from rxvision.data.snapshot_shards import (
+    assign_shards,
+    index_directory,
+    shard_name,
+    write_index,
+    write_shards,
+)
+from rxvision.data.source_image import SourceImage
+from rxvision.errors import SnapshotError
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """7 real JPEGs of 3 sizes in 2 class folders."""
+    root = tmp_path / "photos"
+    for i in range(7):
+        label = "amlo" if i % 2 else "ibup"
+        path = root / label / f"img-{i:02d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(i).integers(0, 256, (224, 224 + 16 * (i % 3), 3))
+        Image.fromarray(pixels.astype(np.uint8)).save(path, quality=80)
+    return root
+
+
+def pack(photos: Path, dataset: Path, shard_size: int = 3) -> PackedSnapshot:
+    entries = assign_shards(index_directory(photos), shard_size)
+    write_shards(photos, entries, dataset / SHARDS_DIR)
+    write_index(entries, dataset / INDEX_FILE)
+    return PackedSnapshot(dataset)
+
+
+def test_each_image_reads_back_byte_exact_from_its_shard_in_path_order(
+    photos: Path, tmp_path: Path
+) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    images = packed.images()
+    files = sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.jpg"))
+    assert [image.path for image in images] == files
+    for image in images:
+        assert image.read() == (photos / image.path).read_bytes()
+        assert image.label == image.path.split("/")[0]
+        assert Path(image.file).parent == tmp_path / "dataset" / SHARDS_DIR
+        assert image.offset > 0 and image.size == (photos / image.path).stat().st_size
+    # 7 images in shards of 3
+    assert len({image.file for image in images}) == 3
+
+
+def test_a_member_the_index_does_not_name_is_refused_naming_the_shard(
+    photos: Path, tmp_path: Path
+) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    shard = packed.shard_path(1)
+    with tarfile.open(shard, "a") as tar:
+        info = tarfile.TarInfo("ibup/intruder.jpg")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    with pytest.raises(SnapshotError, match=rf"{shard_name(1)}: unexpected member 'ibup/intruder"):
+        packed.images()
+
+
+def test_a_missing_shard_or_member_is_refused(photos: Path, tmp_path: Path) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    expected = packed.shards()[0]
+    short = dict(expected)
+    short["amlo/img-99.jpg"] = next(iter(expected.values()))
+    with pytest.raises(SnapshotError, match=r"3 files, the index says 4"):
+        packed.shard_images(0, short)
+    packed.shard_path(2).unlink()
+    with pytest.raises(SnapshotError, match=rf"{shard_name(2)}: cannot read shard"):
+        packed.images()
+
+
+def test_a_member_whose_size_differs_from_the_index_is_refused(
+    photos: Path, tmp_path: Path
+) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    expected = packed.shards()[0]
+    path, entry = next(iter(expected.items()))
+    wrong = {**expected, path: type(entry)(**{**vars(entry), "size": entry.size + 1})}
+    with pytest.raises(SnapshotError, match=rf"{path} is {entry.size} bytes, the index says"):
+        packed.shard_images(0, wrong)
+
+
+def test_a_byte_range_past_the_end_of_its_file_is_a_read_error(tmp_path: Path) -> None:
+    file = tmp_path / "short.bin"
+    file.write_bytes(b"0123456789")
+    assert SourceImage("a/b.jpg", "a", str(file), 2, 5).read() == b"23456"
+    assert SourceImage.whole_file(tmp_path, "short.bin", "x").read() == b"0123456789"
+    with pytest.raises(OSError, match=r"3 bytes at offset 7, expected 5"):
+        SourceImage("a/b.jpg", "a", str(file), 7, 5).read()
