@@ -1,7 +1,9 @@
 """Snapshot pull: 10,000 images as the project packs them (tar shards tracked by DVC)
 vs the same images tracked file by file in DVC (``dvc add`` of the folder), both pulled
-from the local S3 server into an empty cache, as a fresh training host would; and the
-floor: the packed snapshot's objects fetched by concurrent boto3 GETs, nothing else.
+from the local S3 server into an empty cache, as a fresh training host would; the packed
+snapshot fetched and read in place (each image's bytes from its shard, hash-checked: what
+``data preprocess`` reads, no file per image); and the floor: the packed snapshot's
+objects fetched by concurrent boto3 GETs, nothing else.
 
     .venv/bin/python bench/snapshot_pull.py [--images 10000] [--repeats 3]
 
@@ -11,6 +13,7 @@ Uses the S3 of ``eval "$(rxvision stack env)"`` when set, else starts a throwawa
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -107,6 +110,27 @@ def pull_packed(
     return float(info.images), seconds
 
 
+def fetch_in_place(
+    settings: SnapshotSettings, tag: str, work: Path, images: int
+) -> tuple[float, float]:
+    """``SnapshotStore.fetched`` into an empty cache, then every image's bytes read from
+    its shard and checked against the index's sha256: what ``data preprocess`` consumes,
+    with no file per image (not a pull: nothing is left on disk as an ImageFolder)."""
+    fresh = SnapshotSettings(
+        **{**vars(settings), "cache_dir": work / f"cache-{uuid.uuid4().hex[:6]}"}
+    )
+    began = time.perf_counter()
+    with SnapshotStore(fresh).fetched(tag) as packed:
+        located = packed.images()
+        for image in located:
+            if hashlib.sha256(image.read()).hexdigest() != image.sha256:
+                raise AssertionError(f"{image.path}: hash differs")
+    seconds = time.perf_counter() - began
+    assert len(located) == images
+    shutil.rmtree(fresh.cache_dir)
+    return float(len(located)), seconds
+
+
 def raw_parallel_get(prefix: str, work: Path, images: int, threads: int = 8) -> tuple[float, float]:
     """The floor of any pull: every object under the snapshot's DVC remote prefix (its
     shards, index and DVC's directory listing) downloaded concurrently with boto3 to
@@ -152,6 +176,10 @@ def main() -> None:
             harness.Case("DVC file by file", lambda: pull_file_by_file(repo, work, images)),
             harness.Case(
                 "packed shards (rxvision)", lambda: pull_packed(settings, "bench-v1", work, images)
+            ),
+            harness.Case(
+                "packed shards fetched, read in place + sha256 (what preprocess reads)",
+                lambda: fetch_in_place(settings, "bench-v1", work, images),
             ),
             harness.Case(
                 "raw parallel S3 GET of the shard objects",
