@@ -30,9 +30,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from rxvision.data.collate import collate_channels_last
+from rxvision.data.feature_shards import FeatureShardDataset
 from rxvision.data.feature_store import (
     FeatureManifest,
-    FeatureShardDataset,
     ShardRecord,
     list_image_folder,
 )

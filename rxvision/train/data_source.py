@@ -18,10 +18,10 @@ from typing import Any, cast
 import numpy as np
 from torch.utils.data import Dataset
 
+from rxvision.data.feature_shards import FeatureShardDataset
 from rxvision.data.feature_store import (
     MANIFEST,
     FeatureManifest,
-    FeatureShardDataset,
     FeatureStore,
 )
 from rxvision.data.imaging import ImageSpec

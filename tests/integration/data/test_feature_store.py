@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rxvision.data.feature_shards import FeatureShardDataset
 from rxvision.data.feature_store import (
     MANIFEST,
-    FeatureShardDataset,
     FeatureStore,
     FeatureStoreError,
     PreprocessConfig,
@@ -32,6 +32,18 @@ SNAP = "f" * 64
 @pytest.fixture
 def store(stack_env: dict[str, str], tmp_path: Path) -> FeatureStore:
     return FeatureStore(f"s3://rxvision-data/features-{tmp_path.name}")
+
+
+def snapshot_store(tmp_path: Path) -> SnapshotStore:
+    """A snapshot store of its own under ``tmp_path``, shards of 10 images."""
+    return SnapshotStore(
+        SnapshotSettings(
+            registry_url=str(tmp_path / "registry.git"),
+            remote_url=f"s3://rxvision-data/dvc-{tmp_path.name}",
+            cache_dir=tmp_path / "dvc",
+            shard_size=10,
+        )
+    )
 
 
 def test_second_preprocess_is_a_cache_hit(store: FeatureStore, pill_dir: Path) -> None:
@@ -144,14 +156,7 @@ def test_a_build_forked_from_a_process_using_opencv_threads_finishes(
 def test_a_snapshot_preprocessed_in_its_shards_equals_its_pulled_folder(
     store: FeatureStore, pill_dir: Path, tmp_path: Path
 ) -> None:
-    snapshots = SnapshotStore(
-        SnapshotSettings(
-            registry_url=str(tmp_path / "registry.git"),
-            remote_url=f"s3://rxvision-data/dvc-{tmp_path.name}",
-            cache_dir=tmp_path / "dvc",
-            shard_size=10,
-        )
-    )
+    snapshots = snapshot_store(tmp_path)
     info, _ = snapshots.create(pill_dir, "v1")
     spec = ImageSpec(img_size=40, crop=CropSpec(mask_background=True))
     cfg = PreprocessConfig.for_spec(spec, 16)
@@ -172,14 +177,7 @@ def test_a_snapshot_preprocessed_in_its_shards_equals_its_pulled_folder(
 def test_a_shard_changed_on_disk_is_refused_naming_the_image(
     store: FeatureStore, pill_dir: Path, tmp_path: Path
 ) -> None:
-    snapshots = SnapshotStore(
-        SnapshotSettings(
-            registry_url=str(tmp_path / "registry.git"),
-            remote_url=f"s3://rxvision-data/dvc-{tmp_path.name}",
-            cache_dir=tmp_path / "dvc",
-            shard_size=10,
-        )
-    )
+    snapshots = snapshot_store(tmp_path)
     snapshots.create(pill_dir, "v1")
     with snapshots.fetched("v1") as packed:
         images = packed.images()
