@@ -37,7 +37,7 @@ def test_the_cache_bench_reports_three_cases_and_reuses_every_gallery_crop(
         "incremental DAG run (nothing new)",
     ]
     assert all(row["median"] > 0 for row in report["results"])
-    # a random-weight model sends every row to review: the cold runs (warm-up and
+    # the bench model's zero head sends every row to review: the cold runs (warm-up and
     # measured) make every crop, the cached runs read every one back
     thumbs = report["gallery_thumbnails"]
     assert thumbs["cold"] == [{"reused": 0, "stored": IMAGES}] * 2
