@@ -47,6 +47,10 @@ class SnapshotError(RxVisionError):
     exit_code = 6
 
 
+class FeatureStoreError(RxVisionError):
+    """A shard set cannot be built or read (the message names the file or key)."""
+
+
 class EndpointUnreachable(RxVisionError):
     """A server (S3, MLflow, Airflow) does not answer at its URL; the message names it."""
 

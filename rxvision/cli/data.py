@@ -293,6 +293,13 @@ def preprocess(
     img_size: Annotated[
         int | None, typer.Option(help="Override the training config's data.img_size, px.")
     ] = None,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            help="Copy the rows of images unchanged since the newest set of this "
+            "preprocessing config instead of decoding them again.",
+        ),
+    ] = True,
     config: ConfigOpt = None,
 ) -> None:
     """Decode a snapshot once into feature-store shards, exactly as the training config will
@@ -321,8 +328,10 @@ def preprocess(
             pre,
             workers=cfg.feature_store.workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            reuse=reuse,
         )
-    state = "built" if built else "cache hit (nothing computed)"
+    reused = manifest.extra.get("reused", 0)
+    state = f"built ({reused} rows reused)" if built else "cache hit (nothing computed)"
     console.print(
         f"features {state}: {manifest.images} images, {pre.spec.describe()}, in "
         f"{store.prefix(manifest.key)}/"

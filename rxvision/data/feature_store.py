@@ -26,32 +26,29 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import ClientError
 
+from rxvision.data.feature_reuse import EarlierRows
+from rxvision.data.feature_rows import DecodedBatch, assembled, load_batch, reusable
 from rxvision.data.imaging import (
-    ImageDecodeError,
     ImageSpec,
     Resample,
-    decode_hashed,
-    sha256_hex,
 )
 from rxvision.data.layout import check_class_layout
 from rxvision.data.localize import CropSpec
 from rxvision.data.source_image import SourceImage
-from rxvision.errors import NotFound, RxVisionError
+from rxvision.errors import FeatureStoreError, NotFound
 from rxvision.forkserver import worker_context
 from rxvision.storage.s3 import S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# <root>/_latest/<config hash>.json names the newest set of each config
+LATEST_DIR = "_latest"
 # 2: rows carry their content hashes (sha256, perceptual) for content-based splits
 # 3: the perceptual hash is of the whole photo, not of the (cropped, masked) model input
 FORMAT_VERSION = 3
 
 Progress = Callable[[int, int], None]
-
-
-class FeatureStoreError(RxVisionError):
-    """A shard set cannot be built or read (the message names the file or key)."""
 
 
 @dataclass(frozen=True)
@@ -127,58 +124,6 @@ def feature_key(snapshot_hash: str, config: PreprocessConfig) -> str:
     return f"{snapshot_hash[:16]}-{config.config_hash()}"
 
 
-@dataclass(frozen=True)
-class DecodedBatch:
-    """Images of one decode job and their content hashes."""
-
-    pixels: np.ndarray
-    sha256: list[str]
-    phash: list[str]
-    located: list[str]
-
-
-def load_row(image: SourceImage, spec: ImageSpec) -> tuple[np.ndarray, str, str, str]:
-    """One image as stored (``load_image``), its file sha256, its perceptual hash and its
-    localization status; bytes that differ from the sha256 the image must have are refused."""
-    try:
-        data = image.read()
-    except OSError as exc:
-        raise FeatureStoreError(f"{image.name}: cannot read: {exc}") from exc
-    digest = sha256_hex(data)
-    if image.sha256 and digest != image.sha256:
-        raise FeatureStoreError(
-            f"{image.name}: content differs from the snapshot's index "
-            f"(sha256 {digest[:12]}, expected {image.sha256[:12]})"
-        )
-    try:
-        pixels, located, frame_hash = decode_hashed(data, spec, name=image.name)
-    except ImageDecodeError as exc:
-        raise FeatureStoreError(f"{image.name}: cannot decode image: {exc.reason}") from exc
-    return pixels, digest, f"{frame_hash:016x}", located
-
-
-def _load_batch(args: tuple[list[SourceImage], dict[str, Any]]) -> DecodedBatch:
-    images, spec_dict = args
-    spec = ImageSpec.from_dict(spec_dict, source="the feature store's spec")
-    rows = [load_row(image, spec) for image in images]
-    return DecodedBatch(
-        np.stack([r[0] for r in rows]),
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-        [r[3] for r in rows],
-    )
-
-
-def _joined(parts: list[DecodedBatch]) -> DecodedBatch:
-    """One shard's batches, in order, as one."""
-    return DecodedBatch(
-        np.concatenate([p.pixels for p in parts]),
-        [h for p in parts for h in p.sha256],
-        [h for p in parts for h in p.phash],
-        [h for p in parts for h in p.located],
-    )
-
-
 class FeatureStore:
     """Build and read shard sets under an ``s3://bucket/prefix`` root."""
 
@@ -230,10 +175,13 @@ class FeatureStore:
         config: PreprocessConfig,
         workers: int = 2,
         progress: Progress | None = None,
+        reuse: bool = True,
     ) -> tuple[FeatureManifest, bool]:
         """``materialize`` of images wherever their bytes lie (files, or the members of
         a fetched snapshot's shards, read in place: ``SnapshotStore.fetched``), stored in
-        path order."""
+        path order. With ``reuse``, an image whose ``sha256`` is known and matches a row of
+        the newest set built with ``config`` is copied from it, not decoded
+        (``rxvision.data.feature_reuse``)."""
         key = feature_key(snapshot_hash, config)
         found = self.manifest(key)
         if found is not None:
@@ -242,9 +190,15 @@ class FeatureStore:
         rows = sorted(images, key=lambda image: image.path)
         if not rows:
             raise FeatureStoreError(f"no images to preprocess for snapshot {snapshot_hash}")
+        # rows are matched by the sha256 an image must have: files of a folder carry none
+        known = reuse and any(image.sha256 for image in rows)
+        earlier = self.earlier_rows(config) if known else None
         attempt = uuid.uuid4().hex[:12]
         began = time.monotonic()
-        shards = self._write_shards(rows, key, attempt, config, workers, progress)
+        shards, reused = self._write_shards(rows, key, attempt, config, workers, progress, earlier)
+        extra: dict[str, Any] = {"seconds": round(time.monotonic() - began, 2), "reused": reused}
+        if earlier is not None:
+            extra["reused_from"] = earlier.set_key
         manifest = FeatureManifest(
             key=key,
             snapshot_hash=snapshot_hash,
@@ -254,9 +208,29 @@ class FeatureStore:
             shards=shards,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             attempt=attempt,
-            extra={"seconds": round(time.monotonic() - began, 2)},
+            extra=extra,
         )
-        return self._commit(manifest), True
+        return self._commit(manifest, config), True
+
+    def earlier_rows(self, config: PreprocessConfig) -> EarlierRows | None:
+        """The rows of the newest set committed with ``config`` (None: there is none, or
+        it was deleted since)."""
+        try:
+            pointer = json.loads(self.s3.get_bytes(self._latest_uri(config)))
+        except NotFound:
+            return None
+        manifest = self.manifest(str(pointer.get("key")))
+        if manifest is None or manifest.spec != config.spec:
+            return None
+        log.info("reusing unchanged images' rows of %s", self.prefix(manifest.key))
+        base = self.prefix(manifest.key)
+        return EarlierRows(
+            manifest.key, manifest.shards, lambda shard: self.s3.get_bytes(f"{base}/{shard}")
+        )
+
+    def _latest_uri(self, config: PreprocessConfig) -> str:
+        # one small object per config: finding the newest set never lists the store
+        return f"{self.root_uri}/{LATEST_DIR}/{config.config_hash()}.json"
 
     def _write_shards(
         self,
@@ -266,21 +240,28 @@ class FeatureStore:
         config: PreprocessConfig,
         workers: int,
         progress: Progress | None,
-    ) -> list[ShardRecord]:
+        earlier: EarlierRows | None = None,
+    ) -> tuple[list[ShardRecord], int]:
         chunks = [rows[i : i + config.shard_size] for i in range(0, len(rows), config.shard_size)]
-        records, done = [], 0
+        records, done, reused = [], 0, 0
         # forkserver workers: none inherits this process's threads (an OpenCV pool, boto3),
         # and each runs one OpenCV thread (rxvision.pool_worker), as many workers as cores
-        context = worker_context(["rxvision.data.feature_store"])
+        context = worker_context(["rxvision.data.feature_rows"])
         with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
+
+            def submit(chunk: list[SourceImage]) -> list[Future[DecodedBatch]]:
+                fresh = [image for image in chunk if not reusable(image, earlier)]
+                return self._submit_chunk(pool, fresh, config, workers)
+
             # the next shard is decoding while this one is saved and uploaded: the workers
             # never wait for S3, nor for the slowest piece of a shard
-            submit = self._submit_chunk
-            ahead = deque(submit(pool, c, config, workers) for c in chunks[:2])
+            ahead = deque(submit(c) for c in chunks[:2])
             for index, chunk in enumerate(chunks):
-                decoded = _joined([f.result() for f in ahead.popleft()])
+                parts = [f.result() for f in ahead.popleft()]
                 if index + 2 < len(chunks):
-                    ahead.append(submit(pool, chunks[index + 2], config, workers))
+                    ahead.append(submit(chunks[index + 2]))
+                decoded = assembled(chunk, parts, earlier)
+                reused += sum(1 for image in chunk if reusable(image, earlier))
                 shard_key = f"attempts/{attempt}/shard-{index:05d}.npy"
                 buf = io.BytesIO()
                 np.save(buf, decoded.pixels, allow_pickle=False)
@@ -298,8 +279,8 @@ class FeatureStore:
                 done += len(chunk)
                 if progress:
                     progress(done, len(rows))
-                log.info("preprocess: %d/%d images", done, len(rows))
-        return records
+                log.info("preprocess: %d/%d images (%d reused)", done, len(rows), reused)
+        return records, reused
 
     def _submit_chunk(
         self,
@@ -311,11 +292,12 @@ class FeatureStore:
         step = max(1, len(chunk) // (workers * 4))
         spec = config.spec.to_dict()
         starts = range(0, len(chunk), step)
-        return [pool.submit(_load_batch, (chunk[i : i + step], spec)) for i in starts]
+        return [pool.submit(load_batch, (chunk[i : i + step], spec)) for i in starts]
 
-    def _commit(self, manifest: FeatureManifest) -> FeatureManifest:
+    def _commit(self, manifest: FeatureManifest, config: PreprocessConfig) -> FeatureManifest:
         """Write the manifest only if none exists (S3 conditional put); a writer that
-        loses the race drops its own attempt and returns the winner's manifest."""
+        loses the race drops its own attempt and returns the winner's manifest. The
+        committed set becomes the newest of ``config`` (whose rows a later build reuses)."""
         bucket, key = parse_s3_uri(f"{self.prefix(manifest.key)}/{MANIFEST}")
         body = json.dumps(asdict(manifest), indent=1).encode()
         try:
@@ -331,6 +313,7 @@ class FeatureStore:
                 self.s3.delete_prefix(f"{self.prefix(manifest.key)}/attempts/{manifest.attempt}/")
             return winner
         self._drop_stale_attempts(manifest)
+        self.s3.put_bytes(self._latest_uri(config), json.dumps({"key": manifest.key}).encode())
         return manifest
 
     def _drop_stale_attempts(self, manifest: FeatureManifest) -> None:

@@ -22,8 +22,10 @@ def preprocess_snapshot(
     config: PreprocessConfig,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    reuse: bool = True,
 ) -> tuple[FeatureManifest, bool]:
-    """The feature set of snapshot ``tag``: found (False) or built now (True)."""
+    """The feature set of snapshot ``tag``: found (False) or built now (True); with
+    ``reuse``, unchanged images' rows are copied from the newest set of ``config``."""
     info = snapshots.info(tag)
     found = features.manifest(feature_key(info.content_hash, config))
     if found is not None:
@@ -32,5 +34,10 @@ def preprocess_snapshot(
     # the shards are read in place: unpacking 100,000 images to files first cost ~20 s
     with snapshots.fetched(tag) as packed:
         return features.materialize_images(
-            packed.images(), info.content_hash, config, workers=workers, progress=progress
+            packed.images(),
+            info.content_hash,
+            config,
+            workers=workers,
+            progress=progress,
+            reuse=reuse,
         )

@@ -40,11 +40,13 @@ from rxvision.data.snapshot_registry import (
 )
 from rxvision.data.snapshot_shards import (
     MARKER_FILE,
+    PULLED_INDEX_FILE,
     IndexEntry,
     Progress,
     assign_shards,
     content_hash,
     index_directory,
+    read_index,
     write_index,
     write_shards,
 )
@@ -280,7 +282,9 @@ class SnapshotStore:
             # delete each other's files in) one staging directory.
             staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out), dir=out.parent))
             try:
-                extract_verified(PackedSnapshot(work / DATASET_DIR), staging, progress)
+                packed = PackedSnapshot(work / DATASET_DIR)
+                extract_verified(packed, staging, progress)
+                shutil.copyfile(packed.dataset / INDEX_FILE, staging / PULLED_INDEX_FILE)
                 (staging / MARKER_FILE).write_text(json.dumps(asdict(info), indent=2))
                 publish_directory(staging, out, info)
             finally:
@@ -327,6 +331,13 @@ def extract_verified(packed: PackedSnapshot, staging: Path, progress: Progress |
             done += count
             if progress:
                 progress("extract", done, total)
+
+
+def pulled_digests(out: Path) -> dict[str, str]:
+    """The sha256 of each image of the snapshot pulled into ``out``, by relative path (the
+    index kept beside its marker; empty for a folder pulled before the index was kept)."""
+    index = out / PULLED_INDEX_FILE
+    return {e.path: e.sha256 for e in read_index(index)} if index.is_file() else {}
 
 
 def staging_prefix(out: Path) -> str:

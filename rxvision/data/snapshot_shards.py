@@ -19,8 +19,10 @@ from rxvision.errors import SnapshotError
 
 # written in a pulled snapshot's folder once every file is verified
 MARKER_FILE = ".rxvision-snapshot.json"
+# the snapshot's index beside it: what each pulled file must hash to
+PULLED_INDEX_FILE = ".rxvision-index.parquet"
 # files of a folder that are not images of the snapshot
-SKIPPED_NAMES = {"manifest.parquet", "manifest.csv", MARKER_FILE}
+SKIPPED_NAMES = {"manifest.parquet", "manifest.csv", MARKER_FILE, PULLED_INDEX_FILE}
 DEFAULT_SHARD_SIZE = 1000
 
 Progress = Callable[[str, int, int], None]

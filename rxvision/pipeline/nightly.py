@@ -24,6 +24,8 @@ from rxvision.data.settings import (
     snapshot_store,
     validation_policy,
 )
+from rxvision.data.snapshot import pulled_digests
+from rxvision.data.source_image import SourceImage
 from rxvision.data.validation import DataValidator
 from rxvision.errors import DataValidationError, RxVisionError
 from rxvision.home import Home
@@ -184,6 +186,7 @@ def preprocess(
             "features_uri": features.prefix(key),
             "cache_hit": True,
             "images": found.images,
+            "reused": 0,
             "spec": spec.to_dict(),
         }
     local = Path(pull_snapshot(rev, cfg)["path"])
@@ -191,16 +194,30 @@ def preprocess(
     if accepted is not None:
         keep = set(accepted)
         items = [(path, label) for path, label in items if path in keep]
-    manifest, built = features.materialize(
-        local, snapshot_hash, pre, items=items, workers=cfg.feature_store.workers
+    # the index's sha256 of each file: a worker refuses bytes that differ, and an
+    # image unchanged since the last set of this spec is copied from it, not decoded
+    digests = pulled_digests(local)
+    images = [
+        SourceImage(path, label, str(local / path), sha256=digests.get(path, ""))
+        for path, label in items
+    ]
+    manifest, built = features.materialize_images(
+        images, snapshot_hash, pre, workers=cfg.feature_store.workers
     )
+    reused = int(manifest.extra.get("reused", 0)) if built else 0
     log.info(
-        "features of %s at %s (%d images)", rev, features.prefix(manifest.key), manifest.images
+        "features of %s at %s (%d images, %d reused from %s)",
+        rev,
+        features.prefix(manifest.key),
+        manifest.images,
+        reused,
+        manifest.extra.get("reused_from") or "no earlier set",
     )
     return {
         "features_uri": features.prefix(manifest.key),
         "cache_hit": not built,
         "images": manifest.images,
+        "reused": reused,
         "spec": spec.to_dict(),
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,7 @@ def test_losing_writer_keeps_the_winners_set(store: FeatureStore, pill_dir: Path
     cfg = PreprocessConfig(img_size=32, shard_size=50)
     winner, _ = store.materialize(pill_dir, SNAP, cfg)
     loser = type(winner)(**{**winner.__dict__, "attempt": "loser0000000"})
-    result = store._commit(loser)
+    result = store._commit(loser, cfg)
     assert result.attempt == winner.attempt
     body = json.loads(store.s3.get_bytes(f"{store.prefix(winner.key)}/{MANIFEST}"))
     assert body["attempt"] == winner.attempt
@@ -196,3 +197,60 @@ def test_a_shard_changed_on_disk_is_refused_naming_the_image(
         ):
             store.materialize_images(images, "e" * 64, PreprocessConfig(img_size=24))
     assert store.manifest(feature_key("e" * 64, PreprocessConfig(img_size=24))) is None
+
+
+def next_night(pill_dir: Path, out: Path) -> tuple[int, int]:
+    """``pill_dir`` a night later in ``out``: one photo gone, one replaced by new bytes at
+    its path, two new; (images, unchanged images)."""
+    shutil.copytree(pill_dir, out)
+    photos = sorted(out.rglob("*.jpg"))
+    photos[0].unlink()
+    with Image.open(photos[5]) as image:
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos[5], quality=90)
+    for n, source in enumerate(photos[20:22]):
+        with Image.open(source) as image:
+            image.rotate(90).save(source.parent / f"new-{n}.jpg", quality=90)
+    return len(photos) - 1 + 2, len(photos) - 2
+
+
+def test_a_new_snapshot_copies_its_unchanged_images_rows_from_the_last_set(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots = snapshot_store(tmp_path)
+    snapshots.create(pill_dir, "v1")
+    cfg = PreprocessConfig.for_spec(ImageSpec(img_size=40, crop=CropSpec()), 16)
+    first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
+    assert first.extra["reused"] == 0 and "reused_from" not in first.extra
+    images, unchanged = next_night(pill_dir, tmp_path / "night2")
+    snapshots.create(tmp_path / "night2", "v2")
+    second, built = preprocess_snapshot(snapshots, store, "v2", cfg)
+    assert built and second.images == images == 49
+    assert second.extra["reused"] == unchanged == 46
+    assert second.extra["reused_from"] == first.key
+    # exactly the rows and pixels of the same snapshot decoded from scratch
+    cold_store = FeatureStore(store.root_uri + "-cold")
+    cold, _ = preprocess_snapshot(snapshots, cold_store, "v2", cfg)
+    assert cold.extra["reused"] == 0
+    assert [(s.paths, s.labels, s.sha256, s.phash, s.located) for s in second.shards] == [
+        (s.paths, s.labels, s.sha256, s.phash, s.located) for s in cold.shards
+    ]
+    warm = FeatureShardDataset(second, store.download(second, tmp_path / "warm"))
+    scratch = FeatureShardDataset(cold, cold_store.download(cold, tmp_path / "cold"))
+    assert all(np.array_equal(warm[i][0], scratch[i][0]) for i in range(images))
+
+
+def test_no_rows_are_reused_from_another_spec_or_a_deleted_set(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots = snapshot_store(tmp_path)
+    snapshots.create(pill_dir, "v1")
+    cfg = PreprocessConfig(img_size=24, shard_size=16)
+    first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
+    assert store.earlier_rows(cfg) is not None
+    assert store.earlier_rows(PreprocessConfig(img_size=32, shard_size=16)) is None
+    store.s3.delete_prefix(store.prefix(first.key) + "/")
+    assert store.earlier_rows(cfg) is None
+    next_night(pill_dir, tmp_path / "night2")
+    snapshots.create(tmp_path / "night2", "v2")
+    second, built = preprocess_snapshot(snapshots, store, "v2", cfg)
+    assert built and second.extra["reused"] == 0 and second.images == 49

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rxvision.data.layout import DataLayoutError
-from rxvision.data.snapshot import SnapshotSettings, SnapshotStore
+from rxvision.data.snapshot import SnapshotSettings, SnapshotStore, pulled_digests
 from rxvision.data.snapshot_shards import MARKER_FILE
 from rxvision.errors import SnapshotError
 from rxvision.storage.s3 import S3Config, S3Store
@@ -48,6 +49,11 @@ def test_snapshot_then_pull_is_byte_exact(
     assert image_files(tmp_path / "out") == image_files(pill_dir)
     assert (tmp_path / "out" / MARKER_FILE).is_file()
     assert not any(".partial" in p.name for p in tmp_path.iterdir())
+    # the index stays beside the files: what each must hash to (the feature store's key)
+    digests = pulled_digests(tmp_path / "out")
+    assert digests == {
+        path: hashlib.sha256(data).hexdigest() for path, data in image_files(pill_dir).items()
+    }
 
 
 def test_the_remote_holds_a_few_packed_objects_not_one_per_image(

@@ -54,7 +54,18 @@ def test_validate_then_preprocess_with_a_cache_hit(
     assert first["cache_hit"] is False and first["images"] == 30
     assert first["features_uri"].startswith("s3://rxvision-data/features/")
     again = nightly.preprocess(tag, report_uri)
-    assert again == {**first, "cache_hit": True}
+    assert again == {**first, "cache_hit": True, "reused": 0}
+    # the next night: the same 30 photos and a new one per product; only the new are decoded
+    tag2, data2 = f"{tag}-next", tmp_path / f"{tag}-next"
+    shutil.copytree(tmp_path / tag, data2)
+    for product in sorted(p for p in data2.iterdir() if p.is_dir()):
+        with Image.open(sorted(product.glob("*.jpg"))[0]) as photo:
+            photo.rotate(90).save(product / "new.jpg", quality=90)
+    snapshot_store(load_data_config()).create(data2, tag2)
+    report2 = f"s3://rxvision-artifacts/validation/it/{tag2}.json"
+    assert nightly.validate_snapshot(tag2, report2, workers=1)["images_ok"] == 33
+    second = nightly.preprocess(tag2, report2)
+    assert second["cache_hit"] is False and second["images"] == 33 and second["reused"] == 30
 
 
 def test_a_failing_snapshot_keeps_its_report_and_names_it(

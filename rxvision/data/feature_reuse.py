@@ -1,0 +1,107 @@
+"""An earlier feature set's rows, reused by content: an image whose bytes are unchanged
+since that set was built is copied from it, never decoded again.
+
+A nightly snapshot of a pharmacy catalogue differs from the night before by a few
+percent, yet decoding and finding the pill costs ~3.5 ms of CPU per photo: ~220 s for
+100,000 photos on two cores, every night, for the same pixels. Rows are matched by the
+file's sha256 within sets of the same preprocessing config (its hash covers the image
+spec, the spec's version and the store's format), and ``load_image`` gives the same
+array for the same bytes and spec, bit for bit: a reused row holds exactly the pixels a
+decode would give, so training and scoring still see the same input.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from rxvision.errors import FeatureStoreError
+
+log = logging.getLogger(__name__)
+
+# earlier shards held in memory at once (~28 MB each at 96 px, 1,000 rows): both sets
+# are in path order, so the rows of one new shard come from one or two earlier shards
+KEEP_SHARDS = 4
+
+
+class StoredShard(Protocol):
+    """What reuse reads of a set's shard record (``feature_store.ShardRecord``)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def paths(self) -> list[str]: ...
+    @property
+    def sha256(self) -> list[str]: ...
+    @property
+    def phash(self) -> list[str]: ...
+    @property
+    def located(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class ReusedRow:
+    """One row of an earlier set: its stored pixels and content facts."""
+
+    pixels: np.ndarray
+    phash: str
+    located: str
+
+
+class EarlierRows:
+    """The rows of one committed set by file sha256; ``fetch(shard key)`` returns a
+    shard's ``.npy`` bytes. Shards are read on first use and a few are kept."""
+
+    def __init__(
+        self,
+        set_key: str,
+        shards: Sequence[StoredShard],
+        fetch: Callable[[str], bytes],
+        keep: int = KEEP_SHARDS,
+    ) -> None:
+        self.set_key = set_key
+        self.shards = list(shards)
+        self._fetch = fetch
+        self._keep = max(1, keep)
+        self._loaded: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._where: dict[str, tuple[int, int]] = {}
+        for number, shard in enumerate(self.shards):
+            for row, digest in enumerate(shard.sha256):
+                self._where.setdefault(digest, (number, row))
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, sha256: object) -> bool:
+        return sha256 in self._where
+
+    def row(self, sha256: str) -> ReusedRow:
+        """The stored row of the image whose file hashes to ``sha256``."""
+        number, row = self._where[sha256]
+        shard = self.shards[number]
+        return ReusedRow(self._shard(number)[row], shard.phash[row], shard.located[row])
+
+    def _shard(self, number: int) -> np.ndarray:
+        if number in self._loaded:
+            self._loaded.move_to_end(number)
+            return self._loaded[number]
+        shard = self.shards[number]
+        try:
+            array = np.load(io.BytesIO(self._fetch(shard.key)), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise FeatureStoreError(f"{self.set_key}/{shard.key}: cannot read: {exc}") from exc
+        if array.ndim != 4 or len(array) != len(shard.paths):
+            raise FeatureStoreError(
+                f"{self.set_key}/{shard.key}: {array.shape[0] if array.ndim else 0} rows of "
+                f"shape {array.shape[1:]}, the manifest lists {len(shard.paths)}"
+            )
+        self._loaded[number] = array
+        if len(self._loaded) > self._keep:
+            self._loaded.popitem(last=False)
+        return array

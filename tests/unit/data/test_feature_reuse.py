@@ -1,0 +1,77 @@
+"""EarlierRows: an earlier set's rows found by file sha256, its shards read on first use
+and a few kept, a shard that disagrees with its manifest refused by name."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from rxvision.data.feature_reuse import EarlierRows
+from rxvision.data.feature_store import ShardRecord
+from rxvision.errors import FeatureStoreError
+
+
+def npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def earlier_set(rows_per_shard: int = 3, shards: int = 3) -> tuple[list[ShardRecord], dict]:
+    """Shards whose row r of shard s is filled with 10*s + r, hashed 'h<s>-<r>'."""
+    records, blobs = [], {}
+    for s in range(shards):
+        pixels = np.stack([np.full((4, 4, 3), 10 * s + r, np.uint8) for r in range(rows_per_shard)])
+        key = f"attempts/a/shard-{s:05d}.npy"
+        blobs[key] = npy(pixels)
+        records.append(
+            ShardRecord(
+                key,
+                [f"c/{s}-{r}.jpg" for r in range(rows_per_shard)],
+                ["c"] * rows_per_shard,
+                [f"h{s}-{r}" for r in range(rows_per_shard)],
+                [f"{s:016x}"] * rows_per_shard,
+                ["localized" if r else "empty" for r in range(rows_per_shard)],
+            )
+        )
+    return records, blobs
+
+
+def test_a_row_is_found_by_its_sha256_with_its_pixels_and_facts() -> None:
+    records, blobs = earlier_set()
+    rows = EarlierRows("set-a", records, blobs.__getitem__)
+    assert len(rows) == 9 and "h2-1" in rows and "h9-9" not in rows
+    row = rows.row("h2-1")
+    assert row.pixels.shape == (4, 4, 3) and int(row.pixels[0, 0, 0]) == 21
+    assert (row.phash, row.located) == (f"{2:016x}", "localized")
+    assert rows.row("h0-0").located == "empty"
+
+
+def test_each_shard_is_fetched_once_while_kept_and_again_after_eviction() -> None:
+    records, blobs = earlier_set()
+    fetched: list[str] = []
+
+    def fetch(key: str) -> bytes:
+        fetched.append(key)
+        return blobs[key]
+
+    rows = EarlierRows("set-a", records, fetch, keep=2)
+    for digest in ["h0-0", "h0-1", "h1-0", "h0-2", "h1-2"]:
+        rows.row(digest)
+    assert fetched == [records[0].key, records[1].key]
+    rows.row("h2-0")  # a third shard: the least recently used (shard 0) goes
+    rows.row("h0-0")
+    assert fetched == [records[0].key, records[1].key, records[2].key, records[0].key]
+
+
+def test_a_shard_with_other_rows_than_its_manifest_is_refused_by_name() -> None:
+    records, blobs = earlier_set()
+    blobs[records[1].key] = npy(np.zeros((2, 4, 4, 3), np.uint8))
+    rows = EarlierRows("set-a", records, blobs.__getitem__)
+    with pytest.raises(FeatureStoreError, match=r"set-a/attempts/a/shard-00001\.npy: 2 rows"):
+        rows.row("h1-0")
+    blobs[records[2].key] = b"not an npy file"
+    with pytest.raises(FeatureStoreError, match=r"shard-00002\.npy: cannot read"):
+        rows.row("h2-0")
