@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--new", type=float, default=0.01, help="new photos, a fraction")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="the JSON report's path")
     args = parser.parse_args()
     photos = cached_photos(args.images)
     with bench_stack(), tempfile.TemporaryDirectory(prefix="rxv-bench-reuse-") as tmp:
@@ -117,11 +118,12 @@ def main() -> None:
             unit="images/s",
             baseline=cases[0].name,
             params={
-                **vars(args),
+                **{k: v for k, v in vars(args).items() if k != "out"},
                 "night1": first.images,
                 "night2": info.images,
                 "spec": config.spec.describe(),
             },
+            out=args.out,
             extra={"reused": {"cold": cold.reused, "warm": warm.reused}},
         )
         store.s3.delete_prefix(f"s3://rxvision-data/bench/{run}/")

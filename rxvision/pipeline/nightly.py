@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rxvision.config.schema import DataConfig
+from rxvision.data.decode import DecodeLimits
 from rxvision.data.feature_store import PreprocessConfig, feature_key, list_image_folder
 from rxvision.data.imaging import ImageSpec
 from rxvision.data.settings import (
@@ -27,7 +28,9 @@ from rxvision.data.settings import (
 from rxvision.data.snapshot import pulled_digests
 from rxvision.data.source_image import SourceImage
 from rxvision.data.validation import DataValidator
-from rxvision.errors import DataValidationError, RxVisionError
+from rxvision.data.validation.known_facts import KnownFacts, facts_key
+from rxvision.data.validation.policy import ValidationPolicy
+from rxvision.errors import DataValidationError, NotFound, RxVisionError
 from rxvision.home import Home
 from rxvision.pipeline.held_out import held_out_images
 from rxvision.storage.s3 import S3Store
@@ -107,15 +110,26 @@ def validate_snapshot(
     fail), and raise ``DataValidationError`` naming the report when it fails."""
     cfg = data_cfg or load_data_config()
     local = Path(pull_snapshot(rev, cfg)["path"])
-    result = DataValidator(validation_policy(cfg), workers=workers).validate_dataset(local)
+    policy = validation_policy(cfg)
+    # the files of last night's snapshot were inspected then: their facts are kept by
+    # sha256 beside the reports, and only new files are decoded
+    digests = pulled_digests(local)
+    facts_uri = known_facts_uri(report_uri, policy)
+    known = read_known_facts(facts_uri)
+    result = DataValidator(policy, workers=workers).validate_dataset(local, digests, known)
     report = result.to_report()
     report["snapshot_rev"] = rev
+    report["facts_reused"] = known.reused
     S3Store().put_bytes(report_uri, json.dumps(report, indent=2).encode())
+    if digests:
+        S3Store().put_bytes(facts_uri, known.kept(digests.values()).to_parquet())
     s = result.summary
     log.info(
-        "validation of %s: %d files, %d ok, %d rejected, %d quarantined; report %s",
+        "validation of %s: %d files (%d known by content), %d ok, %d rejected, "
+        "%d quarantined; report %s",
         rev,
         s.files,
+        known.reused,
         s.images_ok,
         s.rejected,
         s.quarantined,
@@ -145,6 +159,25 @@ def validate_snapshot(
         "quarantined": s.quarantined,
         "images_per_second": round(s.images_per_second, 1),
     }
+
+
+def known_facts_uri(report_uri: str, policy: ValidationPolicy) -> str:
+    """Where the facts of inspected files are kept: beside the reports, one object per
+    set of decode limits."""
+    limits = DecodeLimits(max_pixels=policy.max_pixels, max_file_bytes=policy.max_file_bytes)
+    return f"{report_uri.rsplit('/', 1)[0]}/_facts/{facts_key(limits)}.parquet"
+
+
+def read_known_facts(uri: str) -> KnownFacts:
+    """The facts kept at ``uri``; none when there are none or they cannot be read (the
+    files are then inspected again, and the facts written anew)."""
+    try:
+        return KnownFacts.from_parquet(S3Store().get_bytes(uri))
+    except NotFound:
+        return KnownFacts()
+    except ValueError as exc:
+        log.warning("known facts at %s unreadable (%s): inspecting every file", uri, exc)
+        return KnownFacts()
 
 
 def training_spec() -> ImageSpec:

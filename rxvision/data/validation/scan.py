@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -22,6 +22,7 @@ from rxvision.data.decode import (
 )
 from rxvision.data.decode_pool import DecodePool
 from rxvision.data.validation.file_checks import content_issues
+from rxvision.data.validation.known_facts import KnownFacts
 from rxvision.data.validation.policy import ValidationPolicy
 from rxvision.data.validation.report import FileIssue
 from rxvision.data.validation.walk import DatasetWalk, WalkEntry
@@ -55,10 +56,14 @@ def scan_dataset(
     chunk_size: int,
     inspect: InspectFn,
     progress: ProgressFn | None = None,
+    digests: Mapping[str, str] | None = None,
+    known: KnownFacts | None = None,
 ) -> ScanMetrics:
     """Walk ``root``, decode every file with ``workers`` processes and record the findings.
 
     ``inspect`` runs inside the workers, so it must be importable by qualified name.
+    ``digests`` (a file's sha256 by key, e.g. a pulled snapshot's index) and ``known``:
+    a file whose sha256 is known is not decoded again; ``known`` keeps what was found.
     """
     started = time.perf_counter()
     metrics = ScanMetrics(root=root, walk=DatasetWalk(root, policy.split_names))
@@ -72,19 +77,33 @@ def scan_dataset(
         lost=file_lost,
     )
     done = 0
+
+    def found(facts: FileFacts) -> None:
+        nonlocal done
+        _record(metrics, facts, policy)
+        if known is not None:
+            known.add(facts)
+        done += 1
+        if progress is not None:
+            progress(done)
+
     with pool:
-        for facts in pool.imap_unordered(_tasks(metrics, policy)):
-            _record(metrics, facts, policy)
-            done += 1
-            if progress is not None:
-                progress(done)
+        for facts in pool.imap_unordered(_tasks(metrics, policy, digests, known, found)):
+            found(facts)
     metrics.seconds = time.perf_counter() - started
     metrics.workers = workers
     return metrics
 
 
-def _tasks(metrics: ScanMetrics, policy: ValidationPolicy) -> Iterator[FileTask]:
-    """Files to decode; a file with an unsupported extension is flagged, not decoded."""
+def _tasks(
+    metrics: ScanMetrics,
+    policy: ValidationPolicy,
+    digests: Mapping[str, str] | None,
+    known: KnownFacts | None,
+    found: Callable[[FileFacts], None],
+) -> Iterator[FileTask]:
+    """Files to decode; a file with an unsupported extension is flagged, not decoded, and
+    one whose facts are known is ``found`` without a decode."""
     for entry in metrics.walk.files():
         metrics.entries[entry.key] = entry
         suffix = PurePosixPath(entry.key).suffix.lower()
@@ -95,6 +114,11 @@ def _tasks(metrics: ScanMetrics, policy: ValidationPolicy) -> Iterator[FileTask]
                 f"extension {suffix or '(none)'!r} not accepted "
                 f"(accepted: {', '.join(policy.extensions)})",
             )
+            continue
+        digest = digests.get(entry.key) if digests is not None else None
+        facts = known.lookup(digest, entry.key) if known is not None and digest else None
+        if facts is not None:
+            found(facts)
             continue
         yield FileTask(entry.path, entry.key)
 

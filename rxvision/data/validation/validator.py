@@ -6,11 +6,13 @@ It refuses a split layout up front, scans every file in isolated worker processe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from rxvision.cpu_budget import usable_cores
 from rxvision.data.decode import InspectFn, inspect_file
 from rxvision.data.layout import check_class_layout
+from rxvision.data.validation.known_facts import KnownFacts
 from rxvision.data.validation.policy import ValidationPolicy
 from rxvision.data.validation.report import ValidationResult
 from rxvision.data.validation.scan import ProgressFn, scan_dataset
@@ -45,11 +47,19 @@ class DataValidator:
         self.inspect = inspect
         self.progress = progress
 
-    def validate_dataset(self, data_path: Path) -> ValidationResult:
+    def validate_dataset(
+        self,
+        data_path: Path,
+        digests: Mapping[str, str] | None = None,
+        known: KnownFacts | None = None,
+    ) -> ValidationResult:
         """Check every file and the dataset as a whole; never raises for a bad file.
 
         A folder laid out by split (``DIR/<split>/<class>/``) raises ``DataLayoutError``
         before any file is read (``rxvision.data.layout.check_class_layout``).
+        ``digests`` (each file's sha256 by relative path, as a pulled snapshot's index
+        gives them) and ``known``: a file decoded fully before is not decoded again, and
+        ``known`` keeps what this run found (``rxvision.data.validation.known_facts``).
         """
         root = Path(data_path)
         if not root.is_dir():
@@ -62,6 +72,8 @@ class DataValidator:
             chunk_size=self.chunk_size,
             inspect=self.inspect,
             progress=self.progress,
+            digests=digests,
+            known=known,
         )
         return judge_scan(metrics, self.policy)
 

@@ -1,5 +1,6 @@
 """The nightly DAG's steps as plain functions against the real stack: snapshot ->
-validate (report in S3, pass or fail) -> preprocess (a cache hit the second time), and
+validate (report in S3, pass or fail) -> preprocess (a cache hit the second time; the
+next night's snapshot reuses what is unchanged), and
 a challenger worse than the champion on the same test images ends as NotPromoted with
 nothing registered."""
 
@@ -64,6 +65,8 @@ def test_validate_then_preprocess_with_a_cache_hit(
     snapshot_store(load_data_config()).create(data2, tag2)
     report2 = f"s3://rxvision-artifacts/validation/it/{tag2}.json"
     assert nightly.validate_snapshot(tag2, report2, workers=1)["images_ok"] == 33
+    # the 30 photos inspected last night are known by content: only the 3 new are decoded
+    assert json.loads(S3Store().get_bytes(report2))["facts_reused"] == 30
     second = nightly.preprocess(tag2, report2)
     assert second["cache_hit"] is False and second["images"] == 33 and second["reused"] == 30
 

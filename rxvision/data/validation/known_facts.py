@@ -1,0 +1,87 @@
+"""Facts of files already inspected, by content: a file whose sha256 was decoded fully
+before (under the same limits) is not read and decoded again.
+
+A nightly snapshot is mostly last night's files. What ``inspect_file`` finds of a file
+(format, mode, size, bit depth, EXIF orientation) depends on its bytes and the decode
+limits alone, so those facts are kept by sha256 and reused; the checks against the
+policy and every criterion across files are judged again on every run. Only files that
+decoded fully are kept: a failure is inspected again each time (rare, and it may have
+been a timeout on a busy worker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, fields, replace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rxvision.data.decode import DecodeLimits, FileFacts
+
+# Bump when inspect_file finds other facts for the same bytes: older caches then miss.
+FACTS_VERSION = 1
+_COLUMNS = [f.name for f in fields(FileFacts) if f.name not in {"key", "code", "message"}]
+
+
+def facts_key(limits: DecodeLimits) -> str:
+    """The name of the cache that holds facts found under ``limits``."""
+    payload = json.dumps({"v": FACTS_VERSION, "limits": asdict(limits)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class KnownFacts:
+    """Facts of fully decoded files by sha256; ``add`` keeps what a scan found."""
+
+    def __init__(self, facts: dict[str, FileFacts] | None = None) -> None:
+        self._facts = dict(facts or {})
+        self.reused = 0
+
+    def __len__(self) -> int:
+        return len(self._facts)
+
+    def lookup(self, sha256: str, key: str) -> FileFacts | None:
+        """The facts of the file ``key`` whose bytes hash to ``sha256``, if known."""
+        found = self._facts.get(sha256)
+        if found is None:
+            return None
+        self.reused += 1
+        return replace(found, key=key)
+
+    def add(self, facts: FileFacts) -> None:
+        """Keep ``facts`` when its file decoded fully."""
+        if facts.code is None and facts.sha256:
+            self._facts[facts.sha256] = replace(facts, key="")
+
+    def kept(self, sha256s: Iterable[str]) -> KnownFacts:
+        """Only the facts of ``sha256s`` (a dataset's files: a cache never outgrows it)."""
+        return KnownFacts({d: self._facts[d] for d in set(sha256s) if d in self._facts})
+
+    def to_parquet(self) -> bytes:
+        """The facts as a Parquet file (one row per sha256)."""
+        rows = [{name: getattr(f, name) for name in _COLUMNS} for f in self._facts.values()]
+        table = pa.Table.from_pylist(rows, schema=_schema())
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        return buf.getvalue()
+
+    @classmethod
+    def from_parquet(cls, data: bytes) -> KnownFacts:
+        """Facts written by ``to_parquet``."""
+        try:
+            table = pq.read_table(io.BytesIO(data))
+        except pa.ArrowException as exc:
+            raise ValueError(f"not a Parquet file of known facts: {exc}") from exc
+        if table.schema.names != _COLUMNS:
+            raise ValueError(f"known facts with columns {table.schema.names}, not {_COLUMNS}")
+        facts = [FileFacts(key="", **row) for row in table.to_pylist()]
+        return cls({f.sha256: f for f in facts if f.sha256})
+
+
+def _schema() -> pa.Schema:
+    types = {"size_bytes": pa.int64(), "width": pa.int64(), "height": pa.int64()}
+    types |= {"bits": pa.int64(), "orientation": pa.int64()}
+    return pa.schema([(name, types.get(name, pa.string())) for name in _COLUMNS])

@@ -1,0 +1,81 @@
+"""Known facts: files inspected before (same bytes, same limits) are not decoded again,
+while the policy and the cross-file criteria are judged again on every run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rxvision.data.decode import CORRUPT, DecodeLimits, FileFacts, FileTask, inspect_file
+from rxvision.data.validation import DataValidator, ValidationPolicy
+from rxvision.data.validation.known_facts import KnownFacts, facts_key
+
+pytestmark = pytest.mark.unit
+
+
+def crashing_inspect(task: FileTask, limits: DecodeLimits) -> FileFacts:
+    """inspect_file, except that a file named crash-* kills the decoder process."""
+    if Path(task.key).name.startswith("crash"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return inspect_file(task, limits)
+
+
+def digests_of(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*.jpg")
+    }
+
+
+def test_known_files_are_not_decoded_again_and_the_policy_is_judged_again(
+    good_dataset: Callable[..., Path],
+) -> None:
+    root = good_dataset(classes=2, per_class=4)
+    (root / "class-0" / "img-000.jpg").rename(root / "class-0" / "crash-0.jpg")
+    known = KnownFacts()
+    first = DataValidator(workers=0).validate_dataset(root, digests_of(root), known)
+    assert first.ok and len(first.accepted) == 8 and len(known) == 8 and known.reused == 0
+    # the next run: a new file that would crash its decoder, a policy that wants 300 px
+    (root / "class-1" / "crash-new.jpg").write_bytes(
+        (root / "class-0" / "crash-0.jpg").read_bytes()
+    )
+    (root / "class-1" / "crash-new.jpg").open("ab").write(b"\0")  # other bytes, same image
+    again = KnownFacts.from_parquet(known.to_parquet())
+    validator = DataValidator(
+        ValidationPolicy(min_width=300, min_height=300), workers=2, inspect=crashing_inspect
+    )
+    result = validator.validate_dataset(root, digests_of(root), again)
+    codes = {issue.path: issue.code for issue in result.rejected}
+    # the known crash-0.jpg was not decoded (no crash); the new file was
+    assert codes.pop("class-1/crash-new.jpg") == "decoder_crash"
+    assert codes == {key: "too_small" for key in digests_of(root) if key != "class-1/crash-new.jpg"}
+    assert again.reused == 8
+
+
+def test_only_fully_decoded_files_are_kept_and_a_cache_never_outgrows_its_dataset() -> None:
+    known = KnownFacts()
+    good = FileFacts("a.jpg", 10, "aa", "JPEG", "RGB", 224, 224, 8, None)
+    known.add(good)
+    known.add(FileFacts("b.jpg", 10, "bb", code=CORRUPT, message="truncated"))
+    assert len(known) == 1
+    assert known.lookup("aa", "c/d.jpg") == FileFacts(
+        "c/d.jpg", 10, "aa", "JPEG", "RGB", 224, 224, 8
+    )
+    assert known.lookup("bb", "b.jpg") is None and known.reused == 1
+    known.add(FileFacts("e.jpg", 5, "ee", "PNG", "RGB", 300, 300, 8, 6))
+    kept = KnownFacts.from_parquet(known.kept(["ee", "zz"]).to_parquet())
+    assert len(kept) == 1 and kept.lookup("ee", "e.jpg") == FileFacts(
+        "e.jpg", 5, "ee", "PNG", "RGB", 300, 300, 8, 6
+    )
+    with pytest.raises(ValueError, match="not a Parquet file of known facts"):
+        KnownFacts.from_parquet(b"not parquet")
+
+
+def test_facts_found_under_other_limits_are_another_cache() -> None:
+    assert facts_key(DecodeLimits()) == facts_key(DecodeLimits())
+    assert facts_key(DecodeLimits()) != facts_key(DecodeLimits(max_pixels=1_000_000))
