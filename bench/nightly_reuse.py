@@ -1,0 +1,192 @@
+"""The next night's data stages: a snapshot that adds 1% new photos to last night's, run
+through the nightly DAG's own task functions (``pull_snapshot``, ``validate_snapshot``,
+``preprocess``), with last night's work at hand (the facts of the files it inspected,
+its feature set) vs without (a fresh reports prefix and feature root: every photo
+decoded and localized again, what every night cost before).
+
+Both cases pull into an empty worker cache, validate with the data config's policy and
+preprocess under the nightly's training spec (96 px pill crop), 2 workers. The photos
+(240 px synthetic pills) are ``bench/scale.py``'s, kept under
+``var/bench-cache/scale/<size>``; the new ones are drawn with another seed. After each
+repetition what it wrote (its pull, its set, its facts) is put back as it was, so every
+repetition starts alike. Seconds per stage are in the report's ``stages``.
+
+    .venv/bin/python bench/nightly_reuse.py [--images 10000] [--new 0.01] [--repeats 3]
+
+Uses the S3 of ``eval "$(rxvision stack env)"`` when set, else starts a throwaway stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import harness
+from scale import CLASSES, cached_photos
+from stack import bench_stack
+
+from rxvision.config.schema import DataConfig
+from rxvision.data.decode import DecodeLimits
+from rxvision.data.feature_store import FeatureManifest, PreprocessConfig
+from rxvision.data.settings import (
+    feature_store,
+    load_data_config,
+    snapshot_store,
+    validation_policy,
+)
+from rxvision.data.synth import generate_dataset
+from rxvision.data.validation.known_facts import facts_key
+from rxvision.pipeline import nightly
+from rxvision.storage.s3 import S3Store
+
+STAGES = ("pull", "validate", "preprocess")
+
+
+def next_night(photos: Path, new: int, work: Path) -> Path:
+    """``photos`` (hard-linked, not copied) and ``new`` photos drawn with another seed,
+    spread over the same products."""
+    night = work / "night2"
+    shutil.copytree(photos, night, copy_function=os.link)
+    drawn = work / "new"
+    per_class = max(1, new // CLASSES)
+    generate_dataset(
+        drawn, classes=CLASSES, per_class=per_class, size=240, seed=987_654, lookalikes=False
+    )
+    for path in drawn.rglob("*.jpg"):
+        target = night / path.parent.name / f"new-{path.name}"
+        if not target.parent.is_dir():
+            raise SystemExit(f"the new photos' product {path.parent.name} is not in {photos}")
+        shutil.move(path, target)
+    return night
+
+
+def data_config(base: DataConfig, registry: Path, run_uri: str, features: str) -> DataConfig:
+    """The data config with this run's registry, DVC remote and feature root."""
+    return base.model_copy(
+        update={
+            "registry": base.registry.model_copy(
+                update={"url": str(registry), "remote": f"{run_uri}/dvc"}
+            ),
+            "feature_store": base.feature_store.model_copy(update={"uri": features}),
+        }
+    )
+
+
+class NightStages:
+    """The second night's pull, validate and preprocess, timed per stage; ``reports`` is
+    the prefix its report (and the facts beside it) go to."""
+
+    def __init__(self, cfg: DataConfig, reports: str, first: FeatureManifest | None) -> None:
+        self.cfg, self.reports, self.first = cfg, reports.rstrip("/"), first
+        self.stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
+        self.reused: list[dict[str, int]] = []
+        limits = validation_policy(cfg)
+        self.facts_uri = (
+            f"{self.reports}/_facts/"
+            f"{facts_key(DecodeLimits(limits.max_pixels, limits.max_file_bytes))}.parquet"
+        )
+        s3 = S3Store()
+        self.facts = s3.get_bytes(self.facts_uri) if first is not None else None
+
+    def __call__(self) -> float:
+        report = f"{self.reports}/night2-{uuid.uuid4().hex[:6]}.json"
+        began = time.perf_counter()
+        pulled = nightly.pull_snapshot("night2", self.cfg)
+        self.stages["pull"].append(time.perf_counter() - began)
+        began = time.perf_counter()
+        nightly.validate_snapshot("night2", report, self.cfg)
+        self.stages["validate"].append(time.perf_counter() - began)
+        began = time.perf_counter()
+        features = nightly.preprocess("night2", report, self.cfg)
+        self.stages["preprocess"].append(time.perf_counter() - began)
+        facts_reused = int(json.loads(S3Store().get_bytes(report))["facts_reused"])
+        self.reused.append({"facts": facts_reused, "rows": int(features["reused"])})
+        self.put_back(pulled["path"], features["features_uri"])
+        return float(features["images"])
+
+    def put_back(self, pulled: str, features_uri: str) -> None:
+        """Undo this repetition: its pull, its feature set, the facts it wrote."""
+        shutil.rmtree(pulled)
+        s3 = S3Store()
+        if self.first is None:
+            s3.delete_prefix(f"{self.reports}/")
+            s3.delete_prefix(self.cfg.feature_store.uri.rstrip("/") + "/")
+            return
+        s3.delete_prefix(features_uri.rstrip("/") + "/")
+        feature_store(self.cfg).mark_newest(self.first, built_with(self.first))
+        assert self.facts is not None
+        s3.put_bytes(self.facts_uri, self.facts)
+
+
+def built_with(manifest: FeatureManifest) -> PreprocessConfig:
+    """The preprocessing config a set was built with (for ``mark_newest``)."""
+    return PreprocessConfig.for_spec(manifest.spec, shard_size=manifest.config["shard_size"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=10000)
+    parser.add_argument("--new", type=float, default=0.01, help="new photos, a fraction")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="the JSON report's path")
+    args = parser.parse_args()
+    photos = cached_photos(args.images)
+    with bench_stack(), tempfile.TemporaryDirectory(prefix="rxv-bench-nightly-") as tmp:
+        work = Path(tmp)
+        # the worker's cache (pulled snapshots, DVC cache) of this run alone
+        os.environ["RXVISION_HOME"] = str(work / "home")
+        night2 = next_night(photos, int(args.images * args.new), work)
+        run = uuid.uuid4().hex[:8]
+        run_uri = f"s3://rxvision-data/bench/{run}"
+        base = load_data_config()
+        warm_cfg = data_config(base, work / "registry.git", run_uri, f"{run_uri}/features")
+        snapshots = snapshot_store(warm_cfg)
+        snapshots.create(photos, "night1")
+        info, _ = snapshots.create(night2, "night2")
+        print(f"last night: {args.images} photos through the nightly's stages", flush=True)
+        warm_reports = f"{run_uri}/reports"
+        nightly.validate_snapshot("night1", f"{warm_reports}/night1.json", warm_cfg)
+        built = nightly.preprocess("night1", f"{warm_reports}/night1.json", warm_cfg)
+        first = feature_store(warm_cfg).manifest(built["features_uri"].rsplit("/", 1)[1])
+        assert first is not None
+        shutil.rmtree(nightly.local_snapshot_dir(snapshots.info("night1").content_hash))
+        cold_cfg = data_config(base, work / "registry.git", run_uri, f"{run_uri}/cold-features")
+        cold = NightStages(cold_cfg, f"{run_uri}/cold-reports", None)
+        warm = NightStages(warm_cfg, warm_reports, first)
+        cases = [
+            harness.Case("nothing from last night (every photo decoded)", cold),
+            harness.Case("last night's facts and rows reused", warm),
+        ]
+        harness.measure(cases, repeats=args.repeats, warmup=0)
+        rows = harness.summarize(cases, baseline=cases[0].name)
+        harness.report(
+            "nightly_reuse",
+            rows,
+            unit="images/s",
+            baseline=cases[0].name,
+            out=args.out,
+            params={
+                **{k: v for k, v in vars(args).items() if k != "out"},
+                "night1": first.images,
+                "night2": info.images,
+                "spec": first.spec.describe(),
+            },
+            extra={
+                "stages": {"cold": cold.stages, "warm": warm.stages},
+                "reused": {"cold": cold.reused, "warm": warm.reused},
+            },
+        )
+        for name, case in (("cold", cold), ("warm", warm)):
+            medians = {s: sorted(v)[len(v) // 2] for s, v in case.stages.items()}
+            print(name, " ".join(f"{s} {t:.1f} s" for s, t in medians.items()), case.reused)
+        S3Store().delete_prefix(f"{run_uri}/")
+
+
+if __name__ == "__main__":
+    main()
