@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+STAGES = ("pull", "validate", "preprocess")
 ORDER = [
     "data_loading",
     "validator",
@@ -21,6 +22,7 @@ ORDER = [
     "scoring_cache",
     "orchestration",
     "scale",
+    "nightly_reuse",
     "gpu_train",
     "gpu_input",
 ]
@@ -69,6 +71,18 @@ def render_scale(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_stages(data: dict[str, Any]) -> str:
+    """bench/nightly_reuse.py's seconds per stage (median of the repetitions) per case."""
+    lines = ["| case | " + " | ".join(f"{stage} (s)" for stage in STAGES) + " | reused |"]
+    lines.append("|---|" + "---:|" * (len(STAGES) + 1))
+    for case, stages in data["stages"].items():
+        medians = [sorted(stages[s])[len(stages[s]) // 2] for s in STAGES]
+        reused = data.get("reused", {}).get(case, [{}])[0]
+        said = ", ".join(f"{n:,} {what}" for what, n in reused.items()) or "-"
+        lines.append(f"| {case} | " + " | ".join(f"{m:.1f}" for m in medians) + f" | {said} |")
+    return "\n".join([*lines, ""])
+
+
 def main() -> None:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
     found = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
@@ -78,6 +92,8 @@ def main() -> None:
             print(render_scale(data))
         elif "results" in data and isinstance(data["results"], list) and "bench" in data:
             print(render(data))
+            if "stages" in data:
+                print(render_stages(data))
         else:
             print(f"### {name}\n\n(not in the harness format: see bench/results/{name}.json)\n")
 
