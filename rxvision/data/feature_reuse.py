@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rxvision.errors import FeatureStoreError
+from rxvision.errors import FeatureStoreError, RxVisionError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class EarlierRows:
         self._fetch = fetch
         self._keep = max(1, keep)
         self._loaded: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._unreadable: set[int] = set()
         self._where: dict[str, tuple[int, int]] = {}
         for number, shard in enumerate(self.shards):
             for row, digest in enumerate(shard.sha256):
@@ -79,7 +80,8 @@ class EarlierRows:
         return len(self._where)
 
     def __contains__(self, sha256: object) -> bool:
-        return sha256 in self._where
+        where = self._where.get(sha256) if isinstance(sha256, str) else None
+        return where is not None and where[0] not in self._unreadable
 
     def row(self, sha256: str) -> ReusedRow:
         """The stored row of the image whose file hashes to ``sha256``."""
@@ -92,16 +94,29 @@ class EarlierRows:
             self._loaded.move_to_end(number)
             return self._loaded[number]
         shard = self.shards[number]
+        name = f"{self.set_key}/{shard.key}"
+        if number in self._unreadable:
+            raise FeatureStoreError(f"{name}: unreadable (see above)")
         try:
-            array = np.load(io.BytesIO(self._fetch(shard.key)), allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise FeatureStoreError(f"{self.set_key}/{shard.key}: cannot read: {exc}") from exc
-        if array.ndim != 4 or len(array) != len(shard.paths):
-            raise FeatureStoreError(
-                f"{self.set_key}/{shard.key}: {array.shape[0] if array.ndim else 0} rows of "
-                f"shape {array.shape[1:]}, the manifest lists {len(shard.paths)}"
-            )
+            array = self._read(name, shard)
+        except FeatureStoreError as exc:
+            # its rows are no longer offered: later shards send them to the decoders
+            self._unreadable.add(number)
+            log.warning("%s; its %d rows are decoded instead", exc, len(shard.paths))
+            raise
         self._loaded[number] = array
         if len(self._loaded) > self._keep:
             self._loaded.popitem(last=False)
+        return array
+
+    def _read(self, name: str, shard: StoredShard) -> np.ndarray:
+        try:
+            array = np.load(io.BytesIO(self._fetch(shard.key)), allow_pickle=False)
+        except (OSError, ValueError, RxVisionError) as exc:
+            raise FeatureStoreError(f"{name}: cannot read: {exc}") from exc
+        if array.ndim != 4 or len(array) != len(shard.paths):
+            raise FeatureStoreError(
+                f"{name}: {array.shape[0] if array.ndim else 0} rows of "
+                f"shape {array.shape[1:]}, the manifest lists {len(shard.paths)}"
+            )
         return array

@@ -56,15 +56,23 @@ def load_batch(args: tuple[list[SourceImage], dict[str, Any]]) -> DecodedBatch:
     )
 
 
-def reusable(image: SourceImage, earlier: EarlierRows | None) -> bool:
-    return earlier is not None and bool(image.sha256) and image.sha256 in earlier
+def reuse_mask(chunk: list[SourceImage], earlier: EarlierRows | None) -> list[bool]:
+    """Which images of ``chunk`` are copied from ``earlier`` (decided once per shard, as
+    its decodes are submitted)."""
+    return [earlier is not None and bool(i.sha256) and i.sha256 in earlier for i in chunk]
 
 
 def assembled(
-    chunk: list[SourceImage], parts: list[DecodedBatch], earlier: EarlierRows | None
-) -> DecodedBatch:
-    """One shard's rows in ``chunk`` order: the decoded ones from ``parts`` (in order),
-    the reusable ones copied from ``earlier``."""
+    chunk: list[SourceImage],
+    mask: list[bool],
+    parts: list[DecodedBatch],
+    earlier: EarlierRows | None,
+    spec: ImageSpec,
+) -> tuple[DecodedBatch, int]:
+    """One shard's rows in ``chunk`` order and how many were copied: the decoded ones
+    from ``parts`` (in order), the masked ones from ``earlier``. A row whose earlier shard
+    cannot be read is decoded here instead: a damaged earlier set costs time, never the
+    build."""
     decoded = iter(
         (pixels, digest, phash, located)
         for part in parts
@@ -72,16 +80,22 @@ def assembled(
             part.pixels, part.sha256, part.phash, part.located, strict=True
         )
     )
-    rows = []
-    for image in chunk:
-        if earlier is not None and reusable(image, earlier):
-            row = earlier.row(image.sha256)
-            rows.append((row.pixels, image.sha256, row.phash, row.located))
-        else:
+    rows, reused = [], 0
+    for image, reuse in zip(chunk, mask, strict=True):
+        if not reuse or earlier is None:
             rows.append(next(decoded))
-    return DecodedBatch(
+            continue
+        try:
+            row = earlier.row(image.sha256)
+        except FeatureStoreError:
+            rows.append(load_row(image, spec))
+            continue
+        rows.append((row.pixels, image.sha256, row.phash, row.located))
+        reused += 1
+    batch = DecodedBatch(
         np.stack([r[0] for r in rows]),
         [r[1] for r in rows],
         [r[2] for r in rows],
         [r[3] for r in rows],
     )
+    return batch, reused

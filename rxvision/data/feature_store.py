@@ -27,7 +27,7 @@ import numpy as np
 from botocore.exceptions import ClientError
 
 from rxvision.data.feature_reuse import EarlierRows
-from rxvision.data.feature_rows import DecodedBatch, assembled, load_batch, reusable
+from rxvision.data.feature_rows import DecodedBatch, assembled, load_batch, reuse_mask
 from rxvision.data.imaging import (
     ImageSpec,
     Resample,
@@ -267,19 +267,21 @@ class FeatureStore:
             ThreadPoolExecutor(max_workers=2) as uploads,
         ):
 
-            def submit(chunk: list[SourceImage]) -> list[Future[DecodedBatch]]:
-                fresh = [image for image in chunk if not reusable(image, earlier)]
-                return self._submit_chunk(pool, fresh, config, workers)
+            def submit(chunk: list[SourceImage]) -> tuple[list[Future[DecodedBatch]], list[bool]]:
+                mask = reuse_mask(chunk, earlier)
+                fresh = [image for image, reuse in zip(chunk, mask, strict=True) if not reuse]
+                return self._submit_chunk(pool, fresh, config, workers), mask
 
             # the next shard is decoding while this one is saved and uploaded: the workers
             # never wait for S3, nor for the slowest piece of a shard
             ahead = deque(submit(c) for c in chunks[:2])
             for index, chunk in enumerate(chunks):
-                parts = [f.result() for f in ahead.popleft()]
+                futures, mask = ahead.popleft()
+                parts = [f.result() for f in futures]
                 if index + 2 < len(chunks):
                     ahead.append(submit(chunks[index + 2]))
-                decoded = assembled(chunk, parts, earlier)
-                reused += sum(1 for image in chunk if reusable(image, earlier))
+                decoded, copied = assembled(chunk, mask, parts, earlier, config.spec)
+                reused += copied
                 shard_key = f"attempts/{attempt}/shard-{index:05d}.npy"
                 buf = io.BytesIO()
                 np.save(buf, decoded.pixels, allow_pickle=False)

@@ -254,3 +254,30 @@ def test_no_rows_are_reused_from_another_spec_or_a_deleted_set(
     snapshots.create(tmp_path / "night2", "v2")
     second, built = preprocess_snapshot(snapshots, store, "v2", cfg)
     assert built and second.extra["reused"] == 0 and second.images == 49
+
+
+def test_an_earlier_shard_gone_from_s3_is_decoded_instead_and_the_build_still_equal(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    snapshots = snapshot_store(tmp_path)
+    snapshots.create(pill_dir, "v1")
+    cfg = PreprocessConfig(img_size=24, shard_size=16)
+    first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
+    lost = first.shards[1].key
+    store.s3.client.delete_object(
+        Bucket="rxvision-data", Key=f"{store.prefix(first.key)}/{lost}".split("/", 3)[3]
+    )
+    next_night(pill_dir, tmp_path / "night2")
+    snapshots.create(tmp_path / "night2", "v2")
+    with caplog.at_level("WARNING"):
+        second, built = preprocess_snapshot(snapshots, store, "v2", cfg)
+    assert built and 0 < second.extra["reused"] < 46
+    assert f"{first.key}/{lost}: cannot read" in caplog.text
+    cold_store = FeatureStore(store.root_uri + "-cold")
+    cold, _ = preprocess_snapshot(snapshots, cold_store, "v2", cfg, reuse=False)
+    assert [(s.paths, s.sha256, s.phash, s.located) for s in second.shards] == [
+        (s.paths, s.sha256, s.phash, s.located) for s in cold.shards
+    ]
+    warm = FeatureShardDataset(second, store.download(second, tmp_path / "warm"))
+    scratch = FeatureShardDataset(cold, cold_store.download(cold, tmp_path / "cold"))
+    assert all(np.array_equal(warm[i][0], scratch[i][0]) for i in range(49))
