@@ -32,7 +32,6 @@ from scale import CLASSES, cached_photos
 from stack import bench_stack
 
 from rxvision.config.schema import DataConfig
-from rxvision.data.decode import DecodeLimits
 from rxvision.data.feature_store import FeatureManifest, PreprocessConfig
 from rxvision.data.settings import (
     feature_store,
@@ -41,7 +40,6 @@ from rxvision.data.settings import (
     validation_policy,
 )
 from rxvision.data.synth import generate_dataset
-from rxvision.data.validation.known_facts import facts_key
 from rxvision.pipeline import nightly
 from rxvision.storage.s3 import S3Store
 
@@ -86,11 +84,8 @@ class NightStages:
         self.cfg, self.reports, self.first = cfg, reports.rstrip("/"), first
         self.stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
         self.reused: list[dict[str, int]] = []
-        limits = validation_policy(cfg)
-        self.facts_uri = (
-            f"{self.reports}/_facts/"
-            f"{facts_key(DecodeLimits(limits.max_pixels, limits.max_file_bytes))}.parquet"
-        )
+        policy = validation_policy(cfg)
+        self.facts_uri = nightly.known_facts_uri(f"{self.reports}/night2.json", policy)
         s3 = S3Store()
         self.facts = s3.get_bytes(self.facts_uri) if first is not None else None
 

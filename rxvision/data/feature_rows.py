@@ -23,6 +23,16 @@ class DecodedBatch:
     phash: list[str]
     located: list[str]
 
+    @classmethod
+    def from_rows(cls, rows: list[tuple[np.ndarray, str, str, str]]) -> DecodedBatch:
+        """Rows of (pixels, sha256, perceptual hash, localization), stacked."""
+        return cls(
+            np.stack([r[0] for r in rows]),
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [r[3] for r in rows],
+        )
+
 
 def load_row(image: SourceImage, spec: ImageSpec) -> tuple[np.ndarray, str, str, str]:
     """One image as stored (``load_image``), its file sha256, its perceptual hash and its
@@ -47,13 +57,7 @@ def load_row(image: SourceImage, spec: ImageSpec) -> tuple[np.ndarray, str, str,
 def load_batch(args: tuple[list[SourceImage], dict[str, Any]]) -> DecodedBatch:
     images, spec_dict = args
     spec = ImageSpec.from_dict(spec_dict, source="the feature store's spec")
-    rows = [load_row(image, spec) for image in images]
-    return DecodedBatch(
-        np.stack([r[0] for r in rows]),
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-        [r[3] for r in rows],
-    )
+    return DecodedBatch.from_rows([load_row(image, spec) for image in images])
 
 
 def reuse_mask(chunk: list[SourceImage], earlier: EarlierRows | None) -> list[bool]:
@@ -80,7 +84,8 @@ def assembled(
             part.pixels, part.sha256, part.phash, part.located, strict=True
         )
     )
-    rows, reused = [], 0
+    rows: list[tuple[np.ndarray, str, str, str]] = []
+    reused = 0
     for image, reuse in zip(chunk, mask, strict=True):
         if not reuse or earlier is None:
             rows.append(next(decoded))
@@ -92,10 +97,4 @@ def assembled(
             continue
         rows.append((row.pixels, image.sha256, row.phash, row.located))
         reused += 1
-    batch = DecodedBatch(
-        np.stack([r[0] for r in rows]),
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-        [r[3] for r in rows],
-    )
-    return batch, reused
+    return DecodedBatch.from_rows(rows), reused
