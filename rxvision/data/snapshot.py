@@ -14,7 +14,6 @@ same images always give the same shard bytes and the same DVC hashes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +48,7 @@ from rxvision.data.snapshot_shards import (
     write_index,
     write_shards,
 )
+from rxvision.data.snapshot_unpack import extract_verified
 from rxvision.errors import SnapshotError
 from rxvision.stack.process import is_alive
 
@@ -304,33 +303,6 @@ class SnapshotStore:
         configure_dvc_local(work, self.settings)
         dvc(work, self.settings, "pull", "--jobs", str(self.settings.jobs))
         return work
-
-
-def extract_verified(packed: PackedSnapshot, staging: Path, progress: Progress | None) -> None:
-    """Write every image of ``packed`` under ``staging`` (ImageFolder layout), each checked
-    against the index's sha256 first (``SnapshotError`` names the file that differs)."""
-    by_shard = packed.shards()
-    total = sum(len(expected) for expected in by_shard.values())
-    done = 0
-
-    def extract(shard: int) -> int:
-        images = packed.shard_images(shard, by_shard[shard])
-        with open(packed.shard_path(shard), "rb") as fh:
-            for image in images:
-                fh.seek(image.offset)
-                data = fh.read(image.size)
-                if hashlib.sha256(data).hexdigest() != image.sha256:
-                    raise SnapshotError(f"{image.path}: hash differs from the index")
-                target = staging / image.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-        return len(images)
-
-    with ThreadPoolExecutor(max_workers=min(8, len(by_shard) or 1)) as pool:
-        for count in pool.map(extract, sorted(by_shard)):
-            done += count
-            if progress:
-                progress("extract", done, total)
 
 
 def pulled_digests(out: Path) -> dict[str, str]:
