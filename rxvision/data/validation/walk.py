@@ -1,6 +1,8 @@
 """The streaming walk of a dataset folder: every file below a class folder, in a stable
 order, with its label and split; classes found per split; anything else (stray files,
-hidden or symlinked folders) listed as ignored, never dropped silently.
+hidden or symlinked folders) listed as ignored, never dropped silently. Only the two
+files a snapshot pull writes beside the class folders (its marker and index) are passed
+over without a word: they are RxVision's own, in every pulled folder.
 
 Memory holds one folder's names at a time, so the walk scales to millions of files.
 """
@@ -13,8 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rxvision.data.decode import IGNORED_FILE
+from rxvision.data.snapshot_shards import MARKER_FILE, PULLED_INDEX_FILE
 from rxvision.data.validation.report import FileIssue
 from rxvision.errors import DataValidationError
+
+# what `SnapshotStore.pull` writes at the top of the folder it fills
+PULL_FILES = frozenset({MARKER_FILE, PULLED_INDEX_FILE})
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class DatasetWalk:
         """Directories to descend into; anything else at this level is listed as ignored."""
         if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
             return True
+        if key in PULL_FILES and entry.is_file(follow_symlinks=False):
+            return False
         if entry.is_symlink() and entry.is_dir():
             reason = "a symlinked folder (not followed)"
         elif entry.is_dir(follow_symlinks=False):

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from rxvision.cli.data import app
 from rxvision.data.decode import DecodeLimits, FileFacts, FileTask, inspect_file
 from rxvision.data.layout import DataLayoutError
+from rxvision.data.snapshot_shards import MARKER_FILE, PULLED_INDEX_FILE
 from rxvision.data.validation import CRITERIA, DataValidator, ValidationPolicy, ValidationResult
 from rxvision.data.validation.criteria import CLASS_BALANCE, CODE_CRITERION
 from rxvision.errors import DataValidationError, NotFound
@@ -286,6 +287,25 @@ def test_clean_synthetic_set_passes_every_criterion(synth_root: Path) -> None:
     assert len(result.accepted) == 18
     # the manifest beside the class folders is listed, not silently skipped
     assert warning_codes(result) == {"manifest.parquet": "ignored_file"}
+
+
+def test_a_pulled_folders_marker_and_index_are_not_listed_but_other_dotfiles_are(
+    tmp_path: Path, synth_root: Path
+) -> None:
+    root = tmp_path / "pulled"
+    shutil.copytree(synth_root, root)
+    (root / MARKER_FILE).write_text("{}")
+    (root / PULLED_INDEX_FILE).write_bytes(b"PAR1")
+    (root / ".DS_Store").write_bytes(b"junk")
+    first = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    (first / MARKER_FILE).write_text("{}")  # only the folder's top is the pull's
+    result = DataValidator(workers=1).validate_dataset(root)
+    assert warning_codes(result) == {
+        "manifest.parquet": "ignored_file",
+        ".DS_Store": "ignored_file",
+    }
+    assert [i.code for i in result.rejected] == ["unsupported_format"]
+    assert result.rejected[0].path == f"{first.name}/{MARKER_FILE}"
 
 
 def test_a_class_at_half_the_others_fails_balance(tmp_path: Path, synth_root: Path) -> None:
