@@ -149,6 +149,9 @@ class Registry(_Strict):
     endpoint_url: str | None = None
     jobs: int = Field(8, ge=1, le=64)
     shard_size: int = Field(1000, ge=1)
+    # pulled snapshots a worker keeps on its disk, by last use (0: all); with any bound,
+    # the local DVC cache also keeps only the last fetched snapshot's objects
+    local_snapshots: int = Field(2, ge=0)
 
 
 class FeatureStoreSettings(_Strict):

@@ -34,6 +34,7 @@ def snapshot_store(cfg: DataConfig, home: Home | None = None) -> SnapshotStore:
             endpoint_url=cfg.registry.endpoint_url,
             jobs=cfg.registry.jobs,
             shard_size=cfg.registry.shard_size,
+            keep_only_latest=cfg.registry.local_snapshots > 0,
         )
     )
 

@@ -29,8 +29,10 @@ from typing import Any
 
 from rxvision.data.layout import check_class_layout
 from rxvision.data.packed_snapshot import INDEX_FILE, SHARDS_DIR, PackedSnapshot
+from rxvision.data.pulled_snapshots import mark_used
 from rxvision.data.snapshot_registry import (
     SnapshotSettings,
+    cache_lock,
     configure_dvc_local,
     dvc,
     ensure_registry,
@@ -205,9 +207,10 @@ class SnapshotStore:
             excluded=excluded,
         )
         (work / META_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
-        dvc(work, self.settings, "add", DATASET_DIR)
-        # Data first, then the tag: a tag never names data the remote lacks.
-        dvc(work, self.settings, "push", "--jobs", str(self.settings.jobs))
+        with cache_lock(self.settings, exclusive=False):
+            dvc(work, self.settings, "add", DATASET_DIR)
+            # Data first, then the tag: a tag never names data the remote lacks.
+            dvc(work, self.settings, "push", "--jobs", str(self.settings.jobs))
         if progress:
             progress("push", info.images, info.images)
         git("add", f"{DATASET_DIR}.dvc", ".gitignore", META_FILE, cwd=work)
@@ -269,6 +272,7 @@ class SnapshotStore:
                 wanted = self.info(rev)
                 if have.content_hash == wanted.content_hash:
                     log.info("%s already holds snapshot %s", out, rev)
+                    mark_used(out)
                     return wanted
             if any(out.iterdir()):
                 raise SnapshotError(f"{out} exists and is not snapshot {rev}: choose another --out")
@@ -301,7 +305,12 @@ class SnapshotStore:
     def _fetch(self, parent: Path, rev: str) -> Path:
         work = self._clone(parent, rev)
         configure_dvc_local(work, self.settings)
-        dvc(work, self.settings, "pull", "--jobs", str(self.settings.jobs))
+        with cache_lock(self.settings, exclusive=False):
+            dvc(work, self.settings, "pull", "--jobs", str(self.settings.jobs))
+        if self.settings.keep_only_latest:
+            with cache_lock(self.settings, exclusive=True):
+                # the workspace is this snapshot: every other object leaves the cache
+                dvc(work, self.settings, "gc", "--workspace", "--force")
         return work
 
 

@@ -8,9 +8,12 @@ directory changes out of ours.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,10 @@ class SnapshotSettings:
     endpoint_url: str | None = None
     jobs: int = 8
     shard_size: int = DEFAULT_SHARD_SIZE
+    # after each fetch the local DVC cache keeps only the fetched snapshot's objects:
+    # every snapshot of a growing catalogue repacks most shards, so a cache that keeps
+    # them all grows by about the catalogue's size every night
+    keep_only_latest: bool = False
 
 
 def git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
@@ -84,3 +91,17 @@ def dvc(work: Path, settings: SnapshotSettings, *args: str) -> None:
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip()[-1500:]
         raise SnapshotError(f"dvc {' '.join(args)} failed (exit {proc.returncode}): {detail}")
+
+
+@contextmanager
+def cache_lock(settings: SnapshotSettings, *, exclusive: bool) -> Iterator[None]:
+    """Hold the local DVC cache: shared while objects are added or checked out (by any
+    process of this machine), exclusive while garbage is collected. A checkout's files
+    are hard links, so they outlive a collection that removes their cache entries."""
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.cache_dir / "dvc-cache.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -18,6 +18,7 @@ from rxvision.config.schema import DataConfig
 from rxvision.data.decode import DecodeLimits
 from rxvision.data.feature_store import PreprocessConfig, feature_key, list_image_folder
 from rxvision.data.imaging import ImageSpec
+from rxvision.data.pulled_snapshots import prune_pulled
 from rxvision.data.settings import (
     feature_store,
     load_data_config,
@@ -100,6 +101,9 @@ def pull_snapshot(rev: str, data_cfg: DataConfig | None = None) -> dict[str, Any
     out.parent.mkdir(parents=True, exist_ok=True)
     store.pull(rev, out)
     log.info("snapshot %s verified at %s", rev, out)
+    if cfg.registry.local_snapshots:
+        # a new snapshot every night: the worker's disk keeps the few used last
+        prune_pulled(out.parent, cfg.registry.local_snapshots, out)
     return {"rev": rev, "content_hash": info.content_hash, "path": str(out)}
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,38 @@ def test_a_split_layout_is_refused_before_anything_is_written(
     with pytest.raises(DataLayoutError, match=r"train/, valid/.*one folder per class"):
         snapshots.create(split, "v1")
     assert snapshots.tags() == []
+
+
+def cache_objects(cache: Path) -> set[str]:
+    """The local DVC cache's object files (content hashes), its lock left out."""
+    return {p.name for p in (cache / "dvc-cache").rglob("*") if p.is_file()}
+
+
+def test_a_bounded_cache_keeps_only_the_last_fetched_snapshots_objects(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots.create(pill_dir, "v1")
+    grown = tmp_path / "grown"
+    shutil.copytree(pill_dir, grown)
+    extra = next(grown.rglob("*.jpg"))
+    shutil.copyfile(extra, extra.with_name("aa-new.jpg"))  # sorts early: most shards move
+    snapshots.create(grown, "v2")
+    cache = tmp_path / "cache"
+
+    def pulled_alone(store: SnapshotStore, rev: str) -> set[str]:
+        shutil.rmtree(cache / "dvc-cache")
+        store.pull(rev, tmp_path / f"alone-{rev}-{len(list(tmp_path.iterdir()))}")
+        return cache_objects(cache)
+
+    only_v1, only_v2 = pulled_alone(snapshots, "v1"), pulled_alone(snapshots, "v2")
+    snapshots.pull("v1", tmp_path / "unbounded-v1")
+    assert cache_objects(cache) == only_v1 | only_v2 != only_v2  # it grows with each one
+
+    bounded = SnapshotStore(replace(snapshots.settings, keep_only_latest=True))
+    bounded.pull("v2", tmp_path / "bounded-v2")
+    assert cache_objects(cache) == only_v2
+    bounded.pull("v1", tmp_path / "bounded-v1")
+    assert cache_objects(cache) == only_v1
+    # the pulled folders are the data: the collection touched none of them
+    assert image_files(tmp_path / "bounded-v2") == image_files(grown)
+    assert image_files(tmp_path / "unbounded-v1") == image_files(pill_dir)

@@ -69,6 +69,16 @@ def test_validate_then_preprocess_with_a_cache_hit(
     assert json.loads(S3Store().get_bytes(report2))["facts_reused"] == 30
     second = nightly.preprocess(tag2, report2)
     assert second["cache_hit"] is False and second["images"] == 33 and second["reused"] == 30
+    # the worker's disk: both nights pulled (2 kept by default); bounded to one, going back
+    # to the first night deletes the second night's folder, never the one in use
+    first_dir, second_dir = Path(pulled["path"]), Path(nightly.pull_snapshot(tag2)["path"])
+    assert first_dir.is_dir() and second_dir.is_dir()
+    one = load_data_config()
+    one = one.model_copy(
+        update={"registry": one.registry.model_copy(update={"local_snapshots": 1})}
+    )
+    assert nightly.pull_snapshot(tag, one)["path"] == str(first_dir)
+    assert first_dir.is_dir() and not second_dir.exists()
 
 
 def test_a_failing_snapshot_keeps_its_report_and_names_it(
