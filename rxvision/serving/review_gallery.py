@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -132,23 +134,49 @@ class GalleryStorage(Protocol):
 
 @dataclass
 class ReviewRows:
-    """The needs_review rows of a run, lowest confidence first, and its error rows."""
+    """A run's needs_review rows: how many there are (``flagged``), the first ``keep`` of
+    them lowest confidence first (``items``), and its error rows."""
 
     items: list[ReviewItem] = field(default_factory=list)
     errors: int = 0
+    flagged: int = 0
 
 
-def review_rows(tables: Iterable[Any], candidates: int = 3) -> ReviewRows:
-    """The review items and the error count of prediction tables (pyarrow)."""
+def review_rows(tables: Iterable[Any], candidates: int = 3, keep: int | None = None) -> ReviewRows:
+    """The review items and the error count of prediction tables (pyarrow): every
+    needs_review row is counted; only the ``keep`` lowest-confidence ones (all with
+    None) are held, so memory follows what the pages show, not the run's size (a weak
+    model flagged 68,851 rows of a 100,000-image run)."""
     found = ReviewRows()
     for table in tables:
-        for row in table.select([c for c in COLUMNS if c in table.column_names]).to_pylist():
+        for row in _review_candidates(table).to_pylist():
             if row.get("error"):
                 found.errors += 1
             elif row.get("needs_review"):
+                found.flagged += 1
                 found.items.append(_item(row, candidates))
-    found.items.sort(key=lambda item: (item.confidence, item.key))
+        if keep is not None and len(found.items) > 2 * keep:
+            found.items = _lowest_first(found.items)[:keep]  # amortized: a sort per keep rows
+    found.items = _lowest_first(found.items)[:keep]
     return found
+
+
+def _review_candidates(table: Any) -> Any:
+    """``table``'s gallery columns, only the rows flagged or in error (the confident rest
+    never becomes Python objects)."""
+    table = table.select([c for c in COLUMNS if c in table.column_names])
+    wanted = pa.array([False] * table.num_rows)
+    if "needs_review" in table.column_names:
+        wanted = pc.fill_null(table.column("needs_review").cast(pa.bool_()), False)
+    if "error" in table.column_names:
+        text = table.column("error").cast(pa.string())
+        error = pc.fill_null(pc.greater(pc.utf8_length(text), 0), False)
+        wanted = pc.or_(wanted, error)
+    return table.filter(wanted)
+
+
+def _lowest_first(items: list[ReviewItem]) -> list[ReviewItem]:
+    return sorted(items, key=lambda item: (item.confidence, item.key))
 
 
 def _item(row: dict[str, Any], candidates: int) -> ReviewItem:
@@ -219,13 +247,14 @@ def write_review_gallery(
     (crops read from and kept in ``thumbnails`` when given)."""
     config = config or load_review_config()
     catalog = catalog or MlflowCatalog(config.tracking_uri)
-    found = review_rows(read_shards(shard_uris, storage), config.candidates)
-    shown = found.items[: config.max_items * config.max_pages]
+    limit = config.max_items * config.max_pages
+    found = review_rows(read_shards(shard_uris, storage), config.candidates, keep=limit)
+    shown = found.items
     chunks = [
         shown[start : start + config.max_items] for start in range(0, len(shown), config.max_items)
     ] or [[]]
     context = PageContext(
-        output_uri, len(found.items), found.errors, len(chunks), config.max_items, len(shown)
+        output_uri, found.flagged, found.errors, len(chunks), config.max_items, len(shown)
     )
     pages = [page_uri(output_uri, n) for n in range(1, len(chunks) + 1)]
     made = _crops_made_while_scoring(output_uri, shown, storage, catalog, config)
@@ -234,10 +263,8 @@ def write_review_gallery(
         entries = _prepare(chunks[number - 1], storage, catalog, config, thumbnails, made)
         page = render_page(number, entries, context, config.candidates)
         commit_page(storage, output_uri, pages[number - 1], page.encode())
-    log.info(
-        "review gallery: %d items on %d page(s) at %s", len(found.items), len(chunks), pages[0]
-    )
-    result = GalleryResult(pages[0], pages, len(found.items), found.errors, made.hits)
+    log.info("review gallery: %d items on %d page(s) at %s", found.flagged, len(chunks), pages[0])
+    result = GalleryResult(pages[0], pages, found.flagged, found.errors, made.hits)
     if thumbnails is not None:
         result.thumbnails = {"reused": thumbnails.hits, "stored": _store(thumbnails)}
     return result

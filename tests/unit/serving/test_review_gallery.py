@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -300,6 +301,40 @@ def test_review_rows_count_errors_and_skip_confident_rows(run: Run) -> None:
     found = review_rows(tables, candidates=2)
     assert found.errors == 1 and len(found.items) == len(run.review)
     assert all(len(item.candidates) == 2 for item in found.items)
+
+
+def test_review_rows_hold_only_the_lowest_confidence_rows_kept_but_count_all() -> None:
+    # 5 shards of 40 rows: every 3rd flagged, every 7th an error, confidences unique
+    tables, flagged = [], []
+    for shard in range(5):
+        rows = []
+        for i in range(40):
+            n = shard * 40 + i
+            error = "corrupt: cannot decode" if n % 7 == 0 else None
+            review = n % 3 == 0 and error is None
+            confidence = ((n * 37) % 200) / 200
+            if review:
+                flagged.append((confidence, f"img/{n:04d}.jpg"))
+            rows.append(
+                {
+                    "key": f"img/{n:04d}.jpg",
+                    "confidence": confidence,
+                    "topk_labels": ["a", "b"],
+                    "topk_probs": [confidence, 1 - confidence],
+                    "model_version": "1",
+                    "needs_review": review,
+                    "error": error,
+                }
+            )
+        tables.append(pa.Table.from_pylist(rows))
+    everything = review_rows(tables)
+    kept = review_rows(tables, keep=5)
+    errors = len([n for n in range(200) if n % 7 == 0])
+    assert everything.flagged == kept.flagged == len(flagged) == len(everything.items)
+    assert everything.errors == kept.errors == errors
+    # the 5 most doubtful rows, lowest confidence first, though each shard had more
+    assert [(i.confidence, i.key) for i in kept.items] == sorted(flagged)[:5]
+    assert kept.items == everything.items[:5]
 
 
 # --- in a browser ------------------------------------------------------------------------
