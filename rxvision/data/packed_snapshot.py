@@ -45,6 +45,7 @@ class PackedSnapshot:
     def shard_images(self, shard: int, expected: dict[str, IndexEntry]) -> list[SourceImage]:
         """Where each image of one shard lies in its file, checked against the index."""
         path = self.shard_path(shard)
+        file = str(path)  # one string for the shard's images, not one each
         images = []
         try:
             with tarfile.open(path) as tar:
@@ -61,7 +62,7 @@ class PackedSnapshot:
                         SourceImage(
                             entry.path,
                             entry.label,
-                            str(path),
+                            file,
                             member.offset_data,
                             member.size,
                             entry.sha256,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceImage:
     """One image: its row in the dataset (``path`` relative to the ImageFolder root, its
     ``label``) and where its bytes are: ``size`` bytes of ``file`` from ``offset``

@@ -23,7 +23,7 @@ from rxvision.errors import DataValidationError
 PULL_FILES = frozenset({MARKER_FILE, PULLED_INDEX_FILE})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WalkEntry:
     """One file of the dataset."""
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import io
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from rxvision.data import snapshot_shards
 from rxvision.data.packed_snapshot import INDEX_FILE, SHARDS_DIR, PackedSnapshot
 from rxvision.data.snapshot_shards import (
     assign_shards,
     index_directory,
+    read_index,
     shard_name,
     write_index,
     write_shards,
@@ -86,13 +89,22 @@ def test_a_missing_shard_or_member_is_refused(photos: Path, tmp_path: Path) -> N
         packed.images()
 
 
+def test_the_index_reads_back_whole_across_batches(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = assign_shards(index_directory(photos), 3)
+    write_index(entries, tmp_path / INDEX_FILE)
+    monkeypatch.setattr(snapshot_shards, "INDEX_BATCH", 2)  # 7 entries: 4 batches
+    assert read_index(tmp_path / INDEX_FILE) == entries
+
+
 def test_a_member_whose_size_differs_from_the_index_is_refused(
     photos: Path, tmp_path: Path
 ) -> None:
     packed = pack(photos, tmp_path / "dataset")
     expected = packed.shards()[0]
     path, entry = next(iter(expected.items()))
-    wrong = {**expected, path: type(entry)(**{**vars(entry), "size": entry.size + 1})}
+    wrong = {**expected, path: replace(entry, size=entry.size + 1)}
     with pytest.raises(SnapshotError, match=rf"{path} is {entry.size} bytes, the index says"):
         packed.shard_images(0, wrong)
 
