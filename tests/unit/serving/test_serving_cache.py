@@ -237,6 +237,23 @@ def test_an_object_is_served_by_key_and_listing_tag_through_compaction(tmp_path:
     assert off.partition(loaded, contract).get_source("s3://b/in/x.jpg", "e1:10") is None
 
 
+def test_a_run_without_reuse_stores_its_rows_but_holds_none(tmp_path: Path) -> None:
+    storage = Storage()
+    config = CacheConfig(uri=str(tmp_path / "cache"), reuse=False)
+    loaded = loaded_model("tiny/1")
+    contract = RowContract(top_k=3, tta_rotations=1, review_threshold=0.6)
+    writer = InferenceCache(config, storage)
+    part = writer.partition(loaded, contract)
+    for n in range(3):
+        written = writer.store(part, [_row(f"{n:x}" * 64, "p1", f"s3://b/in/{n}.jpg", "e:1")])
+        assert written == 1
+    # nothing kept in memory for a partition that never serves (a 100,000-image run)
+    assert part.rows == {} and part.sources == {}
+    # yet every row is in the cache for the next run that reads it
+    read = InferenceCache(CacheConfig(uri=config.uri), storage).partition(loaded, contract)
+    assert sorted(read.rows) == [f"{n:x}" * 64 for n in range(3)]
+
+
 def test_segments_written_before_the_source_columns_still_serve(tmp_path: Path) -> None:
     storage = Storage()
     config = CacheConfig(uri=str(tmp_path / "cache"))
