@@ -24,7 +24,8 @@ is 100k PUTs at 100k images. A segment per shard is one PUT per shard (200 at 10
 images and 500 per shard) and no write ever conflicts. A reader lists the partition once
 per process and reads its segments into a hash -> row index (100k rows: a few MB of
 Parquet); when a partition holds more than ``max_segments`` objects the writer merges
-them into one, so a reader's GETs stay bounded. Races (two compactions, a reader
+them into one (``rxvision.serving.cache_compaction``, on Arrow columns), so a reader's
+GETs stay bounded. Races (two compactions, a reader
 listing while one deletes) can only cost a miss or a duplicate of an equally valid row,
 never a wrong row: every row in a partition was computed for its key.
 
@@ -56,6 +57,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from rxvision.errors import NotFound
+from rxvision.serving.cache_compaction import merge_segments
 from rxvision.serving.model_contract import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -183,17 +185,6 @@ class _Index:
         if row.get("source_key") and row.get("source_tag"):
             self.sources[(str(row["source_key"]), str(row["source_tag"]))] = digest
 
-    def records(self) -> list[dict[str, Any]]:
-        """Segment rows: one per (key, tag) seen, one for each hash seen under none."""
-        named = set(self.sources.values())
-        out = [
-            {"content_sha256": d, "source_key": k, "source_tag": t, **self.rows[d]}
-            for (k, t), d in self.sources.items()
-            if d in self.rows
-        ]
-        out += [{"content_sha256": d, **r} for d, r in self.rows.items() if d not in named]
-        return out
-
 
 class CachePartition:
     """One partition's rows, read once: ``get`` is a dict lookup, safe from threads.
@@ -306,14 +297,12 @@ class InferenceCache:
         segments = list_segments(self.storage.list(uri))
         if len(segments) <= self.config.max_segments:
             return
-        index = _index(self.storage, segments)
-        table = pa.Table.from_pylist(index.records(), schema=SEGMENT_SCHEMA)
+        tables = [t for t in (_read_segment(self.storage, s) for s in segments) if t is not None]
+        table = merge_segments(tables, SEGMENT_SCHEMA)
         self.storage.write(f"{uri}/{segment_name()}", parquet_bytes(table))
         for segment in segments:
             self.storage.delete(segment)
-        log.info(
-            "inference cache %s: %d segments merged (%d rows)", uri, len(segments), len(index.rows)
-        )
+        log.info("inference cache %s: %d segments merged (%d rows)", uri, len(segments), len(table))
 
 
 def list_segments(listed: Iterable[str]) -> list[str]:
@@ -327,13 +316,18 @@ def _index(storage: CacheStorage, segments: Iterable[str]) -> _Index:
     skipped. Segments written before the source columns existed read them as null."""
     index = _Index({}, {})
     for segment in segments:
-        try:
-            table = pq.read_table(io.BytesIO(storage.read(segment)))
-        except NotFound:
-            continue
-        for row in table.to_pylist():
+        table = _read_segment(storage, segment)
+        for row in table.to_pylist() if table is not None else ():
             index.add(row)
     return index
+
+
+def _read_segment(storage: CacheStorage, segment: str) -> pa.Table | None:
+    """A segment's rows; None when it was deleted since it was listed (merged)."""
+    try:
+        return pq.read_table(io.BytesIO(storage.read(segment)))
+    except NotFound:
+        return None
 
 
 def _cached(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ compaction, and a cache that cannot be written."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,40 @@ def test_a_run_without_reuse_stores_its_rows_but_holds_none(tmp_path: Path) -> N
     # yet every row is in the cache for the next run that reads it
     read = InferenceCache(CacheConfig(uri=config.uri), storage).partition(loaded, contract)
     assert sorted(read.rows) == [f"{n:x}" * 64 for n in range(3)]
+
+
+def test_merging_segments_changes_nothing_a_reader_sees(tmp_path: Path) -> None:
+    storage = Storage()
+    uri = str(tmp_path / "cache")
+    loaded = loaded_model("tiny/1")
+    contract = RowContract(top_k=3, tta_rotations=1, review_threshold=0.6)
+    writer = InferenceCache(CacheConfig(uri=uri, max_segments=100), storage)
+    part = writer.partition(loaded, contract)
+    # a segment from before the source columns, then 12 in which hashes recur with new
+    # labels (the newest wins), keys are re-read with other bytes, some rows keyless
+    old = pa.Table.from_pylist([{"content_sha256": "0" * 64, "label": "old", "confidence": 0.5}])
+    Path(part.uri).mkdir(parents=True)
+    pq.write_table(old, str(Path(part.uri) / "seg-0000-old.parquet"))
+    rng = random.Random(0)
+    for segment in range(12):
+        rows = []
+        for _ in range(20):
+            digest = f"{rng.randrange(15):x}" * 64
+            key = rng.choice([None, f"s3://b/in/{rng.randrange(8)}.jpg", "/in/local.jpg"])
+            tag = f"e{rng.randrange(3)}:1" if key and key.startswith("s3://") else None
+            rows.append(_row(digest, f"p{segment}", key, tag))
+        writer.store(part, rows)
+    before = InferenceCache(CacheConfig(uri=uri), storage).partition(loaded, contract)
+    assert len(before.rows) == 15 and len(before.sources) > 8  # the data has repeats
+
+    merger = InferenceCache(CacheConfig(uri=uri, max_segments=2), storage)
+    newest = _row("f" * 64, "newest", "s3://b/in/0.jpg", "e0:1")
+    merger.store(merger.partition(loaded, contract), [newest])
+    assert len(segments(tmp_path / "cache")) == 1  # 14 segments merged into one
+
+    after = InferenceCache(CacheConfig(uri=uri), storage).partition(loaded, contract)
+    assert after.rows == {**before.rows, "f" * 64: predictions(newest)}
+    assert after.sources == {**before.sources, ("s3://b/in/0.jpg", "e0:1"): "f" * 64}
 
 
 def test_segments_written_before_the_source_columns_still_serve(tmp_path: Path) -> None:
