@@ -32,6 +32,7 @@ from collections.abc import Set
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rxvision.data.imaging import ImageSpec
@@ -183,15 +184,17 @@ def read_segments(
     only the hashes in ``wanted`` when given (one segment in memory at a time besides
     them); a segment deleted since it was listed (merged) is skipped."""
     thumbs: dict[str, bytes] = {}
+    chosen = pa.array(sorted(wanted), pa.string()) if wanted is not None else None
     for segment in segments:
         try:
             table = pq.read_table(io.BytesIO(storage.read(segment)))
         except NotFound:
             continue
+        if chosen is not None:
+            # only the wanted crops become Python bytes (a run's segments hold every crop)
+            table = table.filter(pc.is_in(table.column("content_sha256"), value_set=chosen))
         digests = table.column("content_sha256").to_pylist()
         for digest, jpeg in zip(digests, table.column("jpeg").to_pylist(), strict=True):
-            if wanted is not None and digest not in wanted:
-                continue
             thumbs.pop(digest, None)  # re-inserted: counts as new
             thumbs[digest] = jpeg
     return thumbs

@@ -25,6 +25,8 @@ from rxvision.data.decode import DecodeLimits, FileFacts
 # Bump when inspect_file finds other facts for the same bytes: older caches then miss.
 FACTS_VERSION = 1
 _COLUMNS = [f.name for f in fields(FileFacts) if f.name not in {"key", "code", "message"}]
+# rows read at a time (memory: one batch's Arrow buffers, not the table's)
+FACTS_BATCH = 8192
 
 
 def facts_key(limits: DecodeLimits) -> str:
@@ -71,14 +73,23 @@ class KnownFacts:
     @classmethod
     def from_parquet(cls, data: bytes) -> KnownFacts:
         """Facts written by ``to_parquet``."""
+        known: dict[str, FileFacts] = {}
         try:
-            table = pq.read_table(io.BytesIO(data))
+            parquet = pq.ParquetFile(io.BytesIO(data))
+            names = parquet.schema_arrow.names
+            if names != _COLUMNS:
+                raise ValueError(f"known facts with columns {names}, not {_COLUMNS}")
+            # batch by batch, column by column: a whole table and a dict per row held a
+            # 100,000-file night's facts several times over (as the snapshot index did)
+            for batch in parquet.iter_batches(batch_size=FACTS_BATCH):
+                columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+                for row in zip(*columns, strict=True):
+                    facts = FileFacts(key="", **dict(zip(_COLUMNS, row, strict=True)))
+                    if facts.sha256:
+                        known[facts.sha256] = facts
         except pa.ArrowException as exc:
             raise ValueError(f"not a Parquet file of known facts: {exc}") from exc
-        if table.schema.names != _COLUMNS:
-            raise ValueError(f"known facts with columns {table.schema.names}, not {_COLUMNS}")
-        facts = [FileFacts(key="", **row) for row in table.to_pylist()]
-        return cls({f.sha256: f for f in facts if f.sha256})
+        return cls(known)
 
 
 def _schema() -> pa.Schema:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rxvision.data.decode import CORRUPT, DecodeLimits, FileFacts, FileTask, inspect_file
-from rxvision.data.validation import DataValidator, ValidationPolicy
+from rxvision.data.validation import DataValidator, ValidationPolicy, known_facts
 from rxvision.data.validation.known_facts import KnownFacts, facts_key
 
 pytestmark = pytest.mark.unit
@@ -74,6 +74,18 @@ def test_only_fully_decoded_files_are_kept_and_a_cache_never_outgrows_its_datase
     )
     with pytest.raises(ValueError, match="not a Parquet file of known facts"):
         KnownFacts.from_parquet(b"not parquet")
+
+
+def test_facts_read_back_whole_across_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    known = KnownFacts()
+    for n in range(5):
+        known.add(FileFacts(f"{n}.jpg", 10 + n, f"{n:x}" * 64, "JPEG", "RGB", 224, 224 + n, 8))
+    monkeypatch.setattr(known_facts, "FACTS_BATCH", 2)  # 5 rows: 3 batches
+    again = KnownFacts.from_parquet(known.to_parquet())
+    for n in range(5):
+        assert again.lookup(f"{n:x}" * 64, "x.jpg") == FileFacts(
+            "x.jpg", 10 + n, f"{n:x}" * 64, "JPEG", "RGB", 224, 224 + n, 8
+        )
 
 
 def test_facts_found_under_other_limits_are_another_cache() -> None:
