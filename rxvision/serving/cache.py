@@ -298,6 +298,8 @@ class InferenceCache:
         if len(segments) <= self.config.max_segments:
             return
         tables = [t for t in (_read_segment(self.storage, s) for s in segments) if t is not None]
+        if not tables:
+            return  # another writer merged them since they were listed
         table = merge_segments(tables, SEGMENT_SCHEMA)
         self.storage.write(f"{uri}/{segment_name()}", parquet_bytes(table))
         for segment in segments:
