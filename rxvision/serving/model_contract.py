@@ -10,7 +10,9 @@ what scoring needs to know about it: its classes, its preprocessing contract
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +84,11 @@ class ModelRef:
 
 @dataclass
 class LoadedModel:
-    """A model ready for inference, with what scoring needs to know about it."""
+    """A model ready for inference, with what scoring needs to know about it.
 
-    model: ServingModel
+    ``network``: the network, or a function that loads it on first use (``model``)."""
+
+    network: ServingModel | Callable[[], ServingModel]
     classes: list[str]
     spec: ImageSpec
     ref: ModelRef
@@ -92,6 +96,15 @@ class LoadedModel:
     # temperature scaling fitted on the validation split (1.0: uncalibrated)
     temperature: float = 1.0
     review_threshold: float | None = None
+
+    @cached_property
+    def model(self) -> ServingModel:
+        """The network, loaded on first use when given as a loader: a scoring task whose
+        runtime file this host has already checked never needs it, and unpickling it
+        imports torchvision's models and with them ``torch._dynamo`` (~1 s a task)."""
+        if isinstance(self.network, ServingModel):
+            return self.network
+        return self.network()
 
     @property
     def img_size(self) -> int:

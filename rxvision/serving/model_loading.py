@@ -72,7 +72,9 @@ def _version_ref(uri: str, name: str, version: str, mv: Any) -> ModelRef:
 def load_model(
     uri: str, *, tracking_uri: str | None = None, cache_dir: Path | None = None
 ) -> LoadedModel:
-    """Download (once per immutable version) and load a logged classifier on CPU."""
+    """Download (once per immutable version) a logged classifier and read its contract
+    (classes, preprocessing, calibration); its network is unpickled, on CPU, when first
+    used (``LoadedModel.model``)."""
     from mlflow.models import Model
     from mlflow.tracking import MlflowClient
 
@@ -80,14 +82,13 @@ def load_model(
     ref = resolve_model(uri, client)
     local = _download(ref, cache_dir or default_cache_dir(), client)
     logged = Model.load(str(local / "MLmodel"))
-    net = load_logged_net(local, logged.flavors.get("pytorch") or {})
+    flavor = logged.flavors.get("pytorch") or {}
     metadata = logged.metadata or {}
     classes = metadata.get("classes")
     if not classes:
         raise ConfigError(f"model {uri} has no classes metadata: was it logged by RxVision?")
     # the preprocessing contract: refused when missing or of another decode version
     spec = ImageSpec.from_dict(metadata.get("preprocessing") or {}, source=f"model {uri}")
-    model = serving_model(net).eval()
     temperature = float(metadata.get("temperature") or 1.0)
     threshold = metadata.get("review_threshold")
     log.info(
@@ -99,7 +100,7 @@ def load_model(
         temperature,
     )
     return LoadedModel(
-        model,
+        lambda: serving_model(load_logged_net(local, flavor)).eval(),
         [str(c) for c in classes],
         spec,
         ref,

@@ -1,5 +1,6 @@
 """Picking the runtime that scores: the first of a preference list that loads and
-passes parity with eager (or, with ``probe``, the fastest measured), logged.
+passes parity with eager (or, with ``probe``, the fastest measured), logged. An
+immutable version's file is checked once per host (``rxvision.serving.parity_record``).
 
 An exported runtime uses the version's logged export when it has one, else exports
 locally (cached per immutable version).
@@ -28,6 +29,7 @@ from rxvision.serving.exports import (
 )
 from rxvision.serving.model_contract import LoadedModel
 from rxvision.serving.model_loading import cache_key, default_cache_dir
+from rxvision.serving.parity_record import passed_parity_before, record_parity
 from rxvision.serving.predictors import (
     RUNTIMES,
     EagerPredictor,
@@ -73,9 +75,17 @@ def build_predictor(
         if not np.isfinite(predictor.predict(sample[:2])).all():
             raise ExportParityError(f"{loaded.label}: int8 model gives non-finite logits")
         return predictor
+    # an immutable version's file checked on this host before: the eager network (and
+    # its unpickling) is not needed
+    recordable = loaded.ref.immutable
+    if recordable and passed_parity_before(path, predictor.device, options.tolerance):
+        log.info("%s %s: parity checked on this host before", loaded.label, runtime)
+        return predictor
     report = check_parity(loaded.model, predictor, sample, options.tolerance)
     if not report.passed:
         raise ExportParityError(f"{loaded.label}: {report.describe()}")
+    if recordable:
+        record_parity(path, predictor.device, report)
     return predictor
 
 

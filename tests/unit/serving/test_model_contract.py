@@ -24,3 +24,21 @@ def test_contract_returns_logits_and_features_when_asked() -> None:
 def test_serving_model_refuses_other_modules() -> None:
     with pytest.raises(ConfigError, match=r"nn\.Sequential"):
         serving_model(nn.Linear(2, 2))
+
+
+def test_a_network_given_as_a_loader_is_loaded_once_on_first_use() -> None:
+    from rxvision.data.imaging import ImageSpec
+    from rxvision.serving.model_contract import LoadedModel, ModelRef
+
+    calls: list[int] = []
+
+    def load() -> nn.Module:
+        calls.append(1)
+        return serving_model(tiny_net())
+
+    ref = ModelRef(uri="models:/tiny/1", pinned_uri="models:/tiny/1", label="tiny/1")
+    loaded = LoadedModel(load, ["a", "b", "c"], ImageSpec(img_size=IMG), ref)  # type: ignore[arg-type]
+    assert calls == [] and loaded.label == "tiny/1" and loaded.img_size == IMG
+    first = loaded.model
+    assert loaded.model is first and calls == [1]
+    assert first(torch.zeros(1, 3, IMG, IMG))["logits"].shape == (1, 3)
