@@ -50,7 +50,7 @@ class ScoringConfig(_Strict):
     fallback_uri: str | None = None  # null: models:/<name>@<fallback_alias> of the primary
     fallback_alias: str = "fallback"
     tracking_uri: str | None = None
-    shard_size: int = Field(500, ge=1)
+    shard_size: int = Field(2500, ge=1)
     # at most this many shards per run (each a mapped Airflow task: Airflow refuses to
     # map more than max_map_length, 1,024 by default); a larger input gets larger shards
     max_shards: int = Field(512, ge=1)
