@@ -32,6 +32,7 @@ from rxvision.data.imaging import (
     ImageSpec,
     Resample,
 )
+from rxvision.data.kept_folders import mark_used
 from rxvision.data.layout import check_class_layout
 from rxvision.data.localize import CropSpec
 from rxvision.data.source_image import SourceImage
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 # <root>/_latest/<config hash>.json names the newest set of each config
 LATEST_DIR = "_latest"
+# in a downloaded set's local folder, once every shard is there: touched at each use
+USED_MARKER = ".used"
 # 2: rows carry their content hashes (sha256, perceptual) for content-based splits
 # 3: the perceptual hash is of the whole photo, not of the (cropped, masked) model input
 FORMAT_VERSION = 3
@@ -355,7 +358,8 @@ class FeatureStore:
             self.s3.delete_prefix(f"{base}attempts/{attempt}/")
 
     def download(self, manifest: FeatureManifest, cache_dir: Path) -> list[Path]:
-        """Fetch a set's shards into ``cache_dir/<key>/`` (kept: later runs read locally)."""
+        """Fetch a set's shards into ``cache_dir/<key>/`` (kept: later runs read locally),
+        then mark the folder used (``USED_MARKER``: what ``prune_used_last`` keeps by)."""
         local = cache_dir / manifest.key
         paths = []
         for shard in manifest.shards:
@@ -363,6 +367,8 @@ class FeatureStore:
             if not target.is_file():
                 self.s3.download_file(f"{self.prefix(manifest.key)}/{shard.key}", target)
             paths.append(target)
+        local.mkdir(parents=True, exist_ok=True)  # a set of no shard is still a set
+        mark_used(local, USED_MARKER)
         return paths
 
 

@@ -185,6 +185,9 @@ class DataLoadingConfig(Strict):
     cache_images: bool = Field(
         False, description="Decode an image folder once into memory (small datasets)."
     )
+    # feature sets downloaded from S3 (``--data s3://...``) kept in
+    # $RXVISION_HOME/cache/features, by last use (0: all of them)
+    local_feature_sets: int = Field(2, ge=0)
 
     @model_validator(mode="after")
     def _leaves_training_data(self) -> DataLoadingConfig:

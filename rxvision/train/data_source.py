@@ -21,10 +21,12 @@ from torch.utils.data import Dataset
 from rxvision.data.feature_shards import FeatureShardDataset
 from rxvision.data.feature_store import (
     MANIFEST,
+    USED_MARKER,
     FeatureManifest,
     FeatureStore,
 )
 from rxvision.data.imaging import ImageSpec
+from rxvision.data.kept_folders import prune_used_last
 from rxvision.data.splits import (
     ImageKey,
     SplitAssignment,
@@ -105,16 +107,21 @@ class DataSource:
 
 
 def resolve_data(
-    spec: str | Path, cache_dir: Path | None = None, *, exclude: Collection[str] = ()
+    spec: str | Path,
+    cache_dir: Path | None = None,
+    *,
+    exclude: Collection[str] = (),
+    keep_sets: int = 0,
 ) -> DataSource:
     """What ``--data`` names: an ImageFolder directory, a shard set's local
     ``manifest.json`` (or its folder), or a shard set in S3 (``s3://.../<key>[/manifest.json]``,
-    downloaded once into ``cache_dir``). ``exclude``: paths of an image folder (relative to
-    it, as the validation report names them) left out."""
+    downloaded once into ``cache_dir``, which then keeps the ``keep_sets`` sets used last;
+    0 keeps all). ``exclude``: paths of an image folder (relative to it, as the validation
+    report names them) left out."""
     text = str(spec)
     cache = cache_dir or Home.from_env().cache_dir / "features"
     if text.startswith("s3://"):
-        return _from_s3(text, cache)
+        return _from_s3(text, cache, keep_sets)
     path = Path(text).expanduser()
     if path.is_file() and path.name.endswith(".json"):
         return _from_local_manifest(path)
@@ -159,7 +166,7 @@ def _from_local_manifest(path: Path) -> DataSource:
     return _manifest_source(manifest, shard_paths, f"feature set {path}")
 
 
-def _from_s3(uri: str, cache_dir: Path) -> DataSource:
+def _from_s3(uri: str, cache_dir: Path, keep_sets: int) -> DataSource:
     prefix = uri.rstrip("/").removesuffix(f"/{MANIFEST}")
     parse_s3_uri(prefix)  # refuses a malformed URI with its own message
     root, _, key = prefix.rpartition("/")
@@ -168,6 +175,10 @@ def _from_s3(uri: str, cache_dir: Path) -> DataSource:
     if manifest is None:
         raise NotFound(f"--data {uri}: no committed shard set ({MANIFEST} missing)")
     paths = store.download(manifest, cache_dir)
+    if keep_sets:
+        # each night brings a new set about the catalogue's size: a host that trains by
+        # hand every day would otherwise keep them all
+        prune_used_last(cache_dir, keep_sets, cache_dir / manifest.key, USED_MARKER)
     return _manifest_source(manifest, paths, f"feature set {prefix}")
 
 

@@ -121,7 +121,9 @@ def train(
 
     # data
     source = (
-        data if isinstance(data, DataSource) else resolve_data(data, home.cache_dir / "features")
+        data
+        if isinstance(data, DataSource)
+        else resolve_data(data, home.cache_dir / "features", keep_sets=cfg.data.local_feature_sets)
     )
     datamodule = RxVisionDataModule(
         source,

@@ -281,3 +281,29 @@ def test_an_earlier_shard_gone_from_s3_is_decoded_instead_and_the_build_still_eq
     warm = FeatureShardDataset(second, store.download(second, tmp_path / "warm"))
     scratch = FeatureShardDataset(cold, cold_store.download(cold, tmp_path / "cold"))
     assert all(np.array_equal(warm[i][0], scratch[i][0]) for i in range(49))
+
+
+def test_a_training_hosts_cache_keeps_the_feature_sets_used_last(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    from rxvision.train.data_source import resolve_data
+
+    sets = [
+        store.materialize(pill_dir, SNAP, PreprocessConfig(img_size=s))[0] for s in (64, 72, 80)
+    ]
+    cache = tmp_path / "features"
+    (cache / "notes").mkdir(parents=True)  # not a downloaded set: never touched
+    uri = [store.prefix(m.key) for m in sets]
+
+    first = resolve_data(uri[0], cache, keep_sets=2)
+    resolve_data(uri[1], cache, keep_sets=2)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([sets[0].key, sets[1].key, "notes"])
+    resolve_data(uri[0], cache, keep_sets=2)  # used again: now the newer of the two
+    resolve_data(uri[2], cache, keep_sets=2)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([sets[0].key, sets[2].key, "notes"])
+    assert all(path.is_file() for path in first.shard_paths)
+
+    # the set deleted is downloaded again when named, and 0 keeps every set
+    again = resolve_data(uri[1], cache, keep_sets=0)
+    assert len(again.labels) == 48 and all(path.is_file() for path in again.shard_paths)
+    assert {p.name for p in cache.iterdir()} == {*(m.key for m in sets), "notes"}
