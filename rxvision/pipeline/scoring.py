@@ -56,6 +56,7 @@ def plan(
     processed_uri: str | None = None,
     full: bool = False,
     rescore_on_new_champion: bool = True,
+    shard_size: int | None = None,
 ) -> list[dict[str, Any]]:
     """Pin the models and list the input shards (both saved in the output's
     ``_plan.json``): one work item per shard, each naming the models and the output (a
@@ -65,7 +66,8 @@ def plan(
 
     ``processed_uri``: plan only the images new or changed since the last run that
     published (the manifest of ``input_uri`` under it), every image when ``full`` (or,
-    with ``rescore_on_new_champion``, when the pinned champion is not the manifest's)."""
+    with ``rescore_on_new_champion``, when the pinned champion is not the manifest's).
+    ``shard_size``: keys per shard for this run (None: the config's)."""
     from rxvision.serving.plan import plan_shards, read_plan
     from rxvision.serving.scoring_config import load_scoring_config
     from rxvision.storage.uri_store import Storage, normalize_uri
@@ -94,7 +96,7 @@ def plan(
     shards = plan_shards(
         input_uri,
         output,
-        config.shard_size,
+        config.shard_size if shard_size is None else shard_size,
         suffixes=config.suffixes,
         storage=storage,
         allow_empty=allow_empty,

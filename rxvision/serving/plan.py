@@ -148,18 +148,26 @@ def plan_shards(
     max_shards: int | None = None,
 ) -> list[Shard]:
     """The run's shards: read from ``OUTPUT/_plan.json`` when a run already planned
-    them (same input and shard size), else listed (or cut from ``keys``, see
-    ``list_input_shards``) and saved there with ``record`` (e.g. the pinned models) and
-    the time. No image: ``NoInputImages`` before anything is written, unless
-    ``allow_empty`` (then an empty plan)."""
+    them (same input; its shards win over another ``shard_size``, as its pinned models
+    win over a promotion: the shards committed before stay valid), else listed (or cut
+    from ``keys``, see ``list_input_shards``) and saved there with ``record`` (e.g. the
+    pinned models) and the time. No image: ``NoInputImages`` before anything is written,
+    unless ``allow_empty`` (then an empty plan)."""
     storage = storage or Storage()
     input_uri, output_uri = normalize_uri(input_uri), normalize_uri(output_uri)
     plan = read_plan(output_uri, storage)
     if plan is not None:
-        if plan["input_uri"] != input_uri or plan["shard_size"] != shard_size:
+        if plan["input_uri"] != input_uri:
             raise ConfigError(
-                f"{output_uri} holds a run of input {plan['input_uri']} with shard_size "
-                f"{plan['shard_size']}, not {input_uri} with {shard_size}: choose a new output"
+                f"{output_uri} holds a run of input {plan['input_uri']}, not {input_uri}: "
+                "choose a new output"
+            )
+        if plan["shard_size"] != shard_size:
+            log.info(
+                "%s was planned with shard_size %s: keeping its shards (not %d)",
+                output_uri,
+                plan["shard_size"],
+                shard_size,
             )
         shards = [Shard.from_json(s) for s in plan["shards"]]
         _check_not_empty(shards, input_uri, allow_empty)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from serving_fixtures import loaded_model
 
-from rxvision.errors import NotFound
+from rxvision.errors import ConfigError, NotFound
 from rxvision.pipeline import scoring
 from rxvision.serving.errors import NoInputImages, PrimaryUnavailable, ScoringError
 from rxvision.serving.model_contract import LoadedModel
@@ -240,6 +240,25 @@ def test_tasks_get_shard_ids_and_the_shard_count_is_bounded(
     ]
     with pytest.raises(ScoringError, match="no shard shard-09999"):
         planned_shard(output, "shard-09999")
+
+
+def test_a_run_can_cut_its_own_shard_size(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    pinned = config.model_copy(update={"model_uri": "models:/tiny/1", "shard_size": 100})
+    assert len(scoring.plan(str(image_dir), str(tmp_path / "default"), pinned)) == 1
+    items = scoring.plan(str(image_dir), str(tmp_path / "run"), pinned, shard_size=3)
+    saved = read_plan(str(tmp_path / "run"))
+    assert saved is not None and saved["shard_size"] == 3
+    sizes = [i["shard"]["size"] for i in items]
+    assert sizes[:-1] == [3] * (len(sizes) - 1) and 1 <= sizes[-1] <= 3 and len(sizes) > 2
+    with pytest.raises(ConfigError, match="shard_size must be at least 1"):
+        scoring.plan(str(image_dir), str(tmp_path / "zero"), pinned, shard_size=0)
+    # a rerun of the run (its plan saved) keeps its shards, whatever the size asked now:
+    # shards committed before stay the run's (e.g. a deploy changed the default between)
+    assert scoring.plan(str(image_dir), str(tmp_path / "run"), pinned) == items
+    with pytest.raises(ConfigError, match="choose a new output"):
+        scoring.plan(str(tmp_path), str(tmp_path / "run"), pinned, shard_size=3)
 
 
 # --- latest.json only moves forward ---------------------------------------------------------
