@@ -44,6 +44,14 @@ def onnx_file(cache_dir: Path) -> Path:
     return cache_dir / cache_key(loaded_model().ref.cache_id) / FILES["onnxruntime"]
 
 
+def checked_by_a_first_task(tmp_path: Path, images: torch.Tensor) -> tuple[PredictorOptions, Path]:
+    """A first task's build: the version's ONNX file exported and checked; the options it
+    used and the record it left."""
+    options = PredictorOptions(cache_dir=tmp_path, precision="fp32")
+    build_predictor(loaded_model(), "onnxruntime", images, options)
+    return options, parity_record_path(onnx_file(tmp_path))
+
+
 def test_a_later_task_trusts_the_recorded_check_and_never_loads_the_network(
     tmp_path: Path, images: torch.Tensor
 ) -> None:
@@ -63,10 +71,8 @@ def test_a_later_task_trusts_the_recorded_check_and_never_loads_the_network(
 def test_a_replaced_file_or_a_stricter_tolerance_is_checked_again(
     tmp_path: Path, images: torch.Tensor
 ) -> None:
-    options = PredictorOptions(cache_dir=tmp_path, precision="fp32")
-    build_predictor(loaded_model(), "onnxruntime", images, options)
+    options, record = checked_by_a_first_task(tmp_path, images)
     # a check recorded with a diff that passed then but is over a stricter tolerance now
-    record = parity_record_path(onnx_file(tmp_path))
     data = json.loads(record.read_text())
     data["report"].update(max_abs_diff=options.tolerance / 2, tolerance=options.tolerance)
     record.write_text(json.dumps(data))
@@ -88,9 +94,7 @@ def test_a_replaced_file_or_a_stricter_tolerance_is_checked_again(
 def test_an_unreadable_record_is_no_record_and_is_rewritten(
     tmp_path: Path, images: torch.Tensor
 ) -> None:
-    options = PredictorOptions(cache_dir=tmp_path, precision="fp32")
-    build_predictor(loaded_model(), "onnxruntime", images, options)
-    record = parity_record_path(onnx_file(tmp_path))
+    options, record = checked_by_a_first_task(tmp_path, images)
     record.write_text('{"conditions": ')  # a torn write of another host's tool
     loader = CountingLoader()
     build_predictor(lazy_model(loader), "onnxruntime", images, options)
