@@ -141,7 +141,11 @@ def _locate_in_mask(
     small: np.ndarray, mask: np.ndarray, distance: np.ndarray, spec: CropSpec, scale: float
 ) -> Localization:
     """The single solid pill region of a foreground mask, or why there is none."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    # Grana's block-based labelling: the same labels as OpenCV's default (Spaghetti, also
+    # block-based, so also numbered in the blocks' scan order), 2x faster here (measured)
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        mask, 8, cv2.CV_32S, cv2.CCL_GRANA
+    )
     if count <= 1:
         return Localization(EMPTY)
     areas = stats[1:, cv2.CC_STAT_AREA]
@@ -152,7 +156,7 @@ def _locate_in_mask(
         return Localization(EMPTY)
     if len(order) > 1 and areas[order[1]] >= spec.second_ratio * areas[order[0]]:
         return Localization(TWO_PILLS)
-    x, y, w, h = (int(v) for v in stats[largest, :4])
+    x, y, w, h, area = (int(v) for v in stats[largest, :5])
     if x == 0 or y == 0 or x + w >= mask.shape[1] or y + h >= mask.shape[0]:
         return Localization(CUT)
     region = (labels[y : y + h, x : x + w] == largest).astype(np.uint8)
@@ -166,7 +170,7 @@ def _locate_in_mask(
     if areas[order[0]] < MIN_SOLIDITY * hull_area:
         # thin pieces (an imprint, a shadow's rim): not a pill's body
         return Localization(TWO_PILLS if len(order) > 1 else EMPTY)
-    if _surrounded_by_foreground(labels, largest, (x, y, w, h), distance, spec):
+    if _surrounded_by_foreground(labels, largest, (x, y, w, h), distance, spec, area):
         # an imprint on a faint pill: the pill's body is around it, not the background
         return Localization(EMPTY)
     (cx, cy), (rw, rh), angle = cv2.minAreaRect(hull)
@@ -187,7 +191,7 @@ def _locate_in_mask(
             level = imprint
             radius = float(np.max(np.hypot(hull[:, 0, 0] - cx, hull[:, 0, 1] - cy)))
             long_side = short_side = 2 * radius
-    outline = tuple((float(px) / scale, float(py) / scale) for px, py in hull[:, 0, :])
+    outline = tuple(map(tuple, (hull[:, 0, :] / scale).tolist()))
     return Localization(
         LOCALIZED,
         center=(cx / scale, cy / scale),
@@ -203,11 +207,11 @@ def _canonical_hull(hull: np.ndarray) -> np.ndarray:
     (positive signed area, from the rightmost, lowest vertex): the painted outline's
     anti-aliased edge depends on where the polygon starts."""
     points = hull[:, 0, :]
-    x, y = points[:, 0].astype(np.int64), points[:, 1].astype(np.int64)
-    if int(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)) < 0:
+    # the signed area of integer vertices is exact in float64
+    if cv2.contourArea(points, oriented=True) < 0:
         points = points[::-1]
     start = int(np.lexsort((points[:, 1], points[:, 0]))[-1])
-    return np.ascontiguousarray(np.roll(points, -start, axis=0)[:, None, :])
+    return np.concatenate((points[start:], points[:start]))[:, None, :]
 
 
 def _surrounded_by_foreground(
@@ -216,29 +220,45 @@ def _surrounded_by_foreground(
     box: tuple[int, int, int, int],
     distance: np.ndarray,
     spec: CropSpec,
+    area: int,
 ) -> bool:
-    """Whether a ring around region ``label`` (its bounding ``box``: x, y, w, h) is nearly
-    all unlike the background (its 25th percentile: a pill's shadow can darken most of the
-    ring on one side, never all)."""
-    window, ring = ring_around(labels, label, box)
-    near = distance[window]
-    return bool(ring.any()) and float(np.percentile(near[ring], 25)) > spec.min_contrast
+    """Whether a ring around region ``label`` (its bounding ``box``: x, y, w, h; ``area``
+    pixels) is nearly all unlike the background (its 25th percentile: a pill's shadow can
+    darken most of the ring on one side, never all)."""
+    window, ring = ring_around(labels, label, box, area)
+    near = distance[window][ring]
+    return near.size > 0 and percentile_above(near, 25, spec.min_contrast)
+
+
+def percentile_above(values: np.ndarray, q: float, threshold: float) -> bool:
+    """``np.percentile(values, q) > threshold`` (linear interpolation), from the two
+    order statistics around it: the interpolated value lies between them, so only when
+    they straddle ``threshold`` is ``np.percentile`` itself needed (its overhead was a
+    twentieth of a photo's localization)."""
+    at = (values.size - 1) * (q / 100)
+    low = math.floor(at)
+    high = min(low + 1, values.size - 1)
+    ordered = np.partition(values, (low, high))
+    if float(ordered[low]) > threshold:
+        return True
+    if float(ordered[high]) <= threshold:
+        return False
+    return float(np.percentile(values, q)) > threshold
 
 
 Window = tuple[slice, slice]
 
 
 def ring_around(
-    labels: np.ndarray, label: int, box: tuple[int, int, int, int]
+    labels: np.ndarray, label: int, box: tuple[int, int, int, int], area: int
 ) -> tuple[Window, np.ndarray]:
-    """The ring 2 px to 2 px + 12% of the square root of its area around region ``label``
-    of ``labels``, as a window of the frame and the ring's mask inside it.
+    """The ring 2 px to 2 px + 12% of the square root of its ``area`` (pixels) around
+    region ``label`` of ``labels``, as a window of the frame and the ring's mask inside it.
 
     Worked out in the bounding ``box`` (x, y, w, h) grown by the ring's width: the same
     ring as over the whole frame (nothing outside that window can join it), without
     dilating the whole frame."""
     x, y, w, h = box
-    area = float(np.count_nonzero(labels[y : y + h, x : x + w] == label))
     grow = max(3, round(0.12 * math.sqrt(area)))
     pad = grow + 3  # the ring's outer edge: 2 px, then the ellipse's radius
     window = (slice(max(0, y - pad), y + h + pad), slice(max(0, x - pad), x + w + pad))
@@ -310,8 +330,10 @@ def _median_per_channel(values: np.ndarray) -> np.ndarray:
     """``np.median(values, axis=0)`` of an (n, 3) uint8 array, as float32 (the mean of
     the two middle values when n is even), from one histogram instead of a sort."""
     n = values.shape[0]
-    counts = np.bincount((values + np.array([0, 256, 512], dtype=np.int32)).ravel(), minlength=768)
-    cumulative = np.cumsum(counts.reshape(3, 256), axis=1)
+    image = values.reshape(-1, 1, 3)
+    # OpenCV's histogram counts (float32: exact below 2**24) are 4x faster than bincount
+    counts = np.concatenate([cv2.calcHist([image], [c], None, [256], [0, 256]) for c in range(3)])
+    cumulative = np.cumsum(counts.reshape(3, 256).astype(np.int64), axis=1)
     low = (cumulative <= (n - 1) // 2).sum(axis=1)
     high = (cumulative <= n // 2).sum(axis=1)
     return ((low.astype(np.float32) + high.astype(np.float32)) / np.float32(2)).astype(np.float32)

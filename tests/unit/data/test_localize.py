@@ -214,8 +214,35 @@ def test_the_ring_around_a_region_is_the_whole_frames_ring(corner: tuple[int, in
     inner = cv2.dilate(region, np.ones((3, 3), np.uint8), iterations=2)
     outer = cv2.dilate(inner, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
     expected = (outer > 0) & (inner == 0)
-    window, ring = ring_around(labels, 3, box)
+    window, ring = ring_around(labels, 3, box, int(region.sum()))
     assert ring.any()
     placed = np.zeros_like(expected)
     placed[window] = ring
     np.testing.assert_array_equal(placed, expected)
+
+
+@pytest.mark.parametrize("q", [25, 50, 85])
+def test_percentile_above_answers_as_numpys_percentile(q: float) -> None:
+    # the shortcut reads two order statistics: it must agree with np.percentile on every
+    # threshold, at the values themselves (ties) and between them
+    from rxvision.data.localize import percentile_above
+
+    rng = np.random.default_rng(q)
+    for size in (1, 2, 3, 7, 40, 401):
+        values = (rng.integers(0, 60, size) * 0.5 + rng.random(size) * (size % 2)).astype(
+            np.float32
+        )
+        expected_at = float(np.percentile(values, q))
+        thresholds = [*values.tolist(), expected_at, expected_at - 1e-4, -1.0, 100.0]
+        for threshold in thresholds:
+            assert percentile_above(values.copy(), q, threshold) == (expected_at > threshold)
+
+
+@pytest.mark.parametrize("count", [1, 2, 767, 768])
+def test_the_borders_median_is_numpys_median(count: int) -> None:
+    from rxvision.data.localize import _median_per_channel
+
+    values = np.random.default_rng(count).integers(0, 256, (count, 3)).astype(np.uint8)
+    got = _median_per_channel(values)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.median(values, axis=0).astype(np.float32))
