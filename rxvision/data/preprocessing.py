@@ -1,7 +1,9 @@
-"""Preprocess a snapshot into the feature store: the nightly DAG's ``preprocess`` task.
+"""Preprocess a snapshot into the feature store: ``rxvision data preprocess``.
 
 The cache is checked before anything is fetched, so a hit costs one S3 read; a miss
-fetches the snapshot's shards and reads each image where it lies inside them.
+fetches the snapshot's shards and reads each image where it lies inside them. (The
+nightly DAG's ``preprocess`` task, ``rxvision.pipeline.nightly.preprocess``, reads the
+folder its ``validate`` task pulled, keeping only the files validation accepted.)
 """
 
 from __future__ import annotations
