@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 # <root>/_latest/<config hash>.json names the newest set of each config
 LATEST_DIR = "_latest"
+# ... and the few committed before it: rows are reused from whichever holds most
+RECENT_SETS = 3
 # in a downloaded set's local folder, once every shard is there: touched at each use
 USED_MARKER = ".used"
 # 2: rows carry their content hashes (sha256, perceptual) for content-based splits
@@ -195,7 +197,8 @@ class FeatureStore:
             raise FeatureStoreError(f"no images to preprocess for snapshot {snapshot_hash}")
         # rows are matched by the sha256 an image must have: files of a folder carry none
         known = reuse and any(image.sha256 for image in rows)
-        earlier = self.earlier_rows(config) if known else None
+        digests = {image.sha256 for image in rows if image.sha256}
+        earlier = self.earlier_rows(config, digests) if known else None
         attempt = uuid.uuid4().hex[:12]
         began = time.monotonic()
         shards, reused = self._write_shards(rows, key, attempt, config, workers, progress, earlier)
@@ -215,21 +218,33 @@ class FeatureStore:
         )
         return self._commit(manifest, config), True
 
-    def earlier_rows(self, config: PreprocessConfig) -> EarlierRows | None:
-        """The rows of the newest set committed with ``config`` (None: there is none, or
-        it was deleted since)."""
-        try:
-            pointer = json.loads(self.s3.get_bytes(self._latest_uri(config)))
-        except NotFound:
+    def earlier_rows(
+        self, config: PreprocessConfig, wanted: Collection[str] = ()
+    ) -> EarlierRows | None:
+        """The rows of the recent set committed with ``config`` that holds the most of
+        the ``wanted`` sha256 (the newest on a tie; None: there is none, or they were
+        deleted since). The newest alone would do but for an ad-hoc build of a few
+        images, after which the next night would decode nearly everything again."""
+        found = [m for m in map(self.manifest, self._recent_keys(config)) if m is not None]
+        candidates = [m for m in found if m.spec == config.spec]
+        if not candidates:
             return None
-        manifest = self.manifest(str(pointer.get("key")))
-        if manifest is None or manifest.spec != config.spec:
-            return None
+        wanted = set(wanted)
+        manifest = max(candidates, key=lambda m: _rows_among(m, wanted))
         log.info("reusing unchanged images' rows of %s", self.prefix(manifest.key))
         base = self.prefix(manifest.key)
         return EarlierRows(
             manifest.key, manifest.shards, lambda shard: self.s3.get_bytes(f"{base}/{shard}")
         )
+
+    def _recent_keys(self, config: PreprocessConfig) -> list[str]:
+        """The sets last committed with ``config``, newest first."""
+        try:
+            pointer = json.loads(self.s3.get_bytes(self._latest_uri(config)))
+        except NotFound:
+            return []
+        # a pointer written before it kept the recent sets names the newest alone
+        return [str(k) for k in pointer.get("recent") or [pointer.get("key")] if k]
 
     def _latest_uri(self, config: PreprocessConfig) -> str:
         # one small object per config: finding the newest set never lists the store
@@ -343,7 +358,9 @@ class FeatureStore:
     def mark_newest(self, manifest: FeatureManifest, config: PreprocessConfig) -> None:
         """Make ``manifest`` the set whose rows the next build with ``config`` reuses
         (each commit does; after deleting a set, point back at the one before)."""
-        self.s3.put_bytes(self._latest_uri(config), json.dumps({"key": manifest.key}).encode())
+        recent = [manifest.key, *(k for k in self._recent_keys(config) if k != manifest.key)]
+        pointer = {"key": manifest.key, "recent": recent[:RECENT_SETS]}
+        self.s3.put_bytes(self._latest_uri(config), json.dumps(pointer).encode())
 
     def _drop_stale_attempts(self, manifest: FeatureManifest) -> None:
         # Interrupted earlier attempts are invisible (no manifest names them): clean up.
@@ -382,3 +399,8 @@ def list_image_folder(data_dir: Path) -> list[tuple[str, str]]:
         for p in data_dir.rglob("*")
         if p.is_file() and p.suffix.lower() in suffixes and len(p.relative_to(data_dir).parts) > 1
     )
+
+
+def _rows_among(manifest: FeatureManifest, wanted: set[str]) -> int:
+    """How many of ``manifest``'s rows have a sha256 in ``wanted``."""
+    return sum(digest in wanted for shard in manifest.shards for digest in shard.sha256)

@@ -239,6 +239,34 @@ def test_a_new_snapshot_copies_its_unchanged_images_rows_from_the_last_set(
     assert all(np.array_equal(warm[i][0], scratch[i][0]) for i in range(images))
 
 
+def test_an_adhoc_build_of_a_few_images_leaves_the_next_night_its_reuse(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    # someone preprocesses a few photos with the nightly's config between two nights: the
+    # next night still copies its unchanged rows from last night's set, not the few
+    snapshots = snapshot_store(tmp_path)
+    snapshots.create(pill_dir, "v1")
+    cfg = PreprocessConfig(img_size=24, shard_size=16)
+    first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
+    few = tmp_path / "few"
+    product = sorted(p for p in pill_dir.iterdir() if p.is_dir())[0]
+    (few / product.name).mkdir(parents=True)
+    for photo in sorted(product.glob("*.jpg"))[:3]:
+        shutil.copy(photo, few / product.name / photo.name)
+    snapshots.create(few, "adhoc")
+    adhoc, _ = preprocess_snapshot(snapshots, store, "adhoc", cfg)
+    assert adhoc.images == 3 and adhoc.extra["reused_from"] == first.key
+    images, unchanged = next_night(pill_dir, tmp_path / "night2")
+    snapshots.create(tmp_path / "night2", "v2")
+    second, built = preprocess_snapshot(snapshots, store, "v2", cfg)
+    assert built and second.images == images
+    assert second.extra["reused_from"] == first.key
+    assert second.extra["reused"] == unchanged == 46
+    # with nothing to tell them apart, the newest set is the one read
+    newest = store.earlier_rows(cfg)
+    assert newest is not None and newest.set_key == second.key
+
+
 def test_no_rows_are_reused_from_another_spec_or_a_deleted_set(
     store: FeatureStore, pill_dir: Path, tmp_path: Path
 ) -> None:
