@@ -14,6 +14,7 @@ from PIL import Image
 from rxvision.data.feature_shards import FeatureShardDataset
 from rxvision.data.feature_store import (
     MANIFEST,
+    FeatureManifest,
     FeatureStore,
     FeatureStoreError,
     PreprocessConfig,
@@ -239,15 +240,23 @@ def test_a_new_snapshot_copies_its_unchanged_images_rows_from_the_last_set(
     assert all(np.array_equal(warm[i][0], scratch[i][0]) for i in range(images))
 
 
+def first_night(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> tuple[SnapshotStore, PreprocessConfig, FeatureManifest]:
+    """Snapshot ``pill_dir`` as v1 and build its 24 px set: (snapshots, config, set)."""
+    snapshots = snapshot_store(tmp_path)
+    snapshots.create(pill_dir, "v1")
+    cfg = PreprocessConfig(img_size=24, shard_size=16)
+    first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
+    return snapshots, cfg, first
+
+
 def test_an_adhoc_build_of_a_few_images_leaves_the_next_night_its_reuse(
     store: FeatureStore, pill_dir: Path, tmp_path: Path
 ) -> None:
     # someone preprocesses a few photos with the nightly's config between two nights: the
     # next night still copies its unchanged rows from last night's set, not the few
-    snapshots = snapshot_store(tmp_path)
-    snapshots.create(pill_dir, "v1")
-    cfg = PreprocessConfig(img_size=24, shard_size=16)
-    first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
+    snapshots, cfg, first = first_night(store, pill_dir, tmp_path)
     few = tmp_path / "few"
     product = sorted(p for p in pill_dir.iterdir() if p.is_dir())[0]
     (few / product.name).mkdir(parents=True)
@@ -270,10 +279,7 @@ def test_an_adhoc_build_of_a_few_images_leaves_the_next_night_its_reuse(
 def test_no_rows_are_reused_from_another_spec_or_a_deleted_set(
     store: FeatureStore, pill_dir: Path, tmp_path: Path
 ) -> None:
-    snapshots = snapshot_store(tmp_path)
-    snapshots.create(pill_dir, "v1")
-    cfg = PreprocessConfig(img_size=24, shard_size=16)
-    first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
+    snapshots, cfg, first = first_night(store, pill_dir, tmp_path)
     assert store.earlier_rows(cfg) is not None
     assert store.earlier_rows(PreprocessConfig(img_size=32, shard_size=16)) is None
     store.s3.delete_prefix(store.prefix(first.key) + "/")
@@ -287,10 +293,7 @@ def test_no_rows_are_reused_from_another_spec_or_a_deleted_set(
 def test_an_earlier_shard_gone_from_s3_is_decoded_instead_and_the_build_still_equal(
     store: FeatureStore, pill_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    snapshots = snapshot_store(tmp_path)
-    snapshots.create(pill_dir, "v1")
-    cfg = PreprocessConfig(img_size=24, shard_size=16)
-    first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
+    snapshots, cfg, first = first_night(store, pill_dir, tmp_path)
     lost = first.shards[1].key
     store.s3.client.delete_object(
         Bucket="rxvision-data", Key=f"{store.prefix(first.key)}/{lost}".split("/", 3)[3]
