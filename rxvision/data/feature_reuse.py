@@ -8,26 +8,36 @@ file's sha256 within sets of the same preprocessing config (its hash covers the 
 spec, the spec's version and the store's format), and ``load_image`` gives the same
 array for the same bytes and spec, bit for bit: a reused row holds exactly the pixels a
 decode would give, so training and scoring still see the same input.
+
+Which earlier set: ``RecentSets`` names the few committed last with each config, and a
+build reads the one holding most of its images (``rows_among``), so an ad-hoc build of a
+few images between two nights does not cost the next night its reuse.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from rxvision.errors import FeatureStoreError, RxVisionError
+from rxvision.errors import FeatureStoreError, NotFound, RxVisionError
+from rxvision.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
 
 # earlier shards held in memory at once (~28 MB each at 96 px, 1,000 rows): both sets
 # are in path order, so the rows of one new shard come from one or two earlier shards
 KEEP_SHARDS = 4
+# <root>/_latest/<config hash>.json names the newest set of each config
+LATEST_DIR = "_latest"
+# ... and the few committed before it: rows are reused from whichever holds most
+RECENT_SETS = 3
 
 
 class StoredShard(Protocol):
@@ -120,3 +130,36 @@ class EarlierRows:
                 f"shape {array.shape[1:]}, the manifest lists {len(shard.paths)}"
             )
         return array
+
+
+class RecentSets:
+    """The sets last committed with each preprocessing config, newest first: one small
+    object per config under ``<root>/_latest/``, so finding them never lists the store."""
+
+    def __init__(self, root_uri: str, s3: S3Store) -> None:
+        self.root_uri = root_uri
+        self.s3 = s3
+
+    def keys(self, config_hash: str) -> list[str]:
+        """The sets last committed with the config, newest first (none: empty)."""
+        try:
+            pointer = json.loads(self.s3.get_bytes(self._uri(config_hash)))
+        except NotFound:
+            return []
+        # a pointer written before it kept the recent sets names the newest alone
+        return [str(k) for k in pointer.get("recent") or [pointer.get("key")] if k]
+
+    def mark_newest(self, key: str, config_hash: str) -> None:
+        """Make set ``key`` the newest of the config; the oldest beyond ``RECENT_SETS``
+        leaves the list."""
+        recent = [key, *(k for k in self.keys(config_hash) if k != key)]
+        pointer = {"key": key, "recent": recent[:RECENT_SETS]}
+        self.s3.put_bytes(self._uri(config_hash), json.dumps(pointer).encode())
+
+    def _uri(self, config_hash: str) -> str:
+        return f"{self.root_uri}/{LATEST_DIR}/{config_hash}.json"
+
+
+def rows_among(shards: Sequence[StoredShard], wanted: Collection[str]) -> int:
+    """How many rows of a set (its ``shards``) have a sha256 in ``wanted``."""
+    return sum(digest in wanted for shard in shards for digest in shard.sha256)

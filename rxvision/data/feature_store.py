@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import ClientError
 
-from rxvision.data.feature_reuse import EarlierRows
+from rxvision.data.feature_reuse import EarlierRows, RecentSets, rows_among
 from rxvision.data.feature_rows import DecodedBatch, assembled, load_batch, reuse_mask
 from rxvision.data.imaging import (
     ImageSpec,
@@ -43,10 +43,6 @@ from rxvision.storage.s3 import S3Store, parse_s3_uri
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-# <root>/_latest/<config hash>.json names the newest set of each config
-LATEST_DIR = "_latest"
-# ... and the few committed before it: rows are reused from whichever holds most
-RECENT_SETS = 3
 # in a downloaded set's local folder, once every shard is there: touched at each use
 USED_MARKER = ".used"
 # 2: rows carry their content hashes (sha256, perceptual) for content-based splits
@@ -135,6 +131,7 @@ class FeatureStore:
     def __init__(self, root_uri: str, store: S3Store | None = None) -> None:
         self.root_uri = root_uri.rstrip("/")
         self.s3 = store or S3Store()
+        self.recent = RecentSets(self.root_uri, self.s3)
 
     def prefix(self, key: str) -> str:
         """The URI of one shard set."""
@@ -225,30 +222,18 @@ class FeatureStore:
         the ``wanted`` sha256 (the newest on a tie; None: there is none, or they were
         deleted since). The newest alone would do but for an ad-hoc build of a few
         images, after which the next night would decode nearly everything again."""
-        found = [m for m in map(self.manifest, self._recent_keys(config)) if m is not None]
+        recent = self.recent.keys(config.config_hash())
+        found = [m for m in map(self.manifest, recent) if m is not None]
         candidates = [m for m in found if m.spec == config.spec]
         if not candidates:
             return None
         wanted = set(wanted)
-        manifest = max(candidates, key=lambda m: _rows_among(m, wanted))
+        manifest = max(candidates, key=lambda m: rows_among(m.shards, wanted))
         log.info("reusing unchanged images' rows of %s", self.prefix(manifest.key))
         base = self.prefix(manifest.key)
         return EarlierRows(
             manifest.key, manifest.shards, lambda shard: self.s3.get_bytes(f"{base}/{shard}")
         )
-
-    def _recent_keys(self, config: PreprocessConfig) -> list[str]:
-        """The sets last committed with ``config``, newest first."""
-        try:
-            pointer = json.loads(self.s3.get_bytes(self._latest_uri(config)))
-        except NotFound:
-            return []
-        # a pointer written before it kept the recent sets names the newest alone
-        return [str(k) for k in pointer.get("recent") or [pointer.get("key")] if k]
-
-    def _latest_uri(self, config: PreprocessConfig) -> str:
-        # one small object per config: finding the newest set never lists the store
-        return f"{self.root_uri}/{LATEST_DIR}/{config.config_hash()}.json"
 
     def _write_shards(
         self,
@@ -358,9 +343,7 @@ class FeatureStore:
     def mark_newest(self, manifest: FeatureManifest, config: PreprocessConfig) -> None:
         """Make ``manifest`` the set whose rows the next build with ``config`` reuses
         (each commit does; after deleting a set, point back at the one before)."""
-        recent = [manifest.key, *(k for k in self._recent_keys(config) if k != manifest.key)]
-        pointer = {"key": manifest.key, "recent": recent[:RECENT_SETS]}
-        self.s3.put_bytes(self._latest_uri(config), json.dumps(pointer).encode())
+        self.recent.mark_newest(manifest.key, config.config_hash())
 
     def _drop_stale_attempts(self, manifest: FeatureManifest) -> None:
         # Interrupted earlier attempts are invisible (no manifest names them): clean up.
@@ -399,8 +382,3 @@ def list_image_folder(data_dir: Path) -> list[tuple[str, str]]:
         for p in data_dir.rglob("*")
         if p.is_file() and p.suffix.lower() in suffixes and len(p.relative_to(data_dir).parts) > 1
     )
-
-
-def _rows_among(manifest: FeatureManifest, wanted: set[str]) -> int:
-    """How many of ``manifest``'s rows have a sha256 in ``wanted``."""
-    return sum(digest in wanted for shard in manifest.shards for digest in shard.sha256)
