@@ -83,6 +83,28 @@ def render_stages(data: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
+def render_cpu(data: dict[str, Any]) -> str:
+    """bench/scoring_job.py's CPU per image by place, and the ceiling it sets."""
+    split, bound = data["cpu_ms_per_image"], data["cpu_bound"]
+    places = ("this_process", "decode_workers", "s3_server", "total")
+    lines = [
+        "| CPU ms per image | " + " | ".join(p.replace("_", " ") for p in places) + " | images/s |"
+    ]
+    lines.append("|---|" + "---:|" * (len(places) + 1))
+    for case, row in split.items():
+        cells = " | ".join(f"{row[p]:.2f}" for p in places)
+        lines.append(f"| {case.replace('_', ' ')} | {cells} | {row['images_per_s']:.1f} |")
+    lines += [
+        "",
+        f"Every one of {bound['cores']} cores busy, the job would reach"
+        f" {bound['ceiling_images_per_s']:.1f} images/s, {bound['ceiling_pct_of_runtime_alone']}%"
+        f" of the runtime alone; it ran at {bound['job_pct_of_runtime_alone']}%, the cores"
+        f" {bound['cores_busy_pct']}% busy.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
     found = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
@@ -94,6 +116,8 @@ def main() -> None:
             print(render(data))
             if "stages" in data:
                 print(render_stages(data))
+            if "cpu_bound" in data:
+                print(render_cpu(data))
         else:
             print(f"### {name}\n\n(not in the harness format: see bench/results/{name}.json)\n")
 

@@ -5,6 +5,11 @@ image, decode it under the model's contract, predict it alone, write one row as 
 object), and vs the chosen runtime alone on the same images already decoded in memory
 (the job's ceiling: what is left when fetching and decoding cost nothing).
 
+Last, one more run of the job (gallery off) and of the runtime alone are timed with their
+CPU split by where it went (this process: downloads, batching, the model's threads, rows;
+the decode workers; the local S3 server), which bounds the job on this machine: at every
+core busy it would reach cores / (its CPU per image).
+
 The job is also timed with its review gallery off: the benchmark's one-epoch model sends
 every row to review, so every row gets a thumbnail and a place on the gallery's pages (a
 trained model sends a few). The default 1,200 images amortize what each run does once
@@ -25,10 +30,13 @@ import json
 import logging
 import os
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import harness
+import psutil
 import torch
 from stack import bench_stack
 
@@ -45,6 +53,7 @@ from rxvision.storage.s3 import S3Store
 
 INPUT = "s3://rxvision-data/bench/scoring-input"
 GALLERY_ENV = "RXVISION_REVIEW_GALLERY"
+SETTLE_S = 1.0
 
 
 def train_small_model(work: Path) -> str:
@@ -140,6 +149,73 @@ def _score_once(model_uri: str, images: int, out: str) -> float:
     return float(manifest["rows"])
 
 
+def _cpu_s(process: psutil.Process, reaped_children: bool = False) -> float:
+    """CPU seconds of ``process`` (and of its children it has reaped), 0 once gone."""
+    try:
+        t = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    own = t.user + t.system
+    return own + (t.children_user + t.children_system if reaped_children else 0.0)
+
+
+def _cpu_by_place() -> dict[str, float]:
+    """CPU seconds so far: this process; its children (the forkserver, whose reaped
+    children are the decode workers); the S3 server's processes (SeaweedFS, ``weed``)."""
+    me = psutil.Process()
+    servers = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "weed"]
+    children = sum(_cpu_s(c, reaped_children=True) for c in me.children())
+    mine = me.cpu_times()
+    return {
+        "this_process": mine.user + mine.system,
+        "decode_workers": children + mine.children_user + mine.children_system,
+        "s3_server": sum(_cpu_s(p) for p in servers),
+    }
+
+
+def cpu_per_image(run: Callable[[], float]) -> dict[str, float]:
+    """One more ``run``: its CPU per image in ms by place, and its images/s."""
+    before, began = _cpu_by_place(), time.perf_counter()
+    images = run()
+    seconds = time.perf_counter() - began
+    time.sleep(SETTLE_S)  # the forkserver reaps the stopped workers: their CPU counts then
+    after = _cpu_by_place()
+    split = {k: round((after[k] - before[k]) / images * 1000, 3) for k in before}
+    return {**split, "total": round(sum(split.values()), 3), "images_per_s": images / seconds}
+
+
+def cpu_bound(job: dict[str, float], alone: dict[str, float]) -> dict[str, float]:
+    """What the CPU split says: the job's images/s with every core busy, as a share of
+    the runtime alone, and the share of the cores the job kept busy."""
+    cores = len(os.sched_getaffinity(0))
+    ceiling = cores * 1000 / job["total"]
+    return {
+        "cores": cores,
+        "ceiling_images_per_s": round(ceiling, 1),
+        "ceiling_pct_of_runtime_alone": round(100 * ceiling / alone["images_per_s"], 1),
+        "job_pct_of_runtime_alone": round(100 * job["images_per_s"] / alone["images_per_s"], 1),
+        "cores_busy_pct": round(100 * job["images_per_s"] / ceiling, 1),
+    }
+
+
+def print_cpu_split(
+    job: dict[str, float], alone: dict[str, float], bound: dict[str, float]
+) -> None:
+    print("\nCPU per image (ms), one more run of each:")
+    print(
+        f"  job, gallery off: {job['total']:.2f} = this process {job['this_process']:.2f}"
+        f" + decode workers {job['decode_workers']:.2f} + S3 server {job['s3_server']:.2f}"
+        f" ({job['images_per_s']:.1f} images/s)"
+    )
+    print(f"  runtime alone:    {alone['this_process']:.2f} ({alone['images_per_s']:.1f} images/s)")
+    print(
+        f"  every one of {bound['cores']} cores busy, the job would reach"
+        f" {bound['ceiling_images_per_s']:.1f} images/s ="
+        f" {bound['ceiling_pct_of_runtime_alone']:.1f}% of the runtime alone; it ran at"
+        f" {bound['job_pct_of_runtime_alone']:.1f}%, the cores {bound['cores_busy_pct']:.0f}% busy"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1200)
@@ -166,6 +242,9 @@ def main() -> None:
             ),
         ]
         harness.measure(cases, repeats=args.repeats, warmup=1)
+        job = cpu_per_image(lambda: project(model_uri, len(keys), gallery=False))
+        alone = cpu_per_image(lambda: runtime_only(predictor, size, inputs))
+        bound = cpu_bound(job, alone)
         rows = harness.summarize(cases, baseline=cases[0].name)
         harness.report(
             "scoring_job",
@@ -173,7 +252,9 @@ def main() -> None:
             unit="images/s",
             baseline=cases[0].name,
             params={**vars(args), "images": len(keys), "model": "resnet18 @ 112 px"},
+            extra={"cpu_ms_per_image": {"job": job, "runtime_alone": alone}, "cpu_bound": bound},
         )
+        print_cpu_split(job, alone, bound)
 
 
 if __name__ == "__main__":
