@@ -86,20 +86,21 @@ def render_stages(data: dict[str, Any]) -> str:
 def render_cpu(data: dict[str, Any]) -> str:
     """bench/scoring_job.py's CPU per image by place, and the ceiling it sets."""
     split, bound = data["cpu_ms_per_image"], data["cpu_bound"]
-    places = ("this_process", "decode_workers", "s3_server", "total")
-    lines = [
-        "| CPU ms per image | " + " | ".join(p.replace("_", " ") for p in places) + " | images/s |"
-    ]
-    lines.append("|---|" + "---:|" * (len(places) + 1))
+    wanted = ("this_process", "decode_workers", "s3_server", "total", "other")
+    places = [p for p in wanted if all(p in row for row in split.values())]
+    head = " | ".join(p.replace("_", " ") for p in places)
+    lines = [f"| CPU ms per image | {head} | images/s |", "|---|" + "---:|" * (len(places) + 1)]
     for case, row in split.items():
         cells = " | ".join(f"{row[p]:.2f}" for p in places)
         lines.append(f"| {case.replace('_', ' ')} | {cells} | {row['images_per_s']:.1f} |")
+    machine = bound.get("machine_busy_pct")
     lines += [
         "",
         f"Every one of {bound['cores']} cores busy, the job would reach"
         f" {bound['ceiling_images_per_s']:.1f} images/s, {bound['ceiling_pct_of_runtime_alone']}%"
         f" of the runtime alone; it ran at {bound['job_pct_of_runtime_alone']}%, the cores"
-        f" {bound['cores_busy_pct']}% busy.",
+        f" {bound['cores_busy_pct']}% busy with its work"
+        + (f" ({machine}% with every process's)." if machine is not None else "."),
         "",
     ]
     return "\n".join(lines)

@@ -159,29 +159,60 @@ def _cpu_s(process: psutil.Process, reaped_children: bool = False) -> float:
     return own + (t.children_user + t.children_system if reaped_children else 0.0)
 
 
+def _pool_processes(me: psutil.Process) -> list[psutil.Process]:
+    """This process's multiprocessing helpers: the forkserver (whose reaped children are
+    the decode workers) and the resource tracker. Not a stack ``bench_stack`` started
+    here: its servers are this process's children too."""
+    found = []
+    for child in me.children():
+        try:
+            if "from multiprocessing" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds every process of the machine has used so far (all but idle time)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 def _cpu_by_place() -> dict[str, float]:
-    """CPU seconds so far: this process; its children (the forkserver, whose reaped
-    children are the decode workers); the S3 server's processes (SeaweedFS, ``weed``)."""
+    """CPU seconds so far: this process; the decode workers (reaped by the forkserver; and
+    any child this process reaped); the S3 server (SeaweedFS, ``weed``); the machine."""
     me = psutil.Process()
     servers = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "weed"]
-    children = sum(_cpu_s(c, reaped_children=True) for c in me.children())
+    helpers = sum(_cpu_s(c, reaped_children=True) for c in _pool_processes(me))
     mine = me.cpu_times()
     return {
         "this_process": mine.user + mine.system,
-        "decode_workers": children + mine.children_user + mine.children_system,
+        "decode_workers": helpers + mine.children_user + mine.children_system,
         "s3_server": sum(_cpu_s(p) for p in servers),
+        "machine": _machine_busy_s(),
     }
 
 
 def cpu_per_image(run: Callable[[], float]) -> dict[str, float]:
-    """One more ``run``: its CPU per image in ms by place, and its images/s."""
+    """One more ``run``: its CPU per image in ms by place (``total``: the job's own
+    processes; ``other``: the rest of the machine meanwhile), and its images/s."""
     before, began = _cpu_by_place(), time.perf_counter()
     images = run()
-    seconds = time.perf_counter() - began
+    seconds, machine = time.perf_counter() - began, _machine_busy_s()
     time.sleep(SETTLE_S)  # the forkserver reaps the stopped workers: their CPU counts then
-    after = _cpu_by_place()
-    split = {k: round((after[k] - before[k]) / images * 1000, 3) for k in before}
-    return {**split, "total": round(sum(split.values()), 3), "images_per_s": images / seconds}
+    after = {**_cpu_by_place(), "machine": machine}
+    per_image = {k: (after[k] - before[k]) / images * 1000 for k in before}
+    places = ("this_process", "decode_workers", "s3_server")
+    split = {k: round(per_image[k], 3) for k in places}
+    total = sum(split.values())
+    other = max(0.0, per_image["machine"] - total)  # the rest of the machine meanwhile
+    return {
+        **split,
+        "total": round(total, 3),
+        "other": round(other, 3),
+        "images_per_s": images / seconds,
+    }
 
 
 def cpu_bound(job: dict[str, float], alone: dict[str, float]) -> dict[str, float]:
@@ -195,6 +226,9 @@ def cpu_bound(job: dict[str, float], alone: dict[str, float]) -> dict[str, float
         "ceiling_pct_of_runtime_alone": round(100 * ceiling / alone["images_per_s"], 1),
         "job_pct_of_runtime_alone": round(100 * job["images_per_s"] / alone["images_per_s"], 1),
         "cores_busy_pct": round(100 * job["images_per_s"] / ceiling, 1),
+        "machine_busy_pct": round(
+            100 * (job["total"] + job.get("other", 0.0)) * job["images_per_s"] / (1000 * cores), 1
+        ),
     }
 
 
@@ -205,7 +239,7 @@ def print_cpu_split(
     print(
         f"  job, gallery off: {job['total']:.2f} = this process {job['this_process']:.2f}"
         f" + decode workers {job['decode_workers']:.2f} + S3 server {job['s3_server']:.2f}"
-        f" ({job['images_per_s']:.1f} images/s)"
+        f" ({job['images_per_s']:.1f} images/s); other processes {job['other']:.2f}"
     )
     print(f"  runtime alone:    {alone['this_process']:.2f} ({alone['images_per_s']:.1f} images/s)")
     print(
@@ -213,6 +247,7 @@ def print_cpu_split(
         f" {bound['ceiling_images_per_s']:.1f} images/s ="
         f" {bound['ceiling_pct_of_runtime_alone']:.1f}% of the runtime alone; it ran at"
         f" {bound['job_pct_of_runtime_alone']:.1f}%, the cores {bound['cores_busy_pct']:.0f}% busy"
+        f" with its work ({bound['machine_busy_pct']:.0f}% with every process's)"
     )
 
 

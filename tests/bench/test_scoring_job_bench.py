@@ -7,8 +7,10 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +39,24 @@ def test_a_child_processes_cpu_counts_as_the_workers_not_this_process() -> None:
     )
 
 
+def test_a_server_started_here_is_other_processes_not_the_workers() -> None:
+    # bench_stack's servers are this process's children too: they are not the job's
+    busy = subprocess.Popen([sys.executable, "-c", BURN])
+    server = psutil.Process(busy.pid)
+
+    def run() -> float:
+        while server.status() != psutil.STATUS_ZOMBIE:  # done burning, not reaped yet
+            time.sleep(0.02)
+        return 4.0
+
+    try:
+        split = cpu_per_image(run)
+    finally:
+        busy.wait()
+    assert split["decode_workers"] < 20.0, split
+    assert split["other"] >= 80.0, split
+
+
 def test_a_forkserver_workers_cpu_counts_once_the_server_reaped_it() -> None:
     # the decode workers are the forkserver's children, not this process's
     context = worker_context()
@@ -61,6 +81,7 @@ def test_a_forkserver_workers_cpu_counts_once_the_server_reaped_it() -> None:
 def test_the_ceiling_is_the_cores_over_the_jobs_cpu_per_image() -> None:
     cores = len(os.sched_getaffinity(0))
     job = {"this_process": 9.0, "decode_workers": 5.0, "s3_server": 1.0, "total": 15.0}
+    job["other"] = 1.5
     job["images_per_s"] = 0.9 * cores * 1000 / 15.0
     alone = {"this_process": 6.0, "decode_workers": 0.0, "s3_server": 0.0, "total": 6.0}
     alone["images_per_s"] = cores * 1000 / 6.0 * 0.95
@@ -69,6 +90,7 @@ def test_the_ceiling_is_the_cores_over_the_jobs_cpu_per_image() -> None:
     assert bound["ceiling_images_per_s"] == pytest.approx(cores * 1000 / 15.0, abs=0.05)
     assert bound["ceiling_pct_of_runtime_alone"] == pytest.approx(100 * 6.0 / 15.0 / 0.95, abs=0.05)
     assert bound["cores_busy_pct"] == 90.0
+    assert bound["machine_busy_pct"] == 99.0  # (15 + 1.5) / 15 of 90%
     table = render_cpu({"cpu_ms_per_image": {"job": job}, "cpu_bound": bound})
-    assert "| job | 9.00 | 5.00 | 1.00 | 15.00 |" in table
-    assert "the cores 90.0% busy" in table
+    assert "| job | 9.00 | 5.00 | 1.00 | 15.00 | 1.50 |" in table
+    assert "the cores 90.0% busy with its work (99.0% with every process's)" in table
