@@ -7,7 +7,6 @@ before it returns, and fails with the server's log tail. ``down`` stops every pr
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import shlex
@@ -29,10 +28,10 @@ from rxvision.stack.airflow_migrate import (
 )
 from rxvision.stack.credentials import StackCredentials, load_or_create_credentials
 from rxvision.stack.ports import PortRegistry, load_ports, pick_ports, save_ports
-from rxvision.stack.process import ManagedProcess, kill_stragglers, require_started, wait_until
+from rxvision.stack.process import ManagedProcess, kill_stragglers, require_started
+from rxvision.stack.stack_s3 import create_buckets, s3_ready
 from rxvision.stack.stack_status import listening_sockets, stack_status
 from rxvision.stack.statsd_receiver import load_metrics
-from rxvision.storage.s3 import S3Config, S3Store
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +223,8 @@ class LocalStack:
             self._up_postgres_and_redis(layout, report, timeout_s)
         airflow_running = all(self.pid_of(f"airflow-{c}") for c in services.AIRFLOW_COMPONENTS)
         migrate = None if airflow_running else start_airflow_migrate(layout)
-        self._wait("seaweedfs", layout, lambda: self.s3_ready(layout), timeout_s)
-        self._create_buckets(layout)
+        self._wait("seaweedfs", layout, lambda: s3_ready(layout), timeout_s)
+        create_buckets(layout)
         self._ensure_started("mlflow", layout, report)
         if migrate is not None:
             finish_airflow_migrate(migrate, layout, timeout_s)
@@ -298,29 +297,6 @@ class LocalStack:
 
     def _wait(self, name: str, layout: services.StackLayout, check: Any, timeout_s: float) -> None:
         require_started(self.process(name, layout), check, timeout_s)
-
-    def s3_ready(self, layout: services.StackLayout) -> bool:
-        """The S3 endpoint answers a bucket listing (raises otherwise)."""
-        self._s3(layout).client.list_buckets()
-        return True
-
-    def _s3(self, layout: services.StackLayout) -> S3Store:
-        return S3Store(
-            S3Config(
-                endpoint_url=layout.s3_endpoint,
-                access_key=layout.creds.s3_access_key,
-                secret_key=layout.creds.s3_secret_key,
-                region=layout.config.s3.region,
-            )
-        )
-
-    def _create_buckets(self, layout: services.StackLayout) -> None:
-        store = self._s3(layout)
-        for bucket in layout.config.s3.buckets:
-            # The filer may need a moment after the S3 port opens before creating buckets.
-            create = functools.partial(_bucket_created, store, bucket)
-            if not wait_until(create, 30, 0.5):
-                raise StackError(f"could not create bucket {bucket!r} on {layout.s3_endpoint}")
 
     def down(self) -> list[str]:
         """Stop every server of this home (reverse start order); return those stopped."""
@@ -402,8 +378,3 @@ class LocalStack:
     def metrics(self) -> dict[str, Any]:
         """What the statsd receiver has kept."""
         return load_metrics(self.layout().statsd_state)
-
-
-def _bucket_created(store: S3Store, bucket: str) -> bool:
-    store.ensure_bucket(bucket)
-    return True

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from rxvision.stack import scale, services
+from rxvision.stack.stack_s3 import s3_ready
 
 if TYPE_CHECKING:
     from rxvision.stack.local_stack import LocalStack
@@ -50,7 +51,7 @@ def stack_status(stack: LocalStack) -> dict[str, Any]:
 
 def _server_health(stack: LocalStack, layout: services.StackLayout) -> dict[str, bool]:
     health = {
-        "seaweedfs": _answers(lambda: stack.s3_ready(layout)),
+        "seaweedfs": _answers(lambda: s3_ready(layout)),
         "statsd": _answers(lambda: services.statsd_ready(layout)),
         "mlflow": _answers(lambda: services.mlflow_healthy(layout)),
     }
