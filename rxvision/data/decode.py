@@ -81,10 +81,14 @@ class DecodeLimits:
 
 @dataclass(frozen=True, slots=True)
 class FileTask:
-    """One file to inspect: its absolute path and its key (posix path relative to the root)."""
+    """One file to inspect: its absolute path and its key (posix path relative to the root);
+    with ``size`` >= 0, the image is the ``size`` bytes at ``offset`` of that file (a
+    snapshot's shard, read in place)."""
 
     path: str
     key: str
+    offset: int = 0
+    size: int = -1  # -1: the whole file
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,8 @@ def file_lost(task: FileTask, code: str, message: str) -> FileFacts:
 
 def inspect_file(task: FileTask, limits: DecodeLimits) -> FileFacts:
     """Hash and fully decode one file; file problems become a code, never an exception."""
+    if task.size >= 0:
+        return _inspect_range(task, task.size, limits)
     try:
         info = os.stat(task.path)
     except OSError as exc:
@@ -148,6 +154,32 @@ def inspect_file(task: FileTask, limits: DecodeLimits) -> FileFacts:
         return FileFacts(task.key, code=NOT_AN_IMAGE, message=f"cannot read file: {exc}")
     digest = hashlib.sha256(data).hexdigest()
     return _decode(task.key, data, digest, limits)
+
+
+def _inspect_range(task: FileTask, size: int, limits: DecodeLimits) -> FileFacts:
+    """``inspect_file`` of an image stored as a byte range of a larger file."""
+    if size == 0:
+        return FileFacts(task.key, code=EMPTY_FILE, message="file is empty (0 bytes)")
+    if size > limits.max_file_bytes:
+        return FileFacts(
+            task.key,
+            size_bytes=size,
+            code=FILE_TOO_LARGE,
+            message=f"{size} bytes, over the limit of {limits.max_file_bytes}",
+        )
+    try:
+        with open(task.path, "rb") as handle:
+            data = os.pread(handle.fileno(), size, task.offset)
+    except OSError as exc:
+        return FileFacts(task.key, code=NOT_AN_IMAGE, message=f"cannot read {task.path}: {exc}")
+    if len(data) != size:
+        return FileFacts(
+            task.key,
+            size_bytes=len(data),
+            code=NOT_AN_IMAGE,
+            message=f"{task.path} ends {size - len(data)} bytes short of this image",
+        )
+    return _decode(task.key, data, hashlib.sha256(data).hexdigest(), limits)
 
 
 def _decode(key: str, data: bytes, digest: str, limits: DecodeLimits) -> FileFacts:

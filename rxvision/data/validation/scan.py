@@ -25,7 +25,7 @@ from rxvision.data.validation.file_checks import content_issues
 from rxvision.data.validation.known_facts import KnownFacts
 from rxvision.data.validation.policy import ValidationPolicy
 from rxvision.data.validation.report import FileIssue
-from rxvision.data.validation.walk import DatasetWalk, WalkEntry
+from rxvision.data.validation.walk import DatasetWalk, FileWalk, WalkEntry
 
 ProgressFn = Callable[[int], None]
 
@@ -35,7 +35,7 @@ class ScanMetrics:
     """What the scan measured, before any criterion is judged."""
 
     root: Path
-    walk: DatasetWalk
+    walk: FileWalk
     entries: dict[str, WalkEntry] = field(default_factory=dict)
     issues: dict[str, list[FileIssue]] = field(default_factory=lambda: defaultdict(list))
     hashes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -58,15 +58,18 @@ def scan_dataset(
     progress: ProgressFn | None = None,
     digests: Mapping[str, str] | None = None,
     known: KnownFacts | None = None,
+    walk: FileWalk | None = None,
 ) -> ScanMetrics:
     """Walk ``root``, decode every file with ``workers`` processes and record the findings.
 
     ``inspect`` runs inside the workers, so it must be importable by qualified name.
     ``digests`` (a file's sha256 by key, e.g. a pulled snapshot's index) and ``known``:
     a file whose sha256 is known is not decoded again; ``known`` keeps what was found.
+    ``walk`` lists the files instead of a walk of ``root`` (a snapshot's shards read in
+    place: ``rxvision.data.validation.packed_walk``).
     """
     started = time.perf_counter()
-    metrics = ScanMetrics(root=root, walk=DatasetWalk(root, policy.split_names))
+    metrics = ScanMetrics(root=root, walk=walk or DatasetWalk(root, policy.split_names))
     limits = DecodeLimits(max_pixels=policy.max_pixels, max_file_bytes=policy.max_file_bytes)
     pool = DecodePool(
         limits,
@@ -120,7 +123,7 @@ def _tasks(
         if facts is not None:
             found(facts)
             continue
-        yield FileTask(entry.path, entry.key)
+        yield FileTask(entry.path, entry.key, entry.offset, entry.size)
 
 
 def _record(metrics: ScanMetrics, facts: FileFacts, policy: ValidationPolicy) -> None:

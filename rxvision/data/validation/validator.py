@@ -12,7 +12,9 @@ from pathlib import Path
 from rxvision.cpu_budget import usable_cores
 from rxvision.data.decode import InspectFn, inspect_file
 from rxvision.data.layout import check_class_layout
+from rxvision.data.packed_snapshot import PackedSnapshot
 from rxvision.data.validation.known_facts import KnownFacts
+from rxvision.data.validation.packed_walk import PackedWalk
 from rxvision.data.validation.policy import ValidationPolicy
 from rxvision.data.validation.report import ValidationResult
 from rxvision.data.validation.scan import ProgressFn, scan_dataset
@@ -74,6 +76,26 @@ class DataValidator:
             progress=self.progress,
             digests=digests,
             known=known,
+        )
+        return judge_scan(metrics, self.policy)
+
+    def validate_packed(
+        self, packed: PackedSnapshot, known: KnownFacts | None = None
+    ) -> ValidationResult:
+        """``validate_dataset`` of a fetched snapshot read in place: each image decoded
+        from its byte range of a shard (nothing unpacked), known facts looked up by the
+        index's sha256. A shard that differs from the index raises ``SnapshotError``."""
+        walk = PackedWalk(packed)
+        metrics = scan_dataset(
+            packed.dataset,
+            self.policy,
+            workers=self.workers,
+            chunk_size=self.chunk_size,
+            inspect=self.inspect,
+            progress=self.progress,
+            digests=walk.digests(),
+            known=known,
+            walk=walk,
         )
         return judge_scan(metrics, self.policy)
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from rxvision.data.decode import IGNORED_FILE
 from rxvision.data.snapshot_shards import MARKER_FILE, PULLED_INDEX_FILE
@@ -25,12 +26,27 @@ PULL_FILES = frozenset({MARKER_FILE, PULLED_INDEX_FILE})
 
 @dataclass(frozen=True, slots=True)
 class WalkEntry:
-    """One file of the dataset."""
+    """One file of the dataset (with ``size`` >= 0: the bytes at ``offset`` of ``path``)."""
 
     path: str
     key: str  # posix path relative to the dataset root
     label: str
     split: str | None
+    offset: int = 0
+    size: int = -1  # -1: the whole file
+
+
+class FileWalk(Protocol):
+    """What the scan reads of a dataset: its files, then its classes and ignored files."""
+
+    layout: str
+    classes: dict[str | None, list[str]]
+    ignored: list[FileIssue]
+
+    @property
+    def splits(self) -> tuple[str, ...]: ...
+
+    def files(self) -> Iterator[WalkEntry]: ...
 
 
 class DatasetWalk:

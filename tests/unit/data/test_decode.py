@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rxvision.data.decode import CORRUPT, DecodeLimits, FileFacts, FileTask, inspect_file
+from rxvision.data.decode import (
+    CORRUPT,
+    EMPTY_FILE,
+    FILE_TOO_LARGE,
+    NOT_AN_IMAGE,
+    DecodeLimits,
+    FileFacts,
+    FileTask,
+    inspect_file,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -75,3 +84,37 @@ def test_file_facts_cross_a_process_boundary_unchanged() -> None:
         again = pickle.loads(pickle.dumps(facts))
         assert again == facts and type(again) is FileFacts
         assert again.decoded is facts.decoded
+
+
+def test_an_image_inside_a_larger_file_is_judged_by_its_own_bytes(tmp_path: Path) -> None:
+    photo, broken = photo_jpeg(False), photo_jpeg(True)[:2000]
+    shard = tmp_path / "shard.tar"
+    shard.write_bytes(b"x" * 512 + photo + broken + b"\0" * 1024)
+    whole = tmp_path / "photo.jpg"
+    whole.write_bytes(photo)
+    in_shard = inspect_file(FileTask(str(shard), "pill/a.jpg", 512, len(photo)), DecodeLimits())
+    alone = inspect_file(FileTask(str(whole), "pill/a.jpg"), DecodeLimits())
+    assert in_shard == alone and in_shard.decoded and in_shard.size_bytes == len(photo)
+    cut = inspect_file(
+        FileTask(str(shard), "pill/b.jpg", 512 + len(photo), len(broken)), DecodeLimits()
+    )
+    assert cut.code == CORRUPT and cut.size_bytes == len(broken)
+    # the task crosses to a decode worker by pickle, its byte range with it
+    task = FileTask(str(shard), "pill/a.jpg", 512, len(photo))
+    assert pickle.loads(pickle.dumps(task)) == task
+
+
+def test_a_byte_range_that_cannot_be_read_is_a_finding_naming_its_file(tmp_path: Path) -> None:
+    shard = tmp_path / "shard.tar"
+    shard.write_bytes(b"\0" * 4096)
+    past_end = inspect_file(FileTask(str(shard), "pill/a.jpg", 4000, 500), DecodeLimits())
+    assert past_end.code == NOT_AN_IMAGE and "404 bytes short" in past_end.message
+    assert str(shard) in past_end.message
+    empty = inspect_file(FileTask(str(shard), "pill/b.jpg", 10, 0), DecodeLimits())
+    assert empty.code == EMPTY_FILE
+    large = inspect_file(
+        FileTask(str(shard), "pill/c.jpg", 0, 4096), DecodeLimits(max_file_bytes=1000)
+    )
+    assert large.code == FILE_TOO_LARGE and large.size_bytes == 4096
+    gone = inspect_file(FileTask(str(tmp_path / "gone.tar"), "pill/d.jpg", 0, 10), DecodeLimits())
+    assert gone.code == NOT_AN_IMAGE and "gone.tar" in gone.message

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,10 +23,19 @@ from typer.testing import CliRunner
 from rxvision.cli.data import app
 from rxvision.data.decode import DecodeLimits, FileFacts, FileTask, inspect_file
 from rxvision.data.layout import DataLayoutError
-from rxvision.data.snapshot_shards import MARKER_FILE, PULLED_INDEX_FILE
+from rxvision.data.packed_snapshot import INDEX_FILE, SHARDS_DIR, PackedSnapshot
+from rxvision.data.snapshot_shards import (
+    MARKER_FILE,
+    PULLED_INDEX_FILE,
+    assign_shards,
+    index_directory,
+    write_index,
+    write_shards,
+)
 from rxvision.data.validation import CRITERIA, DataValidator, ValidationPolicy, ValidationResult
 from rxvision.data.validation.criteria import CLASS_BALANCE, CODE_CRITERION
-from rxvision.errors import DataValidationError, NotFound
+from rxvision.data.validation.known_facts import KnownFacts
+from rxvision.errors import DataValidationError, NotFound, SnapshotError
 
 pytestmark = pytest.mark.unit
 
@@ -515,3 +525,64 @@ def test_cli_takes_a_config_and_overrides(
     result = CliRunner().invoke(app, [*args, "--min-size", "100", "--workers", "0"])
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text())["policy"]["min_width"] == 100
+
+
+# --- a snapshot validated in place ------------------------------------------------------------
+
+
+def _packed(
+    root: Path, dataset: Path, shard_size: int = 7, exclude: tuple[str, ...] = ()
+) -> PackedSnapshot:
+    """``root`` packed as a snapshot is (tar shards and index), read in place."""
+    entries = assign_shards(index_directory(root, exclude), shard_size)
+    write_shards(root, entries, dataset / SHARDS_DIR)
+    write_index(entries, dataset / INDEX_FILE)
+    return PackedSnapshot(dataset)
+
+
+def test_a_snapshot_read_in_place_is_judged_as_its_folder(
+    bad_dataset: tuple[Path, dict[str, str]],
+    bad_result: tuple[ValidationResult, dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    root, expected = bad_dataset
+    # a snapshot holds only class folders: the stray file stays out of it
+    packed = _packed(root, tmp_path / "snapshot", exclude=("notes.md",))
+    in_place = DataValidator(workers=2).validate_packed(packed)
+    from_folder, _ = bad_result
+    # every file of the snapshot, each rejected (or kept) with the folder's own code
+    assert rejected_codes(in_place) == expected == rejected_codes(from_folder)
+    assert in_place.summary.files == len(packed.entries)
+    assert in_place.summary.images_ok == from_folder.summary.images_ok
+    assert set(warning_codes(in_place)) <= set(warning_codes(from_folder))
+    assert not list((tmp_path / "snapshot").rglob("*.jpg"))  # nothing was unpacked
+
+
+def test_known_facts_spare_a_snapshot_image_its_decode(
+    good_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    packed = _packed(good_dataset(classes=2, per_class=3), tmp_path / "snapshot", shard_size=2)
+    known = KnownFacts()
+    first = DataValidator(workers=0).validate_packed(packed, known)
+    assert first.ok and first.summary.images_ok == 6
+    decoded: list[str] = []
+
+    def counting(task: FileTask, limits: DecodeLimits) -> FileFacts:
+        decoded.append(task.key)
+        return inspect_file(task, limits)
+
+    again = DataValidator(workers=0, inspect=counting).validate_packed(packed, known)
+    assert again.ok and again.summary.images_ok == 6 and decoded == []
+
+
+def test_a_shard_that_differs_from_the_index_is_refused_by_name(
+    good_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    packed = _packed(good_dataset(classes=2, per_class=2), tmp_path / "snapshot", shard_size=2)
+    shard = packed.shard_path(1)
+    with tarfile.open(shard, "a") as tar:
+        extra = tarfile.TarInfo("class-1/stowaway.jpg")
+        extra.size = 3
+        tar.addfile(extra, BytesIO(b"abc"))
+    with pytest.raises(SnapshotError, match=rf"{shard}.*stowaway"):
+        DataValidator(workers=0).validate_packed(packed)
