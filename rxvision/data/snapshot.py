@@ -265,17 +265,9 @@ class SnapshotStore:
         Objects already in the local DVC cache are not fetched again (a pull interrupted
         midway resumes), and ``out`` appears only once every file is verified.
         """
-        marker = out / MARKER_FILE
-        if out.exists():
-            if marker.is_file():
-                have = SnapshotInfo.from_json(json.loads(marker.read_text()))
-                wanted = self.info(rev)
-                if have.content_hash == wanted.content_hash:
-                    log.info("%s already holds snapshot %s", out, rev)
-                    mark_used(out)
-                    return wanted
-            if any(out.iterdir()):
-                raise SnapshotError(f"{out} exists and is not snapshot {rev}: choose another --out")
+        held = self._held(rev, out)
+        if held is not None:
+            return held
         with tempfile.TemporaryDirectory(prefix="rxv-pull-") as tmp:
             work = self._fetch(Path(tmp), rev)
             info = self._read_meta(work)
@@ -293,6 +285,47 @@ class SnapshotStore:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return info
+
+    def checkout(self, rev: str, out: Path, progress: Progress | None = None) -> SnapshotInfo:
+        """Publish snapshot ``rev``'s shards and index at ``out``, every image checked
+        against the index's sha256, to be read in place (``PackedSnapshot(out)``): no file
+        per image. The shards are hard links into the local DVC cache where the file
+        system allows, so a checkout costs no disk beyond the cache. ``out`` appears only
+        once verified; one that holds the snapshot already is kept as it is."""
+        held = self._held(rev, out)
+        if held is not None:
+            return held
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_staging(out)
+        # beside ``out``: the checkout is moved there by a rename, never copied
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out), dir=out.parent))
+        try:
+            work = self._fetch(staging, rev)
+            info = self._read_meta(work)
+            packed = PackedSnapshot(work / DATASET_DIR)
+            packed.verify(progress)
+            (packed.dataset / MARKER_FILE).write_text(json.dumps(asdict(info), indent=2))
+            publish_directory(packed.dataset, out, info)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return info
+
+    def _held(self, rev: str, out: Path) -> SnapshotInfo | None:
+        """The info of ``rev`` when ``out`` holds it already (marked used now); None when
+        ``out`` is absent or empty; ``SnapshotError`` when it holds anything else."""
+        if not out.exists():
+            return None
+        marker = out / MARKER_FILE
+        if marker.is_file():
+            have = SnapshotInfo.from_json(json.loads(marker.read_text()))
+            wanted = self.info(rev)
+            if have.content_hash == wanted.content_hash:
+                log.info("%s already holds snapshot %s", out, rev)
+                mark_used(out)
+                return wanted
+        if any(out.iterdir()):
+            raise SnapshotError(f"{out} exists and is not snapshot {rev}: choose another --out")
+        return None
 
     @contextmanager
     def fetched(self, rev: str) -> Iterator[PackedSnapshot]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rxvision.data.layout import DataLayoutError
+from rxvision.data.packed_snapshot import PackedSnapshot
 from rxvision.data.snapshot import SnapshotSettings, SnapshotStore, pulled_digests
 from rxvision.data.snapshot_shards import MARKER_FILE
 from rxvision.errors import SnapshotError
@@ -55,6 +58,52 @@ def test_snapshot_then_pull_is_byte_exact(
     assert digests == {
         path: hashlib.sha256(data).hexdigest() for path, data in image_files(pill_dir).items()
     }
+
+
+def test_a_checkout_is_the_verified_shards_read_in_place_nothing_unpacked(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    info, _ = snapshots.create(pill_dir, "v1")
+    shutil.rmtree(tmp_path / "cache" / "dvc-cache")
+    out = tmp_path / "snapshots" / "v1"
+    assert snapshots.checkout("v1", out).content_hash == info.content_hash
+    packed = PackedSnapshot(out)
+    assert {image.path: image.read() for image in packed.images()} == image_files(pill_dir)
+    assert not list(out.rglob("*.jpg")) and (out / MARKER_FILE).is_file()
+    # the shards are the DVC cache's own files (hard links): a checkout costs no disk
+    shards = sorted((out / "shards").iterdir())
+    assert len(shards) == 5 and all(shard.stat().st_nlink >= 2 for shard in shards)
+    assert not any(".partial" in p.name for p in out.parent.iterdir())
+    # held already: kept as it is, nothing fetched again
+    before = {shard.name: shard.stat().st_ino for shard in shards}
+    assert snapshots.checkout("v1", out).content_hash == info.content_hash
+    assert {shard.name: shard.stat().st_ino for shard in shards} == before
+    other = tmp_path / "other"
+    (other / "mine").mkdir(parents=True)
+    with pytest.raises(SnapshotError, match="is not snapshot v1"):
+        snapshots.checkout("v1", other)
+
+
+def test_a_shard_changed_on_s3_is_refused_by_the_checkout_and_nothing_appears(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots.create(pill_dir, "v1")
+    s3 = S3Store(S3Config.from_env())
+    bucket = snapshots.settings.remote_url.removeprefix("s3://").split("/", 1)[0]
+    for key in s3.list_keys(snapshots.settings.remote_url + "/"):
+        uri = f"s3://{bucket}/{key}"
+        data = bytearray(s3.get_bytes(uri))
+        if tarfile.is_tarfile(io.BytesIO(bytes(data))):
+            data[512 + 100] ^= 0xFF  # inside the first member's bytes: its header stays whole
+            s3.put_bytes(uri, bytes(data))
+            break
+    else:
+        raise AssertionError("no shard among the remote's objects")
+    shutil.rmtree(tmp_path / "cache" / "dvc-cache")
+    out = tmp_path / "snapshots" / "v1"
+    with pytest.raises(SnapshotError, match="hash differs from the index"):
+        snapshots.checkout("v1", out)
+    assert not out.exists() and list(out.parent.iterdir()) == []
 
 
 def test_the_remote_holds_a_few_packed_objects_not_one_per_image(
