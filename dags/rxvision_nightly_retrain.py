@@ -10,8 +10,9 @@ Tasks, and what to do when one fails:
   skips the run when the champion already trained on it (unless `force_retrain`).
   Fails when the data registry is unreachable or the tag does not exist:
   `rxvision data list`.
-- `pull_snapshot`: pulls it from S3 (DVC) and verifies every file's hash. S3 down: the
-  retry usually fixes it; objects missing: push the snapshot again.
+- `pull_snapshot`: fetches its shards from S3 (DVC) and verifies every image's hash;
+  the later tasks read the images in place, nothing is unpacked. S3 down: the retry
+  usually fixes it; objects missing: push the snapshot again.
 - `validate`: resolution, RGB, corruption, class balance; the JSON report goes to S3
   ("Validation report" link on the task). Read the report: each failed criterion
   names the files.

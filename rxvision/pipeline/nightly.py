@@ -16,8 +16,9 @@ from typing import Any
 
 from rxvision.config.schema import DataConfig
 from rxvision.data.decode import DecodeLimits
-from rxvision.data.feature_store import PreprocessConfig, feature_key, list_image_folder
+from rxvision.data.feature_store import PreprocessConfig, feature_key
 from rxvision.data.imaging import ImageSpec
+from rxvision.data.packed_snapshot import PackedSnapshot
 from rxvision.data.pulled_snapshots import prune_pulled
 from rxvision.data.settings import (
     feature_store,
@@ -26,8 +27,6 @@ from rxvision.data.settings import (
     snapshot_store,
     validation_policy,
 )
-from rxvision.data.snapshot import pulled_digests
-from rxvision.data.source_image import SourceImage
 from rxvision.data.validation import DataValidator
 from rxvision.data.validation.known_facts import KnownFacts, facts_key
 from rxvision.data.validation.policy import ValidationPolicy
@@ -69,9 +68,11 @@ def send_gauges(scope: str, values: dict[str, float | int | None]) -> None:
 
 
 def local_snapshot_dir(content_hash: str, home: Home | None = None) -> Path:
-    """This worker's verified copy of a snapshot (shared by the tasks that run here)."""
+    """This worker's verified checkout of a snapshot: its shards and index, read in place
+    by the tasks that run here (``SnapshotStore.checkout``; never unpacked)."""
     home = home or Home.from_env()
-    return home.cache_dir / "snapshots" / content_hash[:16]
+    # "-packed": a folder an earlier version unpacked under the bare hash is another layout
+    return home.cache_dir / "snapshots" / f"{content_hash[:16]}-packed"
 
 
 # --- tasks -------------------------------------------------------------------------------
@@ -93,13 +94,14 @@ def resolve_snapshot(rev: str | None = None, data_cfg: DataConfig | None = None)
 
 
 def pull_snapshot(rev: str, data_cfg: DataConfig | None = None) -> dict[str, Any]:
-    """Pull and verify snapshot ``rev`` into this worker's cache (a no-op when there)."""
+    """Fetch snapshot ``rev`` into this worker's cache and verify every image's hash, to
+    be read in place (a no-op when there): no file per image is written."""
     cfg = data_cfg or load_data_config()
     store = snapshot_store(cfg)
     info = store.info(rev)
     out = local_snapshot_dir(info.content_hash)
     out.parent.mkdir(parents=True, exist_ok=True)
-    store.pull(rev, out)
+    store.checkout(rev, out)
     log.info("snapshot %s verified at %s", rev, out)
     if cfg.registry.local_snapshots:
         # a new snapshot every night: the worker's disk keeps the few used last
@@ -113,14 +115,14 @@ def validate_snapshot(
     """Validate the snapshot, store the JSON report at ``report_uri`` (always, pass or
     fail), and raise ``DataValidationError`` naming the report when it fails."""
     cfg = data_cfg or load_data_config()
-    local = Path(pull_snapshot(rev, cfg)["path"])
+    packed = PackedSnapshot(Path(pull_snapshot(rev, cfg)["path"]))
     policy = validation_policy(cfg)
     # the files of last night's snapshot were inspected then: their facts are kept by
     # sha256 beside the reports, and only new files are decoded
-    digests = pulled_digests(local)
+    digests = {entry.path: entry.sha256 for entry in packed.entries}
     facts_uri = known_facts_uri(report_uri, policy)
     known = read_known_facts(facts_uri)
-    result = DataValidator(policy, workers=workers).validate_dataset(local, digests, known)
+    result = DataValidator(policy, workers=workers).validate_packed(packed, known)
     report = result.to_report()
     report["snapshot_rev"] = rev
     report["facts_reused"] = known.reused
@@ -226,18 +228,12 @@ def preprocess(
             "reused": 0,
             "spec": spec.to_dict(),
         }
-    local = Path(pull_snapshot(rev, cfg)["path"])
-    items = list_image_folder(local)
+    # each image read from its shard with the index's sha256: a worker refuses bytes that
+    # differ, and an image unchanged since the last set of this spec is copied, not decoded
+    images = PackedSnapshot(Path(pull_snapshot(rev, cfg)["path"])).images()
     if accepted is not None:
         keep = set(accepted)
-        items = [(path, label) for path, label in items if path in keep]
-    # the index's sha256 of each file: a worker refuses bytes that differ, and an
-    # image unchanged since the last set of this spec is copied from it, not decoded
-    digests = pulled_digests(local)
-    images = [
-        SourceImage(path, label, str(local / path), sha256=digests.get(path, ""))
-        for path, label in items
-    ]
+        images = [image for image in images if image.path in keep]
     manifest, built = features.materialize_images(
         images, snapshot_hash, pre, workers=cfg.feature_store.workers
     )
@@ -341,10 +337,16 @@ def register_and_promote(
         dag_run_id=dag_run_id,
         container_image=container_image,
     )
-    local = Path(pull_snapshot(str(snapshot["rev"]))["path"])
+    packed = PackedSnapshot(Path(pull_snapshot(str(snapshot["rev"]))["path"]))
     champion = registry.get_alias(registry.config.aliases.champion)
     with tempfile.TemporaryDirectory(prefix="rxv-register-") as tmp:
-        held_out = held_out_images(summary, local, Path(tmp), champion_run_id=_run_of(champion))
+        held_out = held_out_images(
+            summary,
+            packed,
+            Path(tmp),
+            champion_run_id=_run_of(champion),
+            calibration_images=CALIBRATION_IMAGES,
+        )
         log.info("%s", held_out.describe())
         try:
             version = registry.register_summary(summary, meta, comparator=held_out.comparator())

@@ -29,7 +29,8 @@ import pytest
 from e2e_helpers import MODEL, kill_session, wait_for
 from mlflow.tracking import MlflowClient
 
-from rxvision.data.snapshot_shards import MARKER_FILE, SKIPPED_NAMES
+from rxvision.data.packed_snapshot import PackedSnapshot
+from rxvision.data.snapshot_shards import MARKER_FILE
 from rxvision.home import repo_root
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
@@ -184,8 +185,9 @@ def test_run_survives_s3_scheduler_and_mlflow_killed_under_it(
     containers = [c for c in train_containers() if train_run_id in c]
     assert len(containers) <= 1 and not any(c.endswith(" running") for c in containers)
 
-    # the snapshot the retried pull wrote is whole: every image its marker promises
+    # the snapshot the retried pull checked out is whole: every image its marker promises,
+    # each with its index's sha256, read in place from the shards (none unpacked)
     (snapshot_dir,) = (e2e_stack.home.cache_dir / "snapshots").iterdir()
     marker = json.loads((snapshot_dir / MARKER_FILE).read_text())
-    images = [p for p in snapshot_dir.rglob("*") if p.is_file() and p.name not in SKIPPED_NAMES]
-    assert len(images) == marker["images"], (len(images), marker)
+    assert PackedSnapshot(snapshot_dir).verify() == marker["images"], marker
+    assert not list(snapshot_dir.rglob("*.jpg"))
