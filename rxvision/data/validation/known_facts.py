@@ -45,6 +45,9 @@ class KnownFacts:
     def __len__(self) -> int:
         return len(self._facts)
 
+    def __contains__(self, sha256: object) -> bool:
+        return sha256 in self._facts
+
     def lookup(self, sha256: str, key: str) -> FileFacts | None:
         """The facts of the file ``key`` whose bytes hash to ``sha256``, if known."""
         found = self._facts.get(sha256)

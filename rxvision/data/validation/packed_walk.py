@@ -9,7 +9,7 @@ refused by name (``SnapshotError``) before any of its images is read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 
 from rxvision.data.packed_snapshot import PackedSnapshot
 from rxvision.data.validation.report import FileIssue
@@ -22,8 +22,12 @@ class PackedWalk:
     layout = "flat"
     splits: tuple[str, ...] = ()
 
-    def __init__(self, packed: PackedSnapshot) -> None:
+    def __init__(self, packed: PackedSnapshot, known: Container[str] = frozenset()) -> None:
+        """``known``: the sha256s whose facts the scan holds already. A shard whose every
+        image is known is not opened: none of its images will be read, so its entries
+        carry no byte offset (-1: a read of one fails, never returns other bytes)."""
         self.packed = packed
+        self.known = known
         self.classes: dict[str | None, list[str]] = {}
         self.ignored: list[FileIssue] = []
 
@@ -34,6 +38,11 @@ class PackedWalk:
             {e.label for shard in by_shard.values() for e in shard.values()}
         )
         for shard, expected in sorted(by_shard.items()):
+            if all(entry.sha256 in self.known for entry in expected.values()):
+                file = str(self.packed.shard_path(shard))
+                for e in sorted(expected.values(), key=lambda e: e.path):
+                    yield WalkEntry(file, e.path, e.label, None, -1, e.size)
+                continue
             for image in self.packed.shard_images(shard, expected):
                 yield WalkEntry(image.file, image.path, image.label, None, image.offset, image.size)
 

@@ -27,11 +27,13 @@ from rxvision.data.packed_snapshot import INDEX_FILE, SHARDS_DIR, PackedSnapshot
 from rxvision.data.snapshot_shards import (
     MARKER_FILE,
     PULLED_INDEX_FILE,
+    IndexEntry,
     assign_shards,
     index_directory,
     write_index,
     write_shards,
 )
+from rxvision.data.source_image import SourceImage
 from rxvision.data.validation import CRITERIA, DataValidator, ValidationPolicy, ValidationResult
 from rxvision.data.validation.criteria import CLASS_BALANCE, CODE_CRITERION
 from rxvision.data.validation.known_facts import KnownFacts
@@ -558,8 +560,8 @@ def test_a_snapshot_read_in_place_is_judged_as_its_folder(
     assert not list((tmp_path / "snapshot").rglob("*.jpg"))  # nothing was unpacked
 
 
-def test_known_facts_spare_a_snapshot_image_its_decode(
-    good_dataset: Callable[..., Path], tmp_path: Path
+def test_known_facts_spare_a_snapshot_image_its_decode_and_its_shard_the_reading(
+    good_dataset: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     packed = _packed(good_dataset(classes=2, per_class=3), tmp_path / "snapshot", shard_size=2)
     known = KnownFacts()
@@ -571,8 +573,17 @@ def test_known_facts_spare_a_snapshot_image_its_decode(
         decoded.append(task.key)
         return inspect_file(task, limits)
 
+    opened: list[int] = []
+    located = packed.shard_images
+
+    def counting_shards(shard: int, expected: dict[str, IndexEntry]) -> list[SourceImage]:
+        opened.append(shard)
+        return located(shard, expected)
+
+    monkeypatch.setattr(packed, "shard_images", counting_shards)
     again = DataValidator(workers=0, inspect=counting).validate_packed(packed, known)
-    assert again.ok and again.summary.images_ok == 6 and decoded == []
+    assert again.ok and again.summary.images_ok == 6 and decoded == [] and opened == []
+    assert sorted(again.accepted) == sorted(e.path for e in packed.entries)
 
 
 def test_a_shard_that_differs_from_the_index_is_refused_by_name(
