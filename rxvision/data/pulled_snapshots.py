@@ -1,5 +1,6 @@
-"""A worker's pulled snapshots: one folder per snapshot under a common root, each holding
-``SnapshotStore.pull``'s marker, kept by last use (``rxvision.data.kept_folders``)."""
+"""A worker's snapshots: one folder per snapshot under a common root, each holding the
+marker that ``SnapshotStore.pull`` (unpacked) or ``SnapshotStore.checkout`` (read in
+place) writes once it is verified, kept by last use (``rxvision.data.kept_folders``)."""
 
 from __future__ import annotations
 

@@ -303,7 +303,7 @@ class SnapshotStore:
             work = self._fetch(staging, rev)
             info = self._read_meta(work)
             packed = PackedSnapshot(work / DATASET_DIR)
-            packed.verify(progress)
+            packed.verify(progress, record=True)
             (packed.dataset / MARKER_FILE).write_text(json.dumps(asdict(info), indent=2))
             publish_directory(packed.dataset, out, info)
         finally:

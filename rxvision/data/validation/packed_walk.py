@@ -3,8 +3,10 @@ shard (``rxvision.data.packed_snapshot``), so that the validator decodes each fr
 byte range and no file per image is ever written.
 
 A snapshot is a flat ImageFolder (``<class>/<image>``: split layouts are refused when it
-is created) and holds only what its index names: a shard that differs from the index is
-refused by name (``SnapshotError``) before any of its images is read.
+is created) and holds only what its index names: a shard whose tar headers differ from
+the index is refused by name (``SnapshotError``) before any of its images is read. A
+checkout's images are located from the record its verification kept, and each image's
+bytes are checked against the index's sha256 as they are decoded.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from rxvision.data.validation.known_facts import KnownFacts
 from rxvision.data.validation.policy import ValidationPolicy
 from rxvision.data.validation.report import FileIssue
 from rxvision.data.validation.walk import DatasetWalk, FileWalk, WalkEntry
+from rxvision.errors import SnapshotError
 
 ProgressFn = Callable[[int], None]
 
@@ -59,6 +60,7 @@ def scan_dataset(
     digests: Mapping[str, str] | None = None,
     known: KnownFacts | None = None,
     walk: FileWalk | None = None,
+    verify_digests: bool = False,
 ) -> ScanMetrics:
     """Walk ``root``, decode every file with ``workers`` processes and record the findings.
 
@@ -66,7 +68,9 @@ def scan_dataset(
     ``digests`` (a file's sha256 by key, e.g. a pulled snapshot's index) and ``known``:
     a file whose sha256 is known is not decoded again; ``known`` keeps what was found.
     ``walk`` lists the files instead of a walk of ``root`` (a snapshot's shards read in
-    place: ``rxvision.data.validation.packed_walk``).
+    place: ``rxvision.data.validation.packed_walk``). With ``verify_digests``, a decoded
+    file whose bytes differ from its digest raises ``SnapshotError`` naming it: the local
+    copy is damaged (or located wrongly), which is not a finding about the data.
     """
     started = time.perf_counter()
     metrics = ScanMetrics(root=root, walk=walk or DatasetWalk(root, policy.split_names))
@@ -83,6 +87,8 @@ def scan_dataset(
 
     def found(facts: FileFacts) -> None:
         nonlocal done
+        if verify_digests and digests is not None:
+            _require_digest(facts, digests, metrics)
         _record(metrics, facts, policy)
         if known is not None:
             known.add(facts)
@@ -124,6 +130,16 @@ def _tasks(
             found(facts)
             continue
         yield FileTask(entry.path, entry.key, entry.offset, entry.size)
+
+
+def _require_digest(facts: FileFacts, digests: Mapping[str, str], metrics: ScanMetrics) -> None:
+    expected = digests.get(facts.key)
+    if facts.sha256 is not None and expected is not None and facts.sha256 != expected:
+        entry = metrics.entries[facts.key]
+        raise SnapshotError(
+            f"{facts.key} (in {entry.path}): content differs from the snapshot's index "
+            f"(sha256 {facts.sha256[:12]}, expected {expected[:12]})"
+        )
 
 
 def _record(metrics: ScanMetrics, facts: FileFacts, policy: ValidationPolicy) -> None:

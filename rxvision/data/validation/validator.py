@@ -84,7 +84,8 @@ class DataValidator:
     ) -> ValidationResult:
         """``validate_dataset`` of a fetched snapshot read in place: each image decoded
         from its byte range of a shard (nothing unpacked), known facts looked up by the
-        index's sha256. A shard that differs from the index raises ``SnapshotError``."""
+        index's sha256. A shard that differs from the index, or an image whose bytes do,
+        raises ``SnapshotError``."""
         # a shard of images all known by content is not even opened (a warm night)
         walk = PackedWalk(packed, known if known is not None else frozenset())
         metrics = scan_dataset(
@@ -97,6 +98,7 @@ class DataValidator:
             digests=walk.digests(),
             known=known,
             walk=walk,
+            verify_digests=True,
         )
         return judge_scan(metrics, self.policy)
 

@@ -70,6 +70,8 @@ def test_a_checkout_is_the_verified_shards_read_in_place_nothing_unpacked(
     packed = PackedSnapshot(out)
     assert {image.path: image.read() for image in packed.images()} == image_files(pill_dir)
     assert not list(out.rglob("*.jpg")) and (out / MARKER_FILE).is_file()
+    # where each image lies is recorded by the verification: later readers parse no header
+    assert packed.recorded_offsets == {image.path: image.offset for image in packed.images()}
     # the shards are the DVC cache's own files (hard links): a checkout costs no disk
     shards = sorted((out / "shards").iterdir())
     assert len(shards) == 5 and all(shard.stat().st_nlink >= 2 for shard in shards)

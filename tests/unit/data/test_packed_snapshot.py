@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rxvision.data import snapshot_shards
-from rxvision.data.packed_snapshot import INDEX_FILE, SHARDS_DIR, PackedSnapshot
+from rxvision.data import packed_snapshot, snapshot_shards
+from rxvision.data.packed_snapshot import (
+    INDEX_FILE,
+    LOCATIONS_FILE,
+    SHARDS_DIR,
+    PackedSnapshot,
+)
 from rxvision.data.snapshot_shards import (
     assign_shards,
     index_directory,
@@ -116,3 +121,33 @@ def test_a_byte_range_past_the_end_of_its_file_is_a_read_error(tmp_path: Path) -
     assert SourceImage.whole_file(tmp_path, "short.bin", "x").read() == b"0123456789"
     with pytest.raises(OSError, match=r"3 bytes at offset 7, expected 5"):
         SourceImage("a/b.jpg", "a", str(file), 7, 5).read()
+
+
+def test_verification_records_where_each_image_lies_and_readers_parse_no_header(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    parsed = packed.images()
+    assert packed.recorded_offsets is None  # nothing recorded: the headers are read
+    assert packed.verify() == 7 and not (tmp_path / "dataset" / LOCATIONS_FILE).exists()
+    assert packed.verify(record=True) == 7
+    assert [p.name for p in (tmp_path / "dataset").iterdir() if "partial" in p.name] == []
+
+    def no_tar(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a shard's tar headers were parsed")
+
+    monkeypatch.setattr(packed_snapshot.tarfile, "open", no_tar)
+    reader = PackedSnapshot(tmp_path / "dataset")
+    assert reader.images() == parsed
+    assert [image.read() for image in reader.images()] == [
+        (photos / image.path).read_bytes() for image in parsed
+    ]
+
+
+def test_a_record_that_does_not_list_the_index_is_refused(photos: Path, tmp_path: Path) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    packed.verify(record=True)
+    # the index of a snapshot without one of the images, beside the old record
+    write_index(packed.entries[1:], tmp_path / "dataset" / INDEX_FILE)
+    with pytest.raises(SnapshotError, match=rf"{LOCATIONS_FILE}: does not list the index"):
+        PackedSnapshot(tmp_path / "dataset").images()

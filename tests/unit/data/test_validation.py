@@ -597,3 +597,19 @@ def test_a_shard_that_differs_from_the_index_is_refused_by_name(
         tar.addfile(extra, BytesIO(b"abc"))
     with pytest.raises(SnapshotError, match=rf"{shard}.*stowaway"):
         DataValidator(workers=0).validate_packed(packed)
+
+
+def test_an_image_whose_bytes_differ_from_the_index_is_refused_by_name(
+    good_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    packed = _packed(good_dataset(classes=2, per_class=2), tmp_path / "snapshot", shard_size=2)
+    packed.verify(record=True)  # as a checkout leaves it: located from the record
+    victim = packed.images()[2]
+    with open(victim.file, "r+b") as shard:  # one byte inside the image: its header stays whole
+        shard.seek(victim.offset + victim.size // 2)
+        byte = shard.read(1)
+        shard.seek(-1, 1)
+        shard.write(bytes([byte[0] ^ 0xFF]))
+    for workers in (0, 2):
+        with pytest.raises(SnapshotError, match=rf"{victim.path} \(in .*content differs"):
+            DataValidator(workers=workers).validate_packed(PackedSnapshot(packed.dataset))
