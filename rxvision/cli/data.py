@@ -81,16 +81,30 @@ def synth(
 
 @app.command()
 def validate(
-    data: Annotated[
-        Path, typer.Argument(help="Dataset folder: DIR/<class>/... or DIR/<split>/<class>/...")
-    ],
     report: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
+    data: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Dataset folder: DIR/<class>/... or DIR/<split>/<class>/... (not with --rev)."
+        ),
+    ] = None,
+    rev: Annotated[
+        str | None,
+        typer.Option(
+            "--rev",
+            help="A snapshot's tag or commit ('latest'), validated from its shards in place: "
+            "nothing unpacked. The registry is the data config's (--config).",
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Decode processes (default: all cores).")
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="YAML/JSON with a validation policy (data.validation section)."),
+        typer.Option(
+            help="YAML/JSON with a validation policy (data.validation section); with --rev, "
+            "the data config (configs/data.yaml): its registry and its validation section."
+        ),
     ] = None,
     min_size: Annotated[
         int | None, typer.Option(help="Minimum width and height, px (default 224).")
@@ -105,17 +119,33 @@ def validate(
         float | None, typer.Option(help="Decode time limit per file, seconds.")
     ] = None,
 ) -> None:
-    """Check every image and the dataset; write the report; exit 5 on a blocking failure."""
+    """Check every image and the dataset (a folder, or a snapshot with --rev); write the
+    report; exit 5 on a blocking failure."""
+    if (data is None) == (rev is None):
+        raise typer.BadParameter("give either a dataset folder or --rev, not both")
     policy = _policy(config, min_size=min_size, quarantine=quarantine, timeout=timeout)
     with _progress("validating") as (bar, task):
         validator = DataValidator(
             policy, workers=workers, progress=lambda done: bar.update(task, completed=done)
         )
-        result = validator.validate_dataset(data)
+        if data is not None:
+            result = validator.validate_dataset(data)
+        else:
+            result = _validate_snapshot(validator, str(rev), config)
     result.write_report(report)
     _print_result(result, report)
     if not result.ok:
         raise typer.Exit(code=DataValidationError.exit_code)
+
+
+def _validate_snapshot(validator: DataValidator, rev: str, config: Path | None) -> ValidationResult:
+    """Snapshot ``rev`` (a tag, commit or ``latest``) fetched and validated in place."""
+    from rxvision.data.settings import snapshot_store
+
+    store = snapshot_store(_data_config(config, None))
+    tag = store.latest() if rev == "latest" else rev
+    with store.fetched(tag) as packed:
+        return validator.validate_packed(packed, name=f"snapshot {tag}")
 
 
 def _policy(

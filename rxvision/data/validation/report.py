@@ -102,9 +102,11 @@ class ValidationSummary:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """Everything one validation found; ``ok`` is False when a blocking criterion failed."""
+    """Everything one validation found; ``ok`` is False when a blocking criterion failed.
+    ``data_path``: the folder validated, or what a snapshot read in place is called
+    (``snapshot v3``: its shards were fetched into a temporary folder)."""
 
-    data_path: Path
+    data_path: Path | str
     ok: bool
     policy: ValidationPolicy
     criteria: tuple[CriterionResult, ...]

@@ -80,12 +80,13 @@ class DataValidator:
         return judge_scan(metrics, self.policy)
 
     def validate_packed(
-        self, packed: PackedSnapshot, known: KnownFacts | None = None
+        self, packed: PackedSnapshot, known: KnownFacts | None = None, name: str | None = None
     ) -> ValidationResult:
         """``validate_dataset`` of a fetched snapshot read in place: each image decoded
         from its byte range of a shard (nothing unpacked), known facts looked up by the
         index's sha256. A shard that differs from the index, or an image whose bytes do,
-        raises ``SnapshotError``."""
+        raises ``SnapshotError``. ``name`` says what the result calls the snapshot
+        (default: its folder)."""
         # a shard of images all known by content is not even opened (a warm night)
         walk = PackedWalk(packed, known if known is not None else frozenset())
         metrics = scan_dataset(
@@ -100,7 +101,7 @@ class DataValidator:
             walk=walk,
             verify_digests=True,
         )
-        return judge_scan(metrics, self.policy)
+        return judge_scan(metrics, self.policy, name)
 
 
 def _default_workers() -> int:

@@ -39,8 +39,11 @@ from rxvision.data.validation.scan import ScanMetrics
 log = logging.getLogger(__name__)
 
 
-def judge_scan(metrics: ScanMetrics, policy: ValidationPolicy) -> ValidationResult:
-    """Every criterion judged on ``metrics``; ``ok`` is False when a blocking one failed."""
+def judge_scan(
+    metrics: ScanMetrics, policy: ValidationPolicy, source: str | None = None
+) -> ValidationResult:
+    """Every criterion judged on ``metrics``; ``ok`` is False when a blocking one failed.
+    ``source`` names the dataset in the result and the log (default: the scan's root)."""
     flag_duplicates(metrics, policy.split_names)
     rejected, warnings, accepted = _sort_files(metrics, policy)
     quarantined = rejected if policy.quarantine else []
@@ -66,9 +69,9 @@ def judge_scan(metrics: ScanMetrics, policy: ValidationPolicy) -> ValidationResu
         images_per_second=len(metrics.entries) / metrics.seconds if metrics.seconds else 0.0,
         workers=metrics.workers,
     )
-    _log_outcome(metrics.root, ok, summary)
+    _log_outcome(source or metrics.root, ok, summary)
     return ValidationResult(
-        data_path=metrics.root,
+        data_path=source or metrics.root,
         ok=ok,
         policy=policy,
         criteria=tuple(criteria),
@@ -254,7 +257,7 @@ def _dataset_warnings(criteria: list[CriterionResult]) -> list[FileIssue]:
     ]
 
 
-def _log_outcome(root: Path, ok: bool, summary: ValidationSummary) -> None:
+def _log_outcome(root: Path | str, ok: bool, summary: ValidationSummary) -> None:
     log.info(
         "validated %s: %d files, %d accepted, %d rejected, %.0f images/s with %d workers",
         root,

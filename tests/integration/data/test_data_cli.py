@@ -130,6 +130,25 @@ def test_defective_set_fails_validation_and_quarantine_snapshot_lists_them(
     assert {r["code"] for r in rejected} >= {"corrupt", "empty_file", "too_small"}
     snap = rx(["data", "snapshot", str(ds), "--tag", "q1", "--exclude-from", str(report)], env)
     assert f"left out {len(rejected)} rejected files" in snap.stderr + snap.stdout
+    # the same files snapshotted as they are, validated in place: judged as the folder was
+    rx(["data", "snapshot", str(ds), "--tag", "as-is"], env)
+    in_place = tmp_path / "in-place.json"
+    failed = rx(["data", "validate", "--rev", "as-is", "--report", str(in_place)], env, ok=False)
+    assert failed.returncode == 5, failed.stdout + failed.stderr
+    found = json.loads(in_place.read_text())
+    assert found["dataset"] == "snapshot as-is"
+    assert {(r["path"], r["code"]) for r in found["rejected"]} == {
+        (r["path"], r["code"]) for r in rejected
+    }
+    # without the rejected files every image passes; two classes are short of them now
+    clean = tmp_path / "clean.json"
+    short = rx(["data", "validate", "--rev", "q1", "--report", str(clean)], env, ok=False)
+    assert short.returncode == 5
+    judged = json.loads(clean.read_text())
+    assert judged["rejected"] == [] and judged["dataset"] == "snapshot q1"
+    assert [c["name"] for c in judged["criteria"] if not c["passed"]] == ["class_balance"]
+    both = rx(["data", "validate", str(ds), "--rev", "q1", "--report", str(clean)], env, ok=False)
+    assert both.returncode == 2 and "not both" in both.stderr
 
 
 def test_moved_tag_is_refused_with_exit_code(env: dict[str, str], tmp_path: Path) -> None:
