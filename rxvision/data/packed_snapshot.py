@@ -78,11 +78,21 @@ class PackedSnapshot:
         offsets = self.recorded_offsets
         if offsets is None:
             return self.parsed_shard_images(shard, expected)
-        file = str(self.shard_path(shard))
-        return [
+        path = self.shard_path(shard)
+        file = str(path)
+        images = [
             SourceImage(e.path, e.label, file, offsets[e.path], e.size, e.sha256)
             for e in sorted(expected.values(), key=lambda e: e.path)
         ]
+        # a shard cut short is the checkout's damage, refused by name (not a bad image)
+        end = max((image.offset + image.size for image in images), default=0)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise SnapshotError(f"{path}: cannot read shard: {exc}") from exc
+        if size < end:
+            raise SnapshotError(f"{path}: {size} bytes, its images end at byte {end}")
+        return images
 
     def parsed_shard_images(self, shard: int, expected: dict[str, IndexEntry]) -> list[SourceImage]:
         """Where each image of one shard lies, read from its tar headers, each member

@@ -151,3 +151,18 @@ def test_a_record_that_does_not_list_the_index_is_refused(photos: Path, tmp_path
     write_index(packed.entries[1:], tmp_path / "dataset" / INDEX_FILE)
     with pytest.raises(SnapshotError, match=rf"{LOCATIONS_FILE}: does not list the index"):
         PackedSnapshot(tmp_path / "dataset").images()
+
+
+def test_a_recorded_shard_cut_short_or_gone_is_refused_naming_it(
+    photos: Path, tmp_path: Path
+) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    packed.verify(record=True)
+    shard = packed.shard_path(1)
+    last = max((i for i in packed.images() if i.file == str(shard)), key=lambda i: i.offset)
+    shard.write_bytes(shard.read_bytes()[: last.offset + last.size // 2])  # its last image cut
+    with pytest.raises(SnapshotError, match=rf"{shard_name(1)}: \d+ bytes, its images end at"):
+        PackedSnapshot(tmp_path / "dataset").images()
+    shard.unlink()
+    with pytest.raises(SnapshotError, match=rf"{shard_name(1)}: cannot read shard"):
+        PackedSnapshot(tmp_path / "dataset").images()
