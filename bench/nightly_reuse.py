@@ -101,7 +101,13 @@ class NightStages:
         features = nightly.preprocess("night2", report, self.cfg)
         self.stages["preprocess"].append(time.perf_counter() - began)
         facts_reused = int(json.loads(S3Store().get_bytes(report))["facts_reused"])
-        self.reused.append({"facts": facts_reused, "rows": int(features["reused"])})
+        self.reused.append(
+            {
+                "facts": facts_reused,
+                "rows": int(features["reused"]),
+                "in_place": int(features["read_in_place"]),
+            }
+        )
         # the three stages are timed, not the reading of the report nor the put-back
         seconds = sum(self.stages[stage][-1] for stage in STAGES)
         self.put_back(pulled["path"], features["features_uri"])

@@ -360,8 +360,12 @@ def preprocess(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             reuse=reuse,
         )
-    reused = manifest.extra.get("reused", 0)
-    state = f"built ({reused} rows reused)" if built else "cache hit (nothing computed)"
+    reused, in_place = manifest.extra.get("reused", 0), manifest.extra.get("read_in_place", 0)
+    state = (
+        f"built ({reused} rows reused, {in_place} of them read in place)"
+        if built
+        else "cache hit (nothing computed)"
+    )
     console.print(
         f"features {state}: {manifest.images} images, {pre.spec.describe()}, in "
         f"{store.prefix(manifest.key)}/"

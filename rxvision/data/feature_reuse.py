@@ -22,10 +22,10 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
+from rxvision.data.feature_manifest import ShardRecord
 from rxvision.errors import FeatureStoreError, NotFound, RxVisionError
 from rxvision.storage.s3 import S3Store
 
@@ -40,21 +40,6 @@ LATEST_DIR = "_latest"
 RECENT_SETS = 3
 
 
-class StoredShard(Protocol):
-    """What reuse reads of a set's shard record (``feature_store.ShardRecord``)."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def paths(self) -> list[str]: ...
-    @property
-    def sha256(self) -> list[str]: ...
-    @property
-    def phash(self) -> list[str]: ...
-    @property
-    def located(self) -> list[str]: ...
-
-
 @dataclass(frozen=True)
 class ReusedRow:
     """One row of an earlier set: its stored pixels and content facts."""
@@ -65,14 +50,14 @@ class ReusedRow:
 
 
 class EarlierRows:
-    """The rows of one committed set by file sha256; ``fetch(shard key)`` returns a
-    shard's ``.npy`` bytes. Shards are read on first use and a few are kept."""
+    """The rows of one committed set by file sha256; ``fetch(shard record)`` returns the
+    ``.npy`` bytes of the object it reads. Shards are read on first use and a few kept."""
 
     def __init__(
         self,
         set_key: str,
-        shards: Sequence[StoredShard],
-        fetch: Callable[[str], bytes],
+        shards: Sequence[ShardRecord],
+        fetch: Callable[[ShardRecord], bytes],
         keep: int = KEEP_SHARDS,
     ) -> None:
         self.set_key = set_key
@@ -97,14 +82,15 @@ class EarlierRows:
         """The stored row of the image whose file hashes to ``sha256``."""
         number, row = self._where[sha256]
         shard = self.shards[number]
-        return ReusedRow(self._shard(number)[row], shard.phash[row], shard.located[row])
+        stored = shard.array_rows()[row]
+        return ReusedRow(self._shard(number)[stored], shard.phash[row], shard.located[row])
 
     def _shard(self, number: int) -> np.ndarray:
         if number in self._loaded:
             self._loaded.move_to_end(number)
             return self._loaded[number]
         shard = self.shards[number]
-        name = f"{self.set_key}/{shard.key}"
+        name = f"{shard.set_key or self.set_key}/{shard.key}"
         if number in self._unreadable:
             raise FeatureStoreError(f"{name}: unreadable (see above)")
         try:
@@ -119,17 +105,25 @@ class EarlierRows:
             self._loaded.popitem(last=False)
         return array
 
-    def _read(self, name: str, shard: StoredShard) -> np.ndarray:
+    def _read(self, name: str, shard: ShardRecord) -> np.ndarray:
         try:
-            array = np.load(io.BytesIO(self._fetch(shard.key)), allow_pickle=False)
+            array = np.load(io.BytesIO(self._fetch(shard)), allow_pickle=False)
         except (OSError, ValueError, RxVisionError) as exc:
             raise FeatureStoreError(f"{name}: cannot read: {exc}") from exc
-        if array.ndim != 4 or len(array) != len(shard.paths):
+        if array.ndim != 4 or not _holds_rows(array, shard):
             raise FeatureStoreError(
                 f"{name}: {array.shape[0] if array.ndim else 0} rows of "
                 f"shape {array.shape[1:]}, the manifest lists {len(shard.paths)}"
             )
         return array
+
+
+def _holds_rows(array: np.ndarray, shard: ShardRecord) -> bool:
+    # all of the record's rows in order, or (an object read in place by a later set)
+    # at least the rows it lists
+    if shard.rows is None:
+        return len(array) == len(shard.paths)
+    return len(array) > max(shard.rows, default=-1)
 
 
 class RecentSets:
@@ -160,6 +154,6 @@ class RecentSets:
         return f"{self.root_uri}/{LATEST_DIR}/{config_hash}.json"
 
 
-def rows_among(shards: Sequence[StoredShard], wanted: Collection[str]) -> int:
+def rows_among(shards: Sequence[ShardRecord], wanted: Collection[str]) -> int:
     """How many rows of a set (its ``shards``) have a sha256 in ``wanted``."""
     return sum(digest in wanted for shard in shards for digest in shard.sha256)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from rxvision.data.feature_store import FeatureManifest
+from rxvision.data.feature_manifest import FeatureManifest
 
 
 class FeatureShardDataset:
@@ -31,10 +31,12 @@ class FeatureShardDataset:
         self.shard_paths = list(shard_paths)
         self.transform = transform
         self._arrays: list[np.ndarray | None] = [None] * len(self.shard_paths)
+        # (shard, row of its stored array, class): a shard read in place from an earlier
+        # set holds only some of its object's rows
         self._rows = [
-            (s, r, self.class_to_idx[label])
+            (s, stored, self.class_to_idx[label])
             for s, shard in enumerate(manifest.shards)
-            for r, label in enumerate(shard.labels)
+            for stored, label in zip(shard.array_rows(), shard.labels, strict=True)
         ]
         if indices is not None:
             self._rows = [self._rows[i] for i in indices]

@@ -6,11 +6,14 @@ shards go under a fresh ``attempts/<id>/`` prefix and the set is committed by wr
 ``manifest.json`` last, with a conditional put, so readers never see a half-written set
 and two writers never overwrite each other. Training reads the shards (downloaded once
 into a local cache and memory-mapped) and augments them on the fly.
+
+A new snapshot's unchanged images are not decoded again: their rows are read in place
+from a recent set's shards (``feature_references``), or copied from them
+(``feature_reuse``) where a shard lost most of its rows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -19,22 +22,33 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from botocore.exceptions import ClientError
 
+from rxvision.data.feature_local import link_local_copy, local_shard_name
+from rxvision.data.feature_manifest import (
+    MANIFEST,
+    USED_MARKER,
+    FeatureManifest,
+    PreprocessConfig,
+    ShardRecord,
+    feature_key,
+)
+from rxvision.data.feature_references import (
+    NPY_HEAD_BYTES,
+    ReferencePlan,
+    StoredRows,
+    plan_references,
+    stored_rows_of,
+)
 from rxvision.data.feature_reuse import EarlierRows, RecentSets, rows_among
 from rxvision.data.feature_rows import DecodedBatch, assembled, load_batch, reuse_mask
-from rxvision.data.imaging import (
-    ImageSpec,
-    Resample,
-)
 from rxvision.data.kept_folders import mark_used
 from rxvision.data.layout import check_class_layout
-from rxvision.data.localize import CropSpec
 from rxvision.data.source_image import SourceImage
 from rxvision.errors import FeatureStoreError, NotFound
 from rxvision.forkserver import worker_context
@@ -42,87 +56,7 @@ from rxvision.storage.s3 import S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-# in a downloaded set's local folder, once every shard is there: touched at each use
-USED_MARKER = ".used"
-# 2: rows carry their content hashes (sha256, perceptual) for content-based splits
-# 3: the perceptual hash is of the whole photo, not of the (cropped, masked) model input
-FORMAT_VERSION = 3
-
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """How images are stored: ``rxvision.data.imaging.load_image`` at ``img_size`` px
-    (the model's preprocessing contract), ``shard_size`` images per shard."""
-
-    img_size: int = 224
-    resample: Resample = "bilinear"
-    shard_size: int = 1000
-    crop: CropSpec | None = None
-
-    @property
-    def spec(self) -> ImageSpec:
-        """The image spec every stored image follows."""
-        return ImageSpec(img_size=self.img_size, resample=self.resample, crop=self.crop)
-
-    @classmethod
-    def for_spec(cls, spec: ImageSpec, shard_size: int = 1000) -> PreprocessConfig:
-        """The store config that materializes images as ``spec`` says."""
-        return cls(
-            img_size=spec.img_size, resample=spec.resample, shard_size=shard_size, crop=spec.crop
-        )
-
-    def config_hash(self) -> str:
-        """A stable hash of the settings that change the stored pixels and rows."""
-        payload = json.dumps({"v": FORMAT_VERSION, "spec": self.spec.to_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class ShardRecord:
-    """One shard of a set: its object key, and the path and label of each row."""
-
-    key: str
-    paths: list[str]
-    labels: list[str]
-    # content hashes of each row: file sha256 and 64-bit perceptual hash (16 hex digits)
-    sha256: list[str] = field(default_factory=list)
-    phash: list[str] = field(default_factory=list)
-    # each row's pill localization: localized, a fallback reason, or disabled
-    located: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class FeatureManifest:
-    """A committed shard set."""
-
-    key: str
-    snapshot_hash: str
-    config: dict[str, Any]
-    classes: list[str]
-    images: int
-    shards: list[ShardRecord]
-    created: str
-    attempt: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FeatureManifest:
-        """Read a ``manifest.json``."""
-        shards = [ShardRecord(**s) for s in data["shards"]]
-        return cls(**{**data, "shards": shards})
-
-    @property
-    def spec(self) -> ImageSpec:
-        """The image spec of the stored pixels (refused when the set predates it)."""
-        return ImageSpec.from_dict(self.config.get("spec") or {}, source=f"feature set {self.key}")
-
-
-def feature_key(snapshot_hash: str, config: PreprocessConfig) -> str:
-    """The cache key of a (snapshot, preprocessing config) pair."""
-    return f"{snapshot_hash[:16]}-{config.config_hash()}"
 
 
 class FeatureStore:
@@ -195,13 +129,25 @@ class FeatureStore:
         # rows are matched by the sha256 an image must have: files of a folder carry none
         known = reuse and any(image.sha256 for image in rows)
         digests = {image.sha256 for image in rows if image.sha256}
-        earlier = self.earlier_rows(config, digests) if known else None
+        source = self.earlier_set(config, digests) if known else None
+        plan = ReferencePlan([], rows)
+        earlier = None
+        if source is not None:
+            plan = plan_references(rows, source, self._stored_rows(config))
+            earlier = self._rows_of(source)
         attempt = uuid.uuid4().hex[:12]
         began = time.monotonic()
-        shards, reused = self._write_shards(rows, key, attempt, config, workers, progress, earlier)
-        extra: dict[str, Any] = {"seconds": round(time.monotonic() - began, 2), "reused": reused}
+        written, copied = self._write_shards(
+            plan.rest, key, attempt, config, workers, progress, earlier, len(rows) - len(plan.rest)
+        )
+        extra: dict[str, Any] = {
+            "seconds": round(time.monotonic() - began, 2),
+            "reused": copied + plan.rows,
+            "read_in_place": plan.rows,
+        }
         if earlier is not None:
             extra["reused_from"] = earlier.set_key
+        shards = plan.shards + written
         manifest = FeatureManifest(
             key=key,
             snapshot_hash=snapshot_hash,
@@ -218,10 +164,17 @@ class FeatureStore:
     def earlier_rows(
         self, config: PreprocessConfig, wanted: Collection[str] = ()
     ) -> EarlierRows | None:
-        """The rows of the recent set committed with ``config`` that holds the most of
-        the ``wanted`` sha256 (the newest on a tie; None: there is none, or they were
-        deleted since). The newest alone would do but for an ad-hoc build of a few
-        images, after which the next night would decode nearly everything again."""
+        """The rows of ``earlier_set``, read by sha256 (None: there is none)."""
+        manifest = self.earlier_set(config, wanted)
+        return self._rows_of(manifest) if manifest is not None else None
+
+    def earlier_set(
+        self, config: PreprocessConfig, wanted: Collection[str] = ()
+    ) -> FeatureManifest | None:
+        """The recent set committed with ``config`` that holds the most of the ``wanted``
+        sha256 (the newest on a tie; None: there is none, or they were deleted since).
+        The newest alone would do but for an ad-hoc build of a few images, after which
+        the next night would decode nearly everything again."""
         recent = self.recent.keys(config.config_hash())
         found = [m for m in map(self.manifest, recent) if m is not None]
         candidates = [m for m in found if m.spec == config.spec]
@@ -230,10 +183,36 @@ class FeatureStore:
         wanted = set(wanted)
         manifest = max(candidates, key=lambda m: rows_among(m.shards, wanted))
         log.info("reusing unchanged images' rows of %s", self.prefix(manifest.key))
-        base = self.prefix(manifest.key)
+        return manifest
+
+    def object_uri(self, manifest: FeatureManifest, shard: ShardRecord) -> str:
+        """The URI of the array ``shard`` (of ``manifest``) reads."""
+        return f"{self.root_uri}/{manifest.object_key(shard)}"
+
+    def _rows_of(self, manifest: FeatureManifest) -> EarlierRows:
         return EarlierRows(
-            manifest.key, manifest.shards, lambda shard: self.s3.get_bytes(f"{base}/{shard}")
+            manifest.key,
+            manifest.shards,
+            lambda shard: self.s3.get_bytes(self.object_uri(manifest, shard)),
         )
+
+    def _stored_rows(self, config: PreprocessConfig) -> StoredRows:
+        """How many rows of ``config``'s shape the array at a key holds (None: not one)."""
+        row_shape = (config.img_size, config.img_size, 3)
+
+        def stored_rows(object_key: str) -> int | None:
+            uri = f"{self.root_uri}/{object_key}"
+            try:
+                head, size = self.s3.get_head(uri, NPY_HEAD_BYTES)
+            except (NotFound, ClientError) as exc:
+                log.warning("%s: cannot be read in place (%s); its rows are copied", uri, exc)
+                return None
+            rows = stored_rows_of(head, size, row_shape)
+            if rows is None:
+                log.warning("%s: not a whole %s shard; its rows are copied", uri, row_shape)
+            return rows
+
+        return stored_rows
 
     def _write_shards(
         self,
@@ -244,10 +223,18 @@ class FeatureStore:
         workers: int,
         progress: Progress | None,
         earlier: EarlierRows | None = None,
+        already: int = 0,
     ) -> tuple[list[ShardRecord], int]:
+        """Write ``rows`` into new shards: (their records, how many rows were copied from
+        ``earlier``). ``already``: rows of the set read in place, counted in progress."""
+        total = already + len(rows)
+        if not rows:
+            if progress:
+                progress(total, total)
+            return [], 0
         chunks = [rows[i : i + config.shard_size] for i in range(0, len(rows), config.shard_size)]
         records: list[ShardRecord] = []
-        reused, done = 0, 0
+        reused, done = 0, already
         # uploads run beside the next shard's assembly (two in flight, ~28 MB each at
         # 96 px): with rows reused, S3 round trips are most of a build's time
         uploading: deque[tuple[Future[None], int]] = deque()
@@ -259,8 +246,8 @@ class FeatureStore:
                 future.result()
                 done += count
                 if progress:
-                    progress(done, len(rows))
-                log.info("preprocess: %d/%d images (%d reused)", done, len(rows), reused)
+                    progress(done, total)
+                log.info("preprocess: %d/%d images (%d copied)", done, total, reused)
 
         # forkserver workers: none inherits this process's threads (an OpenCV pool, boto3),
         # and each runs one OpenCV thread (rxvision.pool_worker), as many workers as cores
@@ -359,13 +346,15 @@ class FeatureStore:
 
     def download(self, manifest: FeatureManifest, cache_dir: Path) -> list[Path]:
         """Fetch a set's shards into ``cache_dir/<key>/`` (kept: later runs read locally),
-        then mark the folder used (``USED_MARKER``: what ``prune_used_last`` keeps by)."""
+        then mark the folder used (``USED_MARKER``: what ``prune_used_last`` keeps by).
+        An object read in place from an earlier set is linked from that set's download
+        when there is one: the next night's training downloads only the new shards."""
         local = cache_dir / manifest.key
         paths = []
         for shard in manifest.shards:
-            target = local / Path(shard.key).name
-            if not target.is_file():
-                self.s3.download_file(f"{self.prefix(manifest.key)}/{shard.key}", target)
+            target = local / local_shard_name(manifest, shard)
+            if not target.is_file() and not link_local_copy(cache_dir, manifest, shard, target):
+                self.s3.download_file(self.object_uri(manifest, shard), target)
             paths.append(target)
         local.mkdir(parents=True, exist_ok=True)  # a set of no shard is still a set
         mark_used(local, USED_MARKER)

@@ -226,6 +226,7 @@ def preprocess(
             "cache_hit": True,
             "images": found.images,
             "reused": 0,
+            "read_in_place": 0,
             "spec": spec.to_dict(),
         }
     # each image read from its shard with the index's sha256: a worker refuses bytes that
@@ -238,19 +239,22 @@ def preprocess(
         images, snapshot_hash, pre, workers=cfg.feature_store.workers
     )
     reused = int(manifest.extra.get("reused", 0)) if built else 0
+    in_place = int(manifest.extra.get("read_in_place", 0)) if built else 0
     log.info(
-        "features of %s at %s (%d images, %d reused from %s)",
+        "features of %s at %s (%d images, %d reused from %s, %d of them read in place)",
         rev,
         features.prefix(manifest.key),
         manifest.images,
         reused,
         manifest.extra.get("reused_from") or "no earlier set",
+        in_place,
     )
     return {
         "features_uri": features.prefix(manifest.key),
         "cache_hit": not built,
         "images": manifest.images,
         "reused": reused,
+        "read_in_place": in_place,
         "spec": spec.to_dict(),
     }
 

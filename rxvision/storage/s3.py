@@ -118,6 +118,21 @@ class S3Store:
                 raise NotFound(f"no such S3 object: {uri}") from exc
             raise
 
+    def get_head(self, uri: str, length: int) -> tuple[bytes, int]:
+        """The first ``length`` bytes of an object (fewer when it is shorter) and its whole
+        size, in one ranged GET; ``NotFound`` when it does not exist."""
+        bucket, key = parse_s3_uri(uri)
+        try:
+            reply = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{length - 1}")
+            head = bytes(reply["Body"].read())
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise NotFound(f"no such S3 object: {uri}") from exc
+            raise
+        # "bytes 0-1023/123456"; a server that ignores the range sends the whole object
+        total = str(reply.get("ContentRange") or "").rpartition("/")[2]
+        return head, int(total) if total.isdigit() else len(head)
+
     def presigned_get(self, uri: str, expires_s: int = 7 * 24 * 3600) -> str:
         """A time-limited HTTP(S) URL that reads the object with no credentials (signed
         here, with no request: a browser opens it)."""

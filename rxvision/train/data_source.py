@@ -18,13 +18,10 @@ from typing import Any, cast
 import numpy as np
 from torch.utils.data import Dataset
 
+from rxvision.data.feature_local import local_shard_name
+from rxvision.data.feature_manifest import MANIFEST, USED_MARKER, FeatureManifest
 from rxvision.data.feature_shards import FeatureShardDataset
-from rxvision.data.feature_store import (
-    MANIFEST,
-    USED_MARKER,
-    FeatureManifest,
-    FeatureStore,
-)
+from rxvision.data.feature_store import FeatureStore
 from rxvision.data.imaging import ImageSpec
 from rxvision.data.kept_folders import prune_used_last
 from rxvision.data.splits import (
@@ -156,8 +153,10 @@ def _from_local_manifest(path: Path) -> DataSource:
     base = path.parent
     shard_paths = []
     for shard in manifest.shards:
-        # the store's layout (<key>/attempts/<id>/shard-N.npy) or a flat download
-        for candidate in (base / shard.key, base / Path(shard.key).name):
+        # the store's layout (<key>/attempts/<id>/shard-N.npy, an object read in place
+        # under its own set's folder beside this one) or a flat download
+        owner = base.parent / shard.set_key if shard.set_key else base
+        for candidate in (owner / shard.key, base / local_shard_name(manifest, shard)):
             if candidate.is_file():
                 shard_paths.append(candidate)
                 break

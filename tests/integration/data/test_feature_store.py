@@ -214,7 +214,33 @@ def next_night(pill_dir: Path, out: Path) -> tuple[int, int]:
     return len(photos) - 1 + 2, len(photos) - 2
 
 
-def test_a_new_snapshot_copies_its_unchanged_images_rows_from_the_last_set(
+def rows_of(manifest: FeatureManifest) -> list[tuple[str, str, str, str, str]]:
+    """Every row's (path, label, sha256, perceptual hash, localization), by path: a set
+    that reads earlier objects in place holds its rows in another order."""
+    return sorted(
+        row
+        for s in manifest.shards
+        for row in zip(s.paths, s.labels, s.sha256, s.phash, s.located, strict=True)
+    )
+
+
+def pixels_by_path(manifest: FeatureManifest, dataset: FeatureShardDataset) -> dict:
+    paths = [p for shard in manifest.shards for p in shard.paths]
+    return {path: dataset[i][0] for i, path in enumerate(paths)}
+
+
+def assert_same_set(
+    warm: FeatureManifest, warm_dir: list[Path], cold: FeatureManifest, cold_dir: list[Path]
+) -> None:
+    """``warm`` holds exactly the rows and pixels of ``cold`` (decoded from scratch)."""
+    assert rows_of(warm) == rows_of(cold)
+    ours = pixels_by_path(warm, FeatureShardDataset(warm, warm_dir))
+    theirs = pixels_by_path(cold, FeatureShardDataset(cold, cold_dir))
+    assert ours.keys() == theirs.keys()
+    assert all(np.array_equal(ours[path], theirs[path]) for path in ours)
+
+
+def test_a_new_snapshot_reads_its_unchanged_images_rows_in_place_from_the_last_set(
     store: FeatureStore, pill_dir: Path, tmp_path: Path
 ) -> None:
     snapshots = snapshot_store(tmp_path)
@@ -226,18 +252,59 @@ def test_a_new_snapshot_copies_its_unchanged_images_rows_from_the_last_set(
     snapshots.create(tmp_path / "night2", "v2")
     second, built = preprocess_snapshot(snapshots, store, "v2", cfg)
     assert built and second.images == images == 49
-    assert second.extra["reused"] == unchanged == 46
-    assert second.extra["reused_from"] == first.key
+    assert second.extra["reused"] == second.extra["read_in_place"] == unchanged == 46
+    assert second.extra["reused_from"] == first.key and second.sets_read() == [first.key]
+    # first's three shards (14, 16 and 16 rows still in the set) are read in place: the
+    # new set wrote one shard, of its three new photos
+    assert [s.set_key for s in second.shards] == [first.key] * 3 + [""]
+    assert second.shards[0].rows is not None and len(second.shards[0].rows) == 14
+    written = [k for k in store.s3.list_keys(store.prefix(second.key) + "/") if ".npy" in k]
+    assert len(written) == 1 and written[0].endswith(second.shards[3].key)
     # exactly the rows and pixels of the same snapshot decoded from scratch
     cold_store = FeatureStore(store.root_uri + "-cold")
     cold, _ = preprocess_snapshot(snapshots, cold_store, "v2", cfg)
     assert cold.extra["reused"] == 0
-    assert [(s.paths, s.labels, s.sha256, s.phash, s.located) for s in second.shards] == [
-        (s.paths, s.labels, s.sha256, s.phash, s.located) for s in cold.shards
-    ]
-    warm = FeatureShardDataset(second, store.download(second, tmp_path / "warm"))
-    scratch = FeatureShardDataset(cold, cold_store.download(cold, tmp_path / "cold"))
-    assert all(np.array_equal(warm[i][0], scratch[i][0]) for i in range(images))
+    warm_paths = store.download(second, tmp_path / "warm")
+    assert_same_set(second, warm_paths, cold, cold_store.download(cold, tmp_path / "cold"))
+
+
+def test_the_next_nights_training_host_links_the_shards_it_already_has(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots, cfg, first = first_night(store, pill_dir, tmp_path)
+    next_night(pill_dir, tmp_path / "night2")
+    snapshots.create(tmp_path / "night2", "v2")
+    second, _ = preprocess_snapshot(snapshots, store, "v2", cfg)
+    cache = tmp_path / "features"
+    had = store.download(first, cache)
+    fetched: list[str] = []
+    download_file = store.s3.download_file
+
+    def counted(uri: str, path: Path) -> None:
+        fetched.append(uri)
+        download_file(uri, path)
+
+    store.s3.download_file = counted  # type: ignore[method-assign]
+    got = store.download(second, cache)
+    # the one new shard is fetched; first's three are hard links to the files already here
+    assert fetched == [store.object_uri(second, second.shards[3])]
+    assert [p.stat().st_ino for p in got[:3]] == [p.stat().st_ino for p in had]
+    assert got[0].name == f"{first.key}--{Path(first.shards[0].key).name}"
+    # a third night reads the second's objects in place, and links them from its folder
+    # once the first's is gone
+    shutil.rmtree(cache / first.key)
+    (tmp_path / "night2" / "ndc-extra").mkdir()
+    shutil.copy(sorted(pill_dir.rglob("*.jpg"))[3], tmp_path / "night2" / "ndc-extra" / "x.jpg")
+    snapshots.create(tmp_path / "night2", "v3")
+    third, _ = preprocess_snapshot(snapshots, store, "v3", cfg)
+    assert third.sets_read() == sorted([first.key, second.key])
+    fetched.clear()
+    again = store.download(third, cache)
+    assert fetched == [store.object_uri(third, s) for s in third.shards if not s.set_key]
+    assert [p.stat().st_ino for p in again[:3]] == [p.stat().st_ino for p in got[:3]]
+    cold_store = FeatureStore(store.root_uri + "-cold")
+    cold, _ = preprocess_snapshot(snapshots, cold_store, "v3", cfg, reuse=False)
+    assert_same_set(third, again, cold, cold_store.download(cold, tmp_path / "cold"))
 
 
 def first_night(
@@ -306,12 +373,8 @@ def test_an_earlier_shard_gone_from_s3_is_decoded_instead_and_the_build_still_eq
     assert f"{first.key}/{lost}: cannot read" in caplog.text
     cold_store = FeatureStore(store.root_uri + "-cold")
     cold, _ = preprocess_snapshot(snapshots, cold_store, "v2", cfg, reuse=False)
-    assert [(s.paths, s.sha256, s.phash, s.located) for s in second.shards] == [
-        (s.paths, s.sha256, s.phash, s.located) for s in cold.shards
-    ]
-    warm = FeatureShardDataset(second, store.download(second, tmp_path / "warm"))
-    scratch = FeatureShardDataset(cold, cold_store.download(cold, tmp_path / "cold"))
-    assert all(np.array_equal(warm[i][0], scratch[i][0]) for i in range(49))
+    warm_paths = store.download(second, tmp_path / "warm")
+    assert_same_set(second, warm_paths, cold, cold_store.download(cold, tmp_path / "cold"))
 
 
 def test_a_training_hosts_cache_keeps_the_feature_sets_used_last(

@@ -69,6 +69,7 @@ def test_validate_then_preprocess_with_a_cache_hit(
     assert json.loads(S3Store().get_bytes(report2))["facts_reused"] == 30
     second = nightly.preprocess(tag2, report2)
     assert second["cache_hit"] is False and second["images"] == 33 and second["reused"] == 30
+    assert second["read_in_place"] == 30  # last night's one shard, named, not copied
     # the worker's disk: both nights pulled (2 kept by default); bounded to one, going back
     # to the first night deletes the second night's folder, never the one in use
     first_dir, second_dir = Path(pulled["path"]), Path(nightly.pull_snapshot(tag2)["path"])

@@ -4,12 +4,13 @@ and a few kept, a shard that disagrees with its manifest refused by name."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from rxvision.data.feature_manifest import ShardRecord
 from rxvision.data.feature_reuse import EarlierRows
-from rxvision.data.feature_store import ShardRecord
 from rxvision.errors import FeatureStoreError
 
 
@@ -17,6 +18,11 @@ def npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
+
+
+def fetch_from(blobs: dict[str, bytes]) -> Callable[[ShardRecord], bytes]:
+    """A fetch reading each shard's object from ``blobs`` by its key."""
+    return lambda shard: blobs[shard.key]
 
 
 def earlier_set(rows_per_shard: int = 3, shards: int = 3) -> tuple[list[ShardRecord], dict]:
@@ -41,7 +47,7 @@ def earlier_set(rows_per_shard: int = 3, shards: int = 3) -> tuple[list[ShardRec
 
 def test_a_row_is_found_by_its_sha256_with_its_pixels_and_facts() -> None:
     records, blobs = earlier_set()
-    rows = EarlierRows("set-a", records, blobs.__getitem__)
+    rows = EarlierRows("set-a", records, fetch_from(blobs))
     assert len(rows) == 9 and "h2-1" in rows and "h9-9" not in rows
     row = rows.row("h2-1")
     assert row.pixels.shape == (4, 4, 3) and int(row.pixels[0, 0, 0]) == 21
@@ -53,9 +59,9 @@ def test_each_shard_is_fetched_once_while_kept_and_again_after_eviction() -> Non
     records, blobs = earlier_set()
     fetched: list[str] = []
 
-    def fetch(key: str) -> bytes:
-        fetched.append(key)
-        return blobs[key]
+    def fetch(shard: ShardRecord) -> bytes:
+        fetched.append(shard.key)
+        return blobs[shard.key]
 
     rows = EarlierRows("set-a", records, fetch, keep=2)
     for digest in ["h0-0", "h0-1", "h1-0", "h0-2", "h1-2"]:
@@ -69,7 +75,7 @@ def test_each_shard_is_fetched_once_while_kept_and_again_after_eviction() -> Non
 def test_a_shard_with_other_rows_than_its_manifest_is_refused_by_name() -> None:
     records, blobs = earlier_set()
     blobs[records[1].key] = npy(np.zeros((2, 4, 4, 3), np.uint8))
-    rows = EarlierRows("set-a", records, blobs.__getitem__)
+    rows = EarlierRows("set-a", records, fetch_from(blobs))
     with pytest.raises(FeatureStoreError, match=r"set-a/attempts/a/shard-00001\.npy: 2 rows"):
         rows.row("h1-0")
     # its rows are no longer offered (they go to the decoders), the others still are
@@ -77,3 +83,28 @@ def test_a_shard_with_other_rows_than_its_manifest_is_refused_by_name() -> None:
     blobs[records[2].key] = b"not an npy file"
     with pytest.raises(FeatureStoreError, match=r"shard-00002\.npy: cannot read"):
         rows.row("h2-0")
+
+
+def test_a_shard_read_in_place_gives_the_rows_it_lists_of_its_object() -> None:
+    # a later set's record of rows 2 and 0 of set-a's shard 1 (renamed 'h-x', 'h-y')
+    records, blobs = earlier_set()
+    source = records[1]
+    chained = ShardRecord(
+        source.key, ["c/x.jpg", "c/y.jpg"], ["c", "c"], ["h-x", "h-y"],
+        ["p2", "p0"], ["localized", "empty"], set_key="set-a", rows=[2, 0],
+    )  # fmt: skip
+    read: list[str] = []
+
+    def fetch(shard: ShardRecord) -> bytes:
+        read.append(f"{shard.set_key}/{shard.key}")
+        return blobs[shard.key]
+
+    rows = EarlierRows("set-b", [chained], fetch)
+    assert int(rows.row("h-x").pixels[0, 0, 0]) == 12 and rows.row("h-x").phash == "p2"
+    assert int(rows.row("h-y").pixels[0, 0, 0]) == 10 and rows.row("h-y").located == "empty"
+    assert read == [f"set-a/{source.key}"]
+    # an object with fewer rows than its record lists is refused, naming it
+    blobs[source.key] = npy(np.zeros((2, 4, 4, 3), np.uint8))
+    again = EarlierRows("set-b", [chained], fetch)
+    with pytest.raises(FeatureStoreError, match=rf"set-a/{source.key}: 2 rows"):
+        again.row("h-x")

@@ -1,0 +1,111 @@
+"""A feature set's manifest: the preprocessing config it was built with, its shards and
+the content facts of every row. ``manifest.json`` is written last: it commits the set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rxvision.data.imaging import ImageSpec, Resample
+from rxvision.data.localize import CropSpec
+
+MANIFEST = "manifest.json"
+# in a downloaded set's local folder, once every shard is there: touched at each use
+USED_MARKER = ".used"
+# 2: rows carry their content hashes (sha256, perceptual) for content-based splits
+# 3: the perceptual hash is of the whole photo, not of the (cropped, masked) model input
+FORMAT_VERSION = 3
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How images are stored: ``rxvision.data.imaging.load_image`` at ``img_size`` px
+    (the model's preprocessing contract), ``shard_size`` images per shard."""
+
+    img_size: int = 224
+    resample: Resample = "bilinear"
+    shard_size: int = 1000
+    crop: CropSpec | None = None
+
+    @property
+    def spec(self) -> ImageSpec:
+        """The image spec every stored image follows."""
+        return ImageSpec(img_size=self.img_size, resample=self.resample, crop=self.crop)
+
+    @classmethod
+    def for_spec(cls, spec: ImageSpec, shard_size: int = 1000) -> PreprocessConfig:
+        """The store config that materializes images as ``spec`` says."""
+        return cls(
+            img_size=spec.img_size, resample=spec.resample, shard_size=shard_size, crop=spec.crop
+        )
+
+    def config_hash(self) -> str:
+        """A stable hash of the settings that change the stored pixels and rows."""
+        payload = json.dumps({"v": FORMAT_VERSION, "spec": self.spec.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """One shard of a set: its object key, and the path and label of each row.
+
+    A shard may be an object of an earlier set, read in place (``set_key`` names that
+    set; empty: this one), and hold only some of the object's rows (``rows``: their
+    indices in the stored array, one per row of this record; None: all, in order)."""
+
+    key: str
+    paths: list[str]
+    labels: list[str]
+    # content hashes of each row: file sha256 and 64-bit perceptual hash (16 hex digits)
+    sha256: list[str] = field(default_factory=list)
+    phash: list[str] = field(default_factory=list)
+    # each row's pill localization: localized, a fallback reason, or disabled
+    located: list[str] = field(default_factory=list)
+    set_key: str = ""
+    rows: list[int] | None = None
+
+    def array_rows(self) -> list[int]:
+        """The stored array's row of each of this record's rows."""
+        return list(self.rows) if self.rows is not None else list(range(len(self.paths)))
+
+
+@dataclass(frozen=True)
+class FeatureManifest:
+    """A committed shard set."""
+
+    key: str
+    snapshot_hash: str
+    config: dict[str, Any]
+    classes: list[str]
+    images: int
+    shards: list[ShardRecord]
+    created: str
+    attempt: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FeatureManifest:
+        """Read a ``manifest.json``."""
+        shards = [ShardRecord(**s) for s in data["shards"]]
+        return cls(**{**data, "shards": shards})
+
+    @property
+    def spec(self) -> ImageSpec:
+        """The image spec of the stored pixels (refused when the set predates it)."""
+        return ImageSpec.from_dict(self.config.get("spec") or {}, source=f"feature set {self.key}")
+
+    def object_key(self, shard: ShardRecord) -> str:
+        """Where ``shard``'s array lies, relative to the store's root: under this set, or
+        under the earlier set it is read from."""
+        return f"{shard.set_key or self.key}/{shard.key}"
+
+    def sets_read(self) -> list[str]:
+        """The earlier sets whose objects this set reads in place (they must be kept)."""
+        return sorted({s.set_key for s in self.shards if s.set_key and s.set_key != self.key})
+
+
+def feature_key(snapshot_hash: str, config: PreprocessConfig) -> str:
+    """The cache key of a (snapshot, preprocessing config) pair."""
+    return f"{snapshot_hash[:16]}-{config.config_hash()}"
