@@ -9,7 +9,9 @@ preprocess under the nightly's training spec (96 px pill crop), 2 workers. The p
 (240 px synthetic pills) are ``bench/scale.py``'s, kept under
 ``var/bench-cache/scale/<size>``; the new ones are drawn with another seed. After each
 repetition what it wrote (its pull, its set, its facts) is put back as it was, so every
-repetition starts alike. Seconds per stage are in the report's ``stages``.
+repetition starts alike. Seconds per stage are in the report's ``stages``. Not in the
+sum: the training host's download of the new set (``training_download``), into a cache
+that holds last night's set (warm) or nothing (cold).
 
     .venv/bin/python bench/nightly_reuse.py [--images 10000] [--new 0.01] [--repeats 3]
 
@@ -80,9 +82,15 @@ class NightStages:
     """The second night's pull, validate and preprocess, timed per stage; ``reports`` is
     the prefix its report (and the facts beside it) go to."""
 
-    def __init__(self, cfg: DataConfig, reports: str, first: FeatureManifest | None) -> None:
+    def __init__(
+        self, cfg: DataConfig, reports: str, first: FeatureManifest | None, host_cache: Path
+    ) -> None:
         self.cfg, self.reports, self.first = cfg, reports.rstrip("/"), first
+        self.host_cache = host_cache
         self.stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
+        # not summed: the training host's download of the new set, into a cache that
+        # holds last night's set when there was one
+        self.download: list[float] = []
         self.reused: list[dict[str, int]] = []
         policy = validation_policy(cfg)
         self.facts_uri = nightly.known_facts_uri(f"{self.reports}/night2.json", policy)
@@ -110,6 +118,13 @@ class NightStages:
         )
         # the three stages are timed, not the reading of the report nor the put-back
         seconds = sum(self.stages[stage][-1] for stage in STAGES)
+        store = feature_store(self.cfg)
+        built = store.manifest(features["features_uri"].rsplit("/", 1)[1])
+        assert built is not None
+        began = time.perf_counter()
+        store.download(built, self.host_cache)
+        self.download.append(time.perf_counter() - began)
+        shutil.rmtree(self.host_cache / built.key)
         self.put_back(pulled["path"], features["features_uri"])
         return float(features["images"]), seconds
 
@@ -160,8 +175,9 @@ def main() -> None:
         assert first is not None
         shutil.rmtree(nightly.local_snapshot_dir(snapshots.info("night1").content_hash))
         cold_cfg = data_config(base, work / "registry.git", run_uri, f"{run_uri}/cold-features")
-        cold = NightStages(cold_cfg, f"{run_uri}/cold-reports", None)
-        warm = NightStages(warm_cfg, warm_reports, first)
+        cold = NightStages(cold_cfg, f"{run_uri}/cold-reports", None, work / "host-cold")
+        warm = NightStages(warm_cfg, warm_reports, first, work / "host-warm")
+        feature_store(warm_cfg).download(first, warm.host_cache)
         cases = [
             harness.Case("nothing from last night (every photo decoded)", cold),
             harness.Case("last night's facts and rows reused", warm),
@@ -183,11 +199,14 @@ def main() -> None:
             extra={
                 "stages": {"cold": cold.stages, "warm": warm.stages},
                 "reused": {"cold": cold.reused, "warm": warm.reused},
+                "training_download": {"cold": cold.download, "warm": warm.download},
             },
         )
         for name, case in (("cold", cold), ("warm", warm)):
             medians = {s: sorted(v)[len(v) // 2] for s, v in case.stages.items()}
-            print(name, " ".join(f"{s} {t:.1f} s" for s, t in medians.items()), case.reused)
+            stages = " ".join(f"{s} {t:.1f} s" for s, t in medians.items())
+            fetch = sorted(case.download)[len(case.download) // 2]
+            print(name, stages, case.reused, f"(training's download {fetch:.1f} s)")
         S3Store().delete_prefix(f"{run_uri}/")
 
 

@@ -143,7 +143,7 @@ def _validate_snapshot(validator: DataValidator, rev: str, config: Path | None) 
     from rxvision.data.settings import snapshot_store
 
     store = snapshot_store(_data_config(config, None))
-    tag = store.latest() if rev == "latest" else rev
+    tag = store.resolve(rev)
     with store.fetched(tag) as packed:
         return validator.validate_packed(packed, name=f"snapshot {tag}")
 
@@ -267,7 +267,7 @@ def pull(
     from rxvision.data.settings import snapshot_store
 
     store = snapshot_store(_data_config(config, None))
-    tag = store.latest() if rev == "latest" else rev
+    tag = store.resolve(rev)
     with _progress("pull") as (bar, task):
         info = store.pull(
             tag,
@@ -344,7 +344,7 @@ def preprocess(
 
     cfg = _data_config(config, None)
     snaps = snapshot_store(cfg)
-    tag = snaps.latest() if rev == "latest" else rev
+    tag = snaps.resolve(rev)
     spec = load_train_config(train_config).data.image_spec if train_config else training_spec()
     pre = PreprocessConfig.for_spec(spec, shard_size=preprocess_config(cfg).shard_size)
     if img_size:

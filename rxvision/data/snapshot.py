@@ -123,6 +123,10 @@ class SnapshotStore:
             raise SnapshotError(f"no snapshots in {self.settings.registry_url}")
         return infos[-1].tag
 
+    def resolve(self, rev: str) -> str:
+        """The tag ``rev`` names: itself, or the newest snapshot's for ``latest``."""
+        return self.latest() if rev == "latest" else rev
+
     def _clone(self, parent: Path, rev: str) -> Path:
         if rev not in self.tags():
             known = ", ".join(self.tags()) or "none"

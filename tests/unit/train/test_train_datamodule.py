@@ -135,6 +135,27 @@ def test_local_feature_manifest(tmp_path: Path) -> None:
         RxVisionDataModule(source, DataLoadingConfig(img_size=24), batch_size=2)
 
 
+def test_a_local_manifest_reads_an_earlier_sets_shard_beside_it(tmp_path: Path) -> None:
+    # a copy of the store's layout: key2 reads rows 3 and 1 of key1's shard in place
+    root = tmp_path / "features"
+    (root / "key1" / "attempts" / "a1").mkdir(parents=True)
+    (root / "key2").mkdir()
+    pixels = np.stack([np.full((16, 16, 3), 10 * i, np.uint8) for i in range(4)])
+    np.save(root / "key1" / "attempts" / "a1" / "shard-00000.npy", pixels)
+    record = ShardRecord(
+        "attempts/a1/shard-00000.npy", ["p3", "p1"], ["y", "x"], ["3" * 64, "1" * 64],
+        ["0" * 16, "1" * 16], set_key="key1", rows=[3, 1],
+    )  # fmt: skip
+    manifest = FeatureManifest(
+        "key2", "abc", {"spec": ImageSpec(16).to_dict()}, ["x", "y"], 2, [record], "now", "a2"
+    )
+    (root / "key2" / "manifest.json").write_text(json.dumps(asdict(manifest)))
+    source = resolve_data(root / "key2")
+    assert source.labels == [1, 0] and source.row_paths() == ["p3", "p1"]
+    rows = source.dataset([0, 1], transform=None, spec=ImageSpec(16))  # type: ignore[arg-type]
+    assert [int(rows[i][0][0, 0, 0]) for i in range(2)] == [30, 10]
+
+
 def test_an_image_gives_the_same_tensor_in_training_and_in_scoring(image_folder: Path) -> None:
     from rxvision.serving.model_contract import LoadedModel
 
