@@ -72,14 +72,21 @@ def render_scale(data: dict[str, Any]) -> str:
 
 
 def render_stages(data: dict[str, Any]) -> str:
-    """bench/nightly_reuse.py's seconds per stage (median of the repetitions) per case."""
-    lines = ["| case | " + " | ".join(f"{stage} (s)" for stage in STAGES) + " | reused |"]
-    lines.append("|---|" + "---:|" * (len(STAGES) + 1))
+    """bench/nightly_reuse.py's seconds per stage (median of the repetitions) per case,
+    and the training host's download of the set built (not in the stages' sum)."""
+    downloads = data.get("training_download", {})
+    extra = " training's download (s) |" if downloads else ""
+    head = "| case | " + " | ".join(f"{stage} (s)" for stage in STAGES) + " | reused |"
+    lines = [head + extra, "|---|" + "---:|" * (len(STAGES) + 1) + ("---:|" if extra else "")]
     for case, stages in data["stages"].items():
         medians = [sorted(stages[s])[len(stages[s]) // 2] for s in STAGES]
         reused = data.get("reused", {}).get(case, [{}])[0]
         said = ", ".join(f"{n:,} {what}" for what, n in reused.items()) or "-"
-        lines.append(f"| {case} | " + " | ".join(f"{m:.1f}" for m in medians) + f" | {said} |")
+        row = f"| {case} | " + " | ".join(f"{m:.1f}" for m in medians) + f" | {said} |"
+        if extra:
+            times = sorted(downloads.get(case) or [float("nan")])
+            row += f" {times[len(times) // 2]:.1f} |"
+        lines.append(row)
     return "\n".join([*lines, ""])
 
 
