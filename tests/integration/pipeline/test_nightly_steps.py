@@ -55,7 +55,7 @@ def test_validate_then_preprocess_with_a_cache_hit(
     assert first["cache_hit"] is False and first["images"] == 30
     assert first["features_uri"].startswith("s3://rxvision-data/features/")
     again = nightly.preprocess(tag, report_uri)
-    assert again == {**first, "cache_hit": True, "reused": 0}
+    assert again == {**first, "cache_hit": True, "reused": 0, "read_in_place": 0}
     # the next night: the same 30 photos and a new one per product; only the new are decoded
     tag2, data2 = f"{tag}-next", tmp_path / f"{tag}-next"
     shutil.copytree(tmp_path / tag, data2)
@@ -69,7 +69,10 @@ def test_validate_then_preprocess_with_a_cache_hit(
     assert json.loads(S3Store().get_bytes(report2))["facts_reused"] == 30
     second = nightly.preprocess(tag2, report2)
     assert second["cache_hit"] is False and second["images"] == 33 and second["reused"] == 30
-    assert second["read_in_place"] == 30  # last night's one shard, named, not copied
+    # last night's own shard is named, not copied; its other rows may lie in the shards of
+    # a set built earlier on the shared stack from the same photos (then read in place, or
+    # copied when most of such a shard is not in this snapshot)
+    assert 30 - first["read_in_place"] <= second["read_in_place"] <= 30
     # the worker's disk: both nights pulled (2 kept by default); bounded to one, going back
     # to the first night deletes the second night's folder, never the one in use
     first_dir, second_dir = Path(pulled["path"]), Path(nightly.pull_snapshot(tag2)["path"])
