@@ -243,6 +243,12 @@ def snapshot(
         f"snapshot {info.tag} {state}: {info.images} images, {len(info.classes)} classes, "
         f"{info.shards} shards, {info.bytes / 1e6:.1f} MB, content {info.content_hash[:12]}"
     )
+    if info.shards_kept:
+        console.print(
+            f"  {info.shards_kept} of its shards are the last snapshot's, unchanged: "
+            "a host holding that one fetches the other "
+            f"{info.shards - info.shards_kept}"
+        )
     if info.excluded:
         console.print(f"  left out {len(info.excluded)} rejected files (listed in the snapshot)")
 

@@ -1,7 +1,9 @@
 """A snapshot's contents: the index of its images (path, label, sha256, size, shard) and
 the deterministic tar shards they are packed into (about 1,000 images each), so a pull
 moves a few large objects instead of one per image. Sorted members and fixed metadata:
-the same images always give the same shard bytes, the same hashes."""
+the same members always give the same shard bytes, the same hashes; a new snapshot keeps
+the unchanged shards of the one before it (``assign_shards``), so a host that holds last
+night's objects fetches only what changed."""
 
 from __future__ import annotations
 
@@ -89,12 +91,40 @@ def content_hash(entries: Iterable[IndexEntry]) -> str:
     return digest.hexdigest()
 
 
-def assign_shards(entries: list[IndexEntry], shard_size: int) -> list[IndexEntry]:
-    """Give each image (in path order) its shard number."""
-    return [
-        IndexEntry(e.path, e.label, e.sha256, e.size, i // shard_size)
-        for i, e in enumerate(sorted(entries, key=lambda e: e.path))
+def assign_shards(
+    entries: list[IndexEntry], shard_size: int, previous: Iterable[IndexEntry] = ()
+) -> tuple[list[IndexEntry], int]:
+    """Give each image its shard number; return the entries in path order and how many
+    shards of ``previous`` (the last snapshot's index) they keep.
+
+    A previous shard is kept whole when every image of it is still here unchanged (same
+    path, same sha256) and it is at least half full: it is written again with the same
+    members in the same order, so its bytes, and DVC's object, are the same, and a host
+    that holds last night's snapshot fetches only the other shards. New images and the
+    images of every other shard (one that lost or changed an image, or a small one, so
+    small shards merge instead of piling up) are packed in path order into new shards.
+    Without ``previous`` every shard is new: images in path order.
+    """
+    current = {e.path: e for e in entries}
+    members: dict[int, list[IndexEntry]] = {}
+    for e in previous:
+        members.setdefault(e.shard, []).append(e)
+    kept: list[list[IndexEntry]] = [
+        group
+        for _, group in sorted(members.items())
+        if shard_size <= 2 * len(group) <= 2 * shard_size
+        and all(e.path in current and current[e.path].sha256 == e.sha256 for e in group)
     ]
+    placed = {e.path for group in kept for e in group}
+    rest = sorted((e for e in entries if e.path not in placed), key=lambda e: e.path)
+    groups = [sorted(group, key=lambda e: e.path) for group in kept]
+    groups += [rest[i : i + shard_size] for i in range(0, len(rest), shard_size)]
+    numbered = [
+        IndexEntry(e.path, e.label, e.sha256, e.size, shard)
+        for shard, group in enumerate(groups)
+        for e in group
+    ]
+    return sorted(numbered, key=lambda e: e.path), len(kept)
 
 
 # --- packing ----------------------------------------------------------------------------

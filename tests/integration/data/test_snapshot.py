@@ -117,6 +117,41 @@ def test_the_remote_holds_a_few_packed_objects_not_one_per_image(
     assert 5 <= len(keys) <= 8, keys
 
 
+def test_a_new_snapshot_keeps_last_nights_unchanged_shards_and_uploads_the_rest(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots.create(pill_dir, "night1")  # shards of 10, 10, 10, 10, 8
+    s3 = S3Store(S3Config.from_env())
+    remote = snapshots.settings.remote_url + "/"
+    before = set(s3.list_keys(remote))
+    last = PackedSnapshot(tmp_path / "checkouts" / "night1")
+    snapshots.checkout("night1", last.dataset)
+    night2 = tmp_path / "night2"
+    shutil.copytree(pill_dir, night2)
+    # one photo of shard 1 retaken, two new photos
+    retaken = next(e for e in last.entries if e.shard == 1)
+    (night2 / retaken.path).write_bytes((night2 / retaken.path).read_bytes() + b"\0")
+    for name in ("zz-new-1.jpg", "zz-new-2.jpg"):
+        shutil.copyfile(night2 / last.entries[0].path, night2 / last.entries[0].label / name)
+
+    info, _ = snapshots.create(night2, "night2")
+
+    assert info.images == 50 and info.shards_kept == 4 and info.shards == 6
+    # on S3: shard 1's 10 photos and the 2 new ones in 2 new shards, the new index and
+    # DVC's new directory listing; the 4 kept shards are last night's objects
+    assert len(set(s3.list_keys(remote)) - before) == 4
+    tonight = PackedSnapshot(tmp_path / "checkouts" / "night2")
+    shutil.rmtree(tmp_path / "cache" / "dvc-cache")
+    snapshots.checkout("night2", tonight.dataset)
+    assert {image.path: image.read() for image in tonight.images()} == image_files(night2)
+
+    def shard_digests(packed: PackedSnapshot) -> set[str]:
+        shards = (packed.dataset / "shards").iterdir()
+        return {hashlib.md5(p.read_bytes()).hexdigest() for p in shards}
+
+    assert len(shard_digests(last) & shard_digests(tonight)) == 4
+
+
 def test_same_content_under_same_tag_is_a_no_op(snapshots: SnapshotStore, pill_dir: Path) -> None:
     first, _ = snapshots.create(pill_dir, "v1")
     again, created = snapshots.create(pill_dir, "v1")

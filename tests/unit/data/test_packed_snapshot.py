@@ -47,7 +47,7 @@ def photos(tmp_path: Path) -> Path:
 
 
 def pack(photos: Path, dataset: Path, shard_size: int = 3) -> PackedSnapshot:
-    entries = assign_shards(index_directory(photos), shard_size)
+    entries, _ = assign_shards(index_directory(photos), shard_size)
     write_shards(photos, entries, dataset / SHARDS_DIR)
     write_index(entries, dataset / INDEX_FILE)
     return PackedSnapshot(dataset)
@@ -97,7 +97,7 @@ def test_a_missing_shard_or_member_is_refused(photos: Path, tmp_path: Path) -> N
 def test_the_index_reads_back_whole_across_batches(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    entries = assign_shards(index_directory(photos), 3)
+    entries, _ = assign_shards(index_directory(photos), 3)
     write_index(entries, tmp_path / INDEX_FILE)
     monkeypatch.setattr(snapshot_shards, "INDEX_BATCH", 2)  # 7 entries: 4 batches
     assert read_index(tmp_path / INDEX_FILE) == entries

@@ -33,7 +33,7 @@ def photos(tmp_path: Path) -> Path:
 def pack(
     photos: Path, dataset: Path, edit: dict[str, dict[str, object]] | None = None
 ) -> PackedSnapshot:
-    entries = assign_shards(index_directory(photos), 4)
+    entries, _ = assign_shards(index_directory(photos), 4)
     write_shards(photos, entries, dataset / SHARDS_DIR)
     changes = edit or {}
     write_index(

@@ -536,7 +536,7 @@ def _packed(
     root: Path, dataset: Path, shard_size: int = 7, exclude: tuple[str, ...] = ()
 ) -> PackedSnapshot:
     """``root`` packed as a snapshot is (tar shards and index), read in place."""
-    entries = assign_shards(index_directory(root, exclude), shard_size)
+    entries, _ = assign_shards(index_directory(root, exclude), shard_size)
     write_shards(root, entries, dataset / SHARDS_DIR)
     write_index(entries, dataset / INDEX_FILE)
     return PackedSnapshot(dataset)

@@ -53,7 +53,7 @@ def _snapshot(tmp_path: Path, paths: list[str]) -> tuple[PackedSnapshot, dict[st
     for path in paths:
         (folder / path).parent.mkdir(parents=True, exist_ok=True)
         (folder / path).write_bytes(f"bytes of {path}".encode())
-    entries = assign_shards(index_directory(folder), 2)
+    entries, _ = assign_shards(index_directory(folder), 2)
     write_shards(folder, entries, tmp_path / "snapshot" / SHARDS_DIR)
     write_index(entries, tmp_path / "snapshot" / INDEX_FILE)
     return PackedSnapshot(tmp_path / "snapshot"), {e.path: e.sha256 for e in entries}
