@@ -4,9 +4,12 @@ through the nightly DAG's own task functions (``pull_snapshot``, ``validate_snap
 its feature set) vs without (a fresh reports prefix and feature root: every photo
 decoded and localized again, what every night cost before).
 
-Both cases pull into an empty worker cache, validate with the data config's policy and
-preprocess under the nightly's training spec (96 px pill crop), 2 workers. The photos
-(240 px synthetic pills) are ``bench/scale.py``'s, kept under
+The cold case pulls into an empty DVC cache (a new host: every shard fetched from S3 and
+verified); the warm one into the DVC cache as last night's pull left it, beside last
+night's checkout (the shards that did not change are neither fetched nor hashed again).
+The snapshots are created on another host's cache. Both validate with the data config's
+policy and preprocess under the nightly's training spec (96 px pill crop), 2 workers. The
+photos (240 px synthetic pills) are ``bench/scale.py``'s, kept under
 ``var/bench-cache/scale/<size>``; the new ones are drawn with another seed. After each
 repetition what it wrote (its pull, its set, its facts) is put back as it was, so every
 repetition starts alike. Seconds per stage are in the report's ``stages``. Not in the
@@ -41,6 +44,7 @@ from rxvision.data.settings import (
     snapshot_store,
     validation_policy,
 )
+from rxvision.data.snapshot import SnapshotSettings, SnapshotStore
 from rxvision.data.synth import generate_dataset
 from rxvision.pipeline import nightly
 from rxvision.storage.s3 import S3Store
@@ -83,10 +87,18 @@ class NightStages:
     the prefix its report (and the facts beside it) go to."""
 
     def __init__(
-        self, cfg: DataConfig, reports: str, first: FeatureManifest | None, host_cache: Path
+        self,
+        cfg: DataConfig,
+        reports: str,
+        first: FeatureManifest | None,
+        host_cache: Path,
+        dvc_start: Path | None,
     ) -> None:
         self.cfg, self.reports, self.first = cfg, reports.rstrip("/"), first
         self.host_cache = host_cache
+        # the worker's DVC cache, and what it holds when the night begins (None: nothing)
+        self.dvc_cache = snapshot_store(cfg).settings.cache_dir / "dvc-cache"
+        self.dvc_start = dvc_start
         self.stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
         # not summed: the training host's download of the new set, into a cache that
         # holds last night's set when there was one
@@ -99,6 +111,7 @@ class NightStages:
 
     def __call__(self) -> tuple[float, float]:
         report = f"{self.reports}/night2-{uuid.uuid4().hex[:6]}.json"
+        restore_dvc_cache(self.dvc_cache, self.dvc_start)
         began = time.perf_counter()
         pulled = nightly.pull_snapshot("night2", self.cfg)
         self.stages["pull"].append(time.perf_counter() - began)
@@ -142,6 +155,13 @@ class NightStages:
         s3.put_bytes(self.facts_uri, self.facts)
 
 
+def restore_dvc_cache(cache: Path, start: Path | None) -> None:
+    """The worker's DVC cache as the night finds it: ``start``'s objects (hard links)."""
+    shutil.rmtree(cache, ignore_errors=True)
+    if start is not None:
+        shutil.copytree(start, cache, copy_function=os.link)
+
+
 def built_with(manifest: FeatureManifest) -> PreprocessConfig:
     """The preprocessing config a set was built with (for ``mark_newest``)."""
     return PreprocessConfig.for_spec(manifest.spec, shard_size=manifest.config["shard_size"])
@@ -165,18 +185,26 @@ def main() -> None:
         base = load_data_config()
         warm_cfg = data_config(base, work / "registry.git", run_uri, f"{run_uri}/features")
         snapshots = snapshot_store(warm_cfg)
-        snapshots.create(photos, "night1")
-        info, _ = snapshots.create(night2, "night2")
+        creator = SnapshotStore(
+            SnapshotSettings(**{**vars(snapshots.settings), "cache_dir": work / "creator"})
+        )
+        creator.create(photos, "night1")
+        info, _ = creator.create(night2, "night2")
+        kept = getattr(info, "shards_kept", 0)  # 0 from code before the shards were kept
+        print(f"night 2: {info.shards} shards, {kept} of them night 1's", flush=True)
         print(f"last night: {args.images} photos through the nightly's stages", flush=True)
         warm_reports = f"{run_uri}/reports"
         nightly.validate_snapshot("night1", f"{warm_reports}/night1.json", warm_cfg)
         built = nightly.preprocess("night1", f"{warm_reports}/night1.json", warm_cfg)
         first = feature_store(warm_cfg).manifest(built["features_uri"].rsplit("/", 1)[1])
         assert first is not None
-        shutil.rmtree(nightly.local_snapshot_dir(snapshots.info("night1").content_hash))
+        night1_objects = work / "night1-dvc-cache"
+        shutil.copytree(
+            snapshots.settings.cache_dir / "dvc-cache", night1_objects, copy_function=os.link
+        )
         cold_cfg = data_config(base, work / "registry.git", run_uri, f"{run_uri}/cold-features")
-        cold = NightStages(cold_cfg, f"{run_uri}/cold-reports", None, work / "host-cold")
-        warm = NightStages(warm_cfg, warm_reports, first, work / "host-warm")
+        cold = NightStages(cold_cfg, f"{run_uri}/cold-reports", None, work / "host-cold", None)
+        warm = NightStages(warm_cfg, warm_reports, first, work / "host-warm", night1_objects)
         feature_store(warm_cfg).download(first, warm.host_cache)
         cases = [
             harness.Case("nothing from last night (every photo decoded)", cold),
@@ -194,6 +222,7 @@ def main() -> None:
                 **{k: v for k, v in vars(args).items() if k != "out"},
                 "night1": first.images,
                 "night2": info.images,
+                "night2_shards": [info.shards, kept],
                 "spec": first.spec.describe(),
             },
             extra={

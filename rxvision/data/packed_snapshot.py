@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -148,21 +148,34 @@ class PackedSnapshot:
                 raise SnapshotError(f"{image.path}: hash differs from the index")
             yield image, data
 
-    def verify(self, progress: Progress | None = None, *, record: bool = False) -> int:
+    def verify(
+        self,
+        progress: Progress | None = None,
+        *,
+        record: bool = False,
+        verified: Mapping[int, dict[str, int]] | None = None,
+    ) -> int:
         """Check every image's bytes against the index's sha256, shards in parallel (the
         hashing releases the GIL); ``SnapshotError`` names the first image that differs.
-        With ``record``, each image's offset is then written to ``LOCATIONS_FILE`` for
-        later readers. Returns the number of images checked."""
+        ``verified``: shards checked already (each image's offset by path: an earlier
+        checkout's, of the very same file, ``earlier_checkouts``), not read again. With
+        ``record``, each image's offset is then written to ``LOCATIONS_FILE`` for later
+        readers. Returns the number of images checked or taken as checked."""
         by_shard = self.shards()
         total = sum(len(expected) for expected in by_shard.values())
+        offsets: dict[str, int] = {}
+        for shard, found in (verified or {}).items():
+            if found.keys() != by_shard.get(shard, {}).keys():
+                raise SnapshotError(f"{self.shard_path(shard)}: verified before as other images")
+            offsets.update(found)
 
         def check(shard: int) -> dict[str, int]:
             return {i.path: i.offset for i, _ in self.verified_images(shard, by_shard[shard])}
 
-        offsets: dict[str, int] = {}
-        threads = min(4, os.cpu_count() or 1, len(by_shard) or 1)
+        todo = sorted(set(by_shard) - set(verified or {}))
+        threads = min(4, os.cpu_count() or 1, len(todo) or 1)
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            for found in pool.map(check, sorted(by_shard)):
+            for found in pool.map(check, todo):
                 offsets.update(found)
                 if progress:
                     progress("verify", len(offsets), total)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rxvision.data.earlier_checkouts import earlier_checkouts, shards_verified_before
 from rxvision.data.layout import check_class_layout
 from rxvision.data.packed_snapshot import INDEX_FILE, SHARDS_DIR, PackedSnapshot
 from rxvision.data.pulled_snapshots import mark_used
@@ -337,7 +338,15 @@ class SnapshotStore:
             work = self._fetch(staging, rev)
             info = self._read_meta(work)
             packed = PackedSnapshot(work / DATASET_DIR)
-            packed.verify(progress, record=True)
+            # last night's unchanged shards are the files its checkout verified
+            before = shards_verified_before(packed, earlier_checkouts(out))
+            packed.verify(progress, record=True, verified=before)
+            log.info(
+                "%d of %d shards of %s verified by an earlier checkout here: not read again",
+                len(before),
+                info.shards,
+                rev,
+            )
             (packed.dataset / MARKER_FILE).write_text(json.dumps(asdict(info), indent=2))
             publish_directory(packed.dataset, out, info.tag, info.content_hash)
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import shutil
 import subprocess
@@ -118,7 +119,7 @@ def test_the_remote_holds_a_few_packed_objects_not_one_per_image(
 
 
 def test_a_new_snapshot_keeps_last_nights_unchanged_shards_and_uploads_the_rest(
-    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     snapshots.create(pill_dir, "night1")  # shards of 10, 10, 10, 10, 8
     s3 = S3Store(S3Config.from_env())
@@ -140,10 +141,20 @@ def test_a_new_snapshot_keeps_last_nights_unchanged_shards_and_uploads_the_rest(
     # on S3: shard 1's 10 photos and the 2 new ones in 2 new shards, the new index and
     # DVC's new directory listing; the 4 kept shards are last night's objects
     assert len(set(s3.list_keys(remote)) - before) == 4
+    # beside last night's checkout, its 4 shards are the files it verified: not read again
     tonight = PackedSnapshot(tmp_path / "checkouts" / "night2")
-    shutil.rmtree(tmp_path / "cache" / "dvc-cache")
-    snapshots.checkout("night2", tonight.dataset)
+    with caplog.at_level(logging.INFO, logger="rxvision.data.snapshot"):
+        snapshots.checkout("night2", tonight.dataset)
+    assert "4 of 6 shards of night2 verified by an earlier checkout here" in caplog.text
     assert {image.path: image.read() for image in tonight.images()} == image_files(night2)
+    # a new host fetches every shard from S3 and verifies them all
+    caplog.clear()
+    shutil.rmtree(tmp_path / "cache" / "dvc-cache")
+    fresh = PackedSnapshot(tmp_path / "new-host" / "night2")
+    with caplog.at_level(logging.INFO, logger="rxvision.data.snapshot"):
+        snapshots.checkout("night2", fresh.dataset)
+    assert "0 of 6 shards of night2 verified by an earlier checkout here" in caplog.text
+    assert fresh.recorded_offsets == tonight.recorded_offsets
 
     def shard_digests(packed: PackedSnapshot) -> set[str]:
         shards = (packed.dataset / "shards").iterdir()
