@@ -112,6 +112,23 @@ class FileFacts:
         """True when the file decoded fully (it may still fail policy checks)."""
         return self.code is None
 
+    def with_key(self, key: str) -> FileFacts:
+        """These facts for file ``key`` (``dataclasses.replace`` costs ~2.5 us per call
+        through its field introspection: ~0.25 s for a 100,000-file night's lookups)."""
+        return FileFacts(
+            key,
+            self.size_bytes,
+            self.sha256,
+            self.format,
+            self.mode,
+            self.width,
+            self.height,
+            self.bits,
+            self.orientation,
+            self.code,
+            self.message,
+        )
+
     def __reduce__(self) -> tuple[type[FileFacts], tuple[object, ...]]:
         # one per file from each decode worker: a frozen, slotted dataclass pickles
         # through dataclasses.fields() on both sides (~25 us per file in the parent,

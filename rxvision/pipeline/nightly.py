@@ -121,14 +121,15 @@ def validate_snapshot(
     # sha256 beside the reports, and only new files are decoded
     digests = {entry.path: entry.sha256 for entry in packed.entries}
     facts_uri = known_facts_uri(report_uri, policy)
-    known = read_known_facts(facts_uri)
+    s3 = S3Store()  # one client for the task (each costs ~0.13 s to make)
+    known = read_known_facts(facts_uri, s3)
     result = DataValidator(policy, workers=workers).validate_packed(packed, known)
     report = result.to_report()
     report["snapshot_rev"] = rev
     report["facts_reused"] = known.reused
-    S3Store().put_bytes(report_uri, json.dumps(report, indent=2).encode())
+    s3.put_bytes(report_uri, json.dumps(report, indent=2).encode())
     if digests:
-        S3Store().put_bytes(facts_uri, known.kept(digests.values()).to_parquet())
+        s3.put_bytes(facts_uri, known.kept(digests.values()).to_parquet())
     s = result.summary
     log.info(
         "validation of %s: %d files (%d known by content), %d ok, %d rejected, "
@@ -174,11 +175,11 @@ def known_facts_uri(report_uri: str, policy: ValidationPolicy) -> str:
     return f"{report_uri.rsplit('/', 1)[0]}/_facts/{facts_key(limits)}.parquet"
 
 
-def read_known_facts(uri: str) -> KnownFacts:
+def read_known_facts(uri: str, s3: S3Store | None = None) -> KnownFacts:
     """The facts kept at ``uri``; none when there are none or they cannot be read (the
     files are then inspected again, and the facts written anew)."""
     try:
-        return KnownFacts.from_parquet(S3Store().get_bytes(uri))
+        return KnownFacts.from_parquet((s3 or S3Store()).get_bytes(uri))
     except NotFound:
         return KnownFacts()
     except ValueError as exc:

@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -54,12 +54,13 @@ class KnownFacts:
         if found is None:
             return None
         self.reused += 1
-        return replace(found, key=key)
+        return found.with_key(key)
 
     def add(self, facts: FileFacts) -> None:
-        """Keep ``facts`` when its file decoded fully."""
-        if facts.code is None and facts.sha256:
-            self._facts[facts.sha256] = replace(facts, key="")
+        """Keep ``facts`` when its file decoded fully (the same bytes give the same facts:
+        facts known already are kept as they are)."""
+        if facts.code is None and facts.sha256 and facts.sha256 not in self._facts:
+            self._facts[facts.sha256] = facts.with_key("")
 
     def kept(self, sha256s: Iterable[str]) -> KnownFacts:
         """Only the facts of ``sha256s`` (a dataset's files: a cache never outgrows it)."""

@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from rxvision.data.decode import (
     UNSUPPORTED_FORMAT,
@@ -115,7 +115,7 @@ def _tasks(
     one whose facts are known is ``found`` without a decode."""
     for entry in metrics.walk.files():
         metrics.entries[entry.key] = entry
-        suffix = PurePosixPath(entry.key).suffix.lower()
+        suffix = file_suffix(entry.key)
         if suffix not in policy.extensions:
             metrics.flag(
                 entry.key,
@@ -130,6 +130,14 @@ def _tasks(
             found(facts)
             continue
         yield FileTask(entry.path, entry.key, entry.offset, entry.size)
+
+
+def file_suffix(key: str) -> str:
+    """The lower-cased extension of ``key``, by ``PurePosixPath.suffix``'s rule, without
+    building a path per file (a quarter of its cost: ~0.1 s per 100,000 files)."""
+    name = key.rstrip("/").rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
 
 
 def _require_digest(facts: FileFacts, digests: Mapping[str, str], metrics: ScanMetrics) -> None:

@@ -7,13 +7,15 @@ import hashlib
 import os
 import signal
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import fields, replace
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from rxvision.data.decode import CORRUPT, DecodeLimits, FileFacts, FileTask, inspect_file
 from rxvision.data.validation import DataValidator, ValidationPolicy, known_facts
 from rxvision.data.validation.known_facts import KnownFacts, facts_key
+from rxvision.data.validation.scan import file_suffix
 
 pytestmark = pytest.mark.unit
 
@@ -91,3 +93,33 @@ def test_facts_read_back_whole_across_batches(monkeypatch: pytest.MonkeyPatch) -
 def test_facts_found_under_other_limits_are_another_cache() -> None:
     assert facts_key(DecodeLimits()) == facts_key(DecodeLimits())
     assert facts_key(DecodeLimits()) != facts_key(DecodeLimits(max_pixels=1_000_000))
+
+
+def test_a_lookup_gives_every_fact_under_the_files_own_key() -> None:
+    # every field set (a field added later gets a value here too): with_key drops none
+    values = {
+        f.name: (7 if f.type in ("int", "int | None") else f"v-{f.name}") for f in fields(FileFacts)
+    }
+    stored = FileFacts(**{**values, "key": "", "code": None})
+    known = KnownFacts({stored.sha256 or "": stored})
+    found = known.lookup(stored.sha256 or "", "amlo/img-1.jpg")
+    assert found == replace(stored, key="amlo/img-1.jpg") and known.reused == 1
+    # kept as it is when the same bytes are found again, under any key
+    known.add(replace(stored, key="other/copy.jpg"))
+    assert known.lookup(stored.sha256 or "", "x.jpg") == replace(stored, key="x.jpg")
+
+
+@pytest.mark.parametrize(
+    ("key", "suffix"),
+    [
+        ("a/b.JPG", ".jpg"),
+        ("a/b.tar.gz", ".gz"),
+        ("a/.jpg", ""),
+        ("a/b.", ""),
+        ("a.b/c", ""),
+        ("a/...jpg", ".jpg"),
+        ("noext", ""),
+    ],
+)
+def test_a_files_extension_follows_pathlibs_rule(key: str, suffix: str) -> None:
+    assert file_suffix(key) == suffix == PurePosixPath(key).suffix.lower()
