@@ -10,6 +10,7 @@ from typing import Any
 
 from rxvision.data.imaging import ImageSpec, Resample
 from rxvision.data.localize import CropSpec
+from rxvision.errors import FeatureStoreError
 
 MANIFEST = "manifest.json"
 # in a downloaded set's local folder, once every shard is there: touched at each use
@@ -87,7 +88,17 @@ class FeatureManifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeatureManifest:
-        """Read a ``manifest.json``."""
+        """Read a ``manifest.json``. Fields this version does not know (a manifest written
+        by a newer RxVision) are refused by name: read without them, a record could name
+        rows it does not hold."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        for shard in data.get("shards", []):
+            unknown |= {f"shards[].{k}" for k in set(shard) - set(ShardRecord.__dataclass_fields__)}
+        if unknown:
+            raise FeatureStoreError(
+                f"feature set {data.get('key', '?')}: manifest fields {sorted(unknown)} are "
+                "unknown to this RxVision (written by a newer version?): upgrade this host"
+            )
         shards = [ShardRecord(**s) for s in data["shards"]]
         return cls(**{**data, "shards": shards})
 

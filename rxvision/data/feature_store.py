@@ -176,7 +176,7 @@ class FeatureStore:
         The newest alone would do but for an ad-hoc build of a few images, after which
         the next night would decode nearly everything again."""
         recent = self.recent.keys(config.config_hash())
-        found = [m for m in map(self.manifest, recent) if m is not None]
+        found = [m for m in map(self._readable_manifest, recent) if m is not None]
         candidates = [m for m in found if m.spec == config.spec]
         if not candidates:
             return None
@@ -184,6 +184,15 @@ class FeatureStore:
         manifest = max(candidates, key=lambda m: rows_among(m.shards, wanted))
         log.info("reusing unchanged images' rows of %s", self.prefix(manifest.key))
         return manifest
+
+    def _readable_manifest(self, key: str) -> FeatureManifest | None:
+        """``manifest``, or None with a warning when this version cannot read it: a set
+        another version wrote is no reason to fail a night, only one to reuse nothing."""
+        try:
+            return self.manifest(key)
+        except FeatureStoreError as exc:
+            log.warning("not reusing %s: %s", self.prefix(key), exc)
+            return None
 
     def object_uri(self, manifest: FeatureManifest, shard: ShardRecord) -> str:
         """The URI of the array ``shard`` (of ``manifest``) reads."""

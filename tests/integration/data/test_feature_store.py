@@ -357,6 +357,22 @@ def test_no_rows_are_reused_from_another_spec_or_a_deleted_set(
     assert built and second.extra["reused"] == 0 and second.images == 49
 
 
+def test_a_set_written_by_a_newer_version_is_refused_by_name_and_not_reused(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, cfg, first = first_night(store, pill_dir, tmp_path)
+    uri = f"{store.prefix(first.key)}/manifest.json"
+    data = json.loads(store.s3.get_bytes(uri))
+    data["shards"][0]["mask"] = [0, 1]  # a field a later version might add
+    store.s3.put_bytes(uri, json.dumps(data).encode())
+    with pytest.raises(FeatureStoreError, match=rf"{first.key}: .*'shards\[\]\.mask'"):
+        store.manifest(first.key)
+    # the next night reuses nothing from it, and says why, instead of failing
+    with caplog.at_level("WARNING"):
+        assert store.earlier_rows(cfg) is None
+    assert f"not reusing {store.prefix(first.key)}" in caplog.text
+
+
 def test_an_earlier_shard_gone_from_s3_is_decoded_instead_and_the_build_still_equal(
     store: FeatureStore, pill_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
