@@ -47,6 +47,7 @@ from rxvision.data.settings import (
 from rxvision.data.snapshot import SnapshotSettings, SnapshotStore
 from rxvision.data.synth import generate_dataset
 from rxvision.pipeline import nightly
+from rxvision.pipeline.facts_store import known_facts_uri
 from rxvision.storage.s3 import S3Store
 
 STAGES = ("pull", "validate", "preprocess")
@@ -105,7 +106,7 @@ class NightStages:
         self.download: list[float] = []
         self.reused: list[dict[str, int]] = []
         policy = validation_policy(cfg)
-        self.facts_uri = nightly.known_facts_uri(f"{self.reports}/night2.json", policy)
+        self.facts_uri = known_facts_uri(f"{self.reports}/night2.json", policy)
         s3 = S3Store()
         self.facts = s3.get_bytes(self.facts_uri) if first is not None else None
 

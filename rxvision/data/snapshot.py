@@ -96,6 +96,8 @@ class SnapshotStore:
     def __init__(self, settings: SnapshotSettings) -> None:
         self.settings = settings
         ensure_registry(settings.registry_url)
+        # a pushed tag never moves (atomic pushes, never forced): each is cloned once
+        self._infos: dict[str, SnapshotInfo] = {}
 
     # --- reading the registry -------------------------------------------------------------
 
@@ -106,9 +108,10 @@ class SnapshotStore:
 
     def info(self, tag: str) -> SnapshotInfo:
         """The snapshot behind a tag (``SnapshotError`` when there is none)."""
-        with tempfile.TemporaryDirectory(prefix="rxv-reg-") as tmp:
-            work = self._clone(Path(tmp), tag)
-            return self._read_meta(work)
+        if tag not in self._infos:
+            with tempfile.TemporaryDirectory(prefix="rxv-reg-") as tmp:
+                self._infos[tag] = self._read_meta(self._clone(Path(tmp), tag))
+        return self._infos[tag]
 
     def list_snapshots(self) -> list[SnapshotInfo]:
         """Every snapshot, oldest first."""

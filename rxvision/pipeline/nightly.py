@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from rxvision.config.schema import DataConfig
-from rxvision.data.decode import DecodeLimits
 from rxvision.data.feature_store import PreprocessConfig, feature_key
 from rxvision.data.imaging import ImageSpec
 from rxvision.data.packed_snapshot import PackedSnapshot
@@ -28,11 +27,11 @@ from rxvision.data.settings import (
     validation_policy,
 )
 from rxvision.data.validation import DataValidator
-from rxvision.data.validation.known_facts import KnownFacts, facts_key
-from rxvision.data.validation.policy import ValidationPolicy
-from rxvision.errors import DataValidationError, NotFound, RxVisionError
+from rxvision.errors import DataValidationError, RxVisionError
 from rxvision.home import Home
+from rxvision.pipeline.facts_store import known_facts_uri, read_known_facts
 from rxvision.pipeline.held_out import held_out_images
+from rxvision.pipeline.task_gauges import send_gauges
 from rxvision.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
@@ -49,22 +48,6 @@ class NotPromoted(RxVisionError):
     """The production gates refused the new model: the champion stays."""
 
     exit_code = 7
-
-
-def send_gauges(scope: str, values: dict[str, float | int | None]) -> None:
-    """Gauges ``rxvision.<scope>.<name>`` to ``STATSD_HOST`` (a no-op without one)."""
-    import os
-
-    import statsd
-
-    host = os.environ.get("STATSD_HOST")
-    if not host:
-        return
-    client = statsd.StatsClient(host, int(os.environ.get("STATSD_PORT") or 8125), prefix="rxvision")
-    with client.pipeline() as pipe:
-        for name, value in values.items():
-            if value is not None:
-                pipe.gauge(f"{scope}.{name}", float(value))
 
 
 def local_snapshot_dir(content_hash: str, home: Home | None = None) -> Path:
@@ -166,25 +149,6 @@ def validate_snapshot(
         "quarantined": s.quarantined,
         "images_per_second": round(s.images_per_second, 1),
     }
-
-
-def known_facts_uri(report_uri: str, policy: ValidationPolicy) -> str:
-    """Where the facts of inspected files are kept: beside the reports, one object per
-    set of decode limits."""
-    limits = DecodeLimits(max_pixels=policy.max_pixels, max_file_bytes=policy.max_file_bytes)
-    return f"{report_uri.rsplit('/', 1)[0]}/_facts/{facts_key(limits)}.parquet"
-
-
-def read_known_facts(uri: str, s3: S3Store | None = None) -> KnownFacts:
-    """The facts kept at ``uri``; none when there are none or they cannot be read (the
-    files are then inspected again, and the facts written anew)."""
-    try:
-        return KnownFacts.from_parquet((s3 or S3Store()).get_bytes(uri))
-    except NotFound:
-        return KnownFacts()
-    except ValueError as exc:
-        log.warning("known facts at %s unreadable (%s): inspecting every file", uri, exc)
-        return KnownFacts()
 
 
 def training_spec() -> ImageSpec:

@@ -183,6 +183,20 @@ def test_moving_a_tag_is_refused(snapshots: SnapshotStore, pill_dir: Path, tmp_p
     assert snapshots.latest() == "v2"
 
 
+def test_a_tags_snapshot_is_read_from_the_registry_once_per_store(
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    info, _ = snapshots.create(pill_dir, "v1")
+    assert snapshots.info("v1") == info
+    # tags never move: with the registry gone, the store still knows what v1 is...
+    registry = tmp_path / "registry.git"
+    registry.rename(tmp_path / "moved.git")
+    assert snapshots.info("v1") == info
+    # ...and only that: a tag it never read is looked up, and fails
+    with pytest.raises(SnapshotError):
+        snapshots.info("v2")
+
+
 def test_excluded_files_are_listed_not_dropped_silently(
     snapshots: SnapshotStore, pill_dir: Path
 ) -> None:
