@@ -106,14 +106,17 @@ class ThumbnailCache:
         self.max_segments = max_segments
         self.keep = keep
         self._partitions: dict[str, _Partition] = {}
+        self._uris: dict[ImageSpec, str] = {}
         self._lock = threading.Lock()
         self.hits = 0
 
     def partition_uri(self, spec: ImageSpec) -> str:
         """Where the thumbnails of ``spec`` at this size and quality are kept."""
-        key = {"spec": spec.to_dict(), "px": self.thumb_px, "quality": self.jpeg_quality}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-        return f"{self.root}/{digest[:12]}"
+        if spec not in self._uris:  # hashed once per spec, not twice per flagged row
+            key = {"spec": spec.to_dict(), "px": self.thumb_px, "quality": self.jpeg_quality}
+            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+            self._uris[spec] = f"{self.root}/{digest[:12]}"
+        return self._uris[spec]
 
     def get(self, spec: ImageSpec, digest: str) -> bytes | None:
         """The cached thumbnail of the image whose bytes hash to ``digest``, or None."""

@@ -190,3 +190,15 @@ def test_an_unreadable_or_unwritable_cache_never_costs_the_gallery(
     unwritable = score(photos, tmp_path / "run3", cache)
     assert unwritable["review_uri"] and len(pictures(tmp_path / "run3")) == 6
     assert unwritable["review"]["thumbnails"] == {"reused": 0, "stored": 0}
+
+
+def test_each_contract_size_and_quality_has_its_own_partition(tmp_path: Path) -> None:
+    cache = ThumbnailCache(str(tmp_path), Storage(), thumb_px=160, jpeg_quality=80)
+    pill = ImageSpec(img_size=96, crop=CropSpec())
+    whole = ImageSpec(img_size=96)
+    assert cache.partition_uri(pill) == cache.partition_uri(ImageSpec(img_size=96, crop=CropSpec()))
+    assert cache.partition_uri(pill) != cache.partition_uri(whole)
+    assert cache.partition_uri(whole) == cache.partition_uri(whole)  # asked again
+    smaller = ThumbnailCache(str(tmp_path), Storage(), thumb_px=120, jpeg_quality=80)
+    coarser = ThumbnailCache(str(tmp_path), Storage(), thumb_px=160, jpeg_quality=60)
+    assert len({c.partition_uri(pill) for c in (cache, smaller, coarser)}) == 3
