@@ -9,8 +9,9 @@ another HTTP client) and sent by urllib3 costs ~0.65 ms (``bench/scoring_job.py`
 
 What botocore did for these reads is kept:
 - retries of dropped connections, 5xx and throttling (``AWS_MAX_ATTEMPTS`` attempts,
-  exponential backoff with jitter, ``Retry-After`` honoured); the client's timeouts and
-  connection pool size;
+  exponential backoff with jitter, at most 20 s: a ``Retry-After`` header is not obeyed,
+  as botocore's standard mode does not, so no answer can park a worker); the client's
+  timeouts and connection pool size;
 - TLS verified against ``AWS_CA_BUNDLE`` (or the ``ca_bundle`` of the AWS config), else
   the bundle botocore uses;
 - the response's checksum checked where the store sends one (asked for with
@@ -85,6 +86,7 @@ class PresignedReads:
                 backoff_factor=0.5,
                 backoff_max=20,
                 backoff_jitter=0.5,
+                respect_retry_after_header=False,
                 raise_on_status=False,  # the last answer is read below, with its S3 code
                 redirect=False,
             ),

@@ -99,6 +99,7 @@ class Unavailable(http.server.BaseHTTPRequestHandler):
         type(self).gets += 1
         body = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
         self.send_response(503)
+        self.send_header("Retry-After", "3600")  # not obeyed: no answer parks a worker
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
