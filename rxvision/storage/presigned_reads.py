@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 import urllib.request
 import zlib
@@ -46,6 +47,28 @@ EXPIRES_S = 900
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound"})
 CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}
+# a presigned URL's query: a credential for its object until it expires, never shown
+SIGNED_QUERY = re.compile(r"\?[^\s'\"]*X-Amz-Signature=[^\s'\"]*", re.IGNORECASE)
+
+
+def redact_signed(text: str) -> str:
+    """``text`` with every presigned query replaced by ``?<signed>``."""
+    return SIGNED_QUERY.sub("?<signed>", text)
+
+
+class _RedactSigned(logging.Filter):
+    """urllib3 logs requests and retries with their URL: without its signed query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "X-Amz-" in message:
+            record.msg, record.args = redact_signed(message), None
+        return True
+
+
+# the loggers of urllib3's modules that name a request's URL (a filter is per logger)
+for _name in ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry"):
+    logging.getLogger(_name).addFilter(_RedactSigned())
 
 
 def _crc32(data: bytes) -> bytes:
@@ -105,10 +128,12 @@ class PresignedReads:
         try:
             reply = self._http.request("GET", url, headers=CHECKSUM_MODE)
         except urllib3.exceptions.HTTPError as exc:
+            # MaxRetryError names the URL: say what broke, never the signed query
+            why = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
             raise EndpointUnreachable(
                 f"S3 endpoint {self._endpoint} unreachable reading {uri}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+                + redact_signed(f"{type(why).__name__}: {why}")
+            ) from None
         if reply.status == 200:
             check_checksum(uri, reply.headers, reply.data)
             return bytes(reply.data)

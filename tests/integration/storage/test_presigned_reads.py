@@ -4,8 +4,10 @@ checksum, errors by kind, retries, and botocore kept where a proxy is configured
 from __future__ import annotations
 
 import http.server
+import logging
 import socket
 import threading
+import traceback
 import uuid
 from collections.abc import Iterator
 
@@ -82,12 +84,22 @@ def storage_at(endpoint: str) -> Storage:
     return Storage(S3Store(S3Config(endpoint_url=endpoint, access_key="a", secret_key="b")))
 
 
-def test_a_store_that_does_not_answer_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_store_that_does_not_answer_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     endpoint = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(EndpointUnreachable, match=f"S3 endpoint {endpoint} unreachable") as caught:
+    with (
+        caplog.at_level(logging.DEBUG, logger="urllib3"),
+        pytest.raises(EndpointUnreachable, match=f"S3 endpoint {endpoint} unreachable") as caught,
+    ):
         storage_at(endpoint).read("s3://bkt/a.jpg")
     assert storage_unavailable(caught.value)
+    assert "Connection refused" in str(caught.value) and "Max retries" not in str(caught.value)
+    # the signed URL is a credential for the object: in no message, log line or traceback
+    assert "Retrying" in caplog.text and "/bkt/a.jpg?<signed>" in caplog.text
+    shown = str(caught.value) + caplog.text + "".join(traceback.format_exception(caught.value))
+    assert "X-Amz-Signature" not in shown and "X-Amz-Credential" not in shown
 
 
 class Unavailable(http.server.BaseHTTPRequestHandler):
@@ -120,13 +132,17 @@ def unavailable() -> Iterator[str]:
 
 
 def test_a_5xx_is_retried_then_an_outage_with_s3s_code(
-    unavailable: str, monkeypatch: pytest.MonkeyPatch
+    unavailable: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     storage = storage_at(unavailable)
-    with pytest.raises(S3ReadFailed, match="503 SlowDown Reduce your rate") as caught:
+    with (
+        caplog.at_level(logging.DEBUG, logger="urllib3"),
+        pytest.raises(S3ReadFailed, match="503 SlowDown Reduce your rate") as caught,
+    ):
         storage.read("s3://bkt/a.jpg")
     assert caught.value.status == 503 and storage_unavailable(caught.value)
+    assert "X-Amz-Signature" not in caplog.text  # urllib3 logs each retry's URL
     # every attempt botocore would have made, no more
     assert Unavailable.gets == storage.s3.client.meta.config.retries["total_max_attempts"] == 3
 
