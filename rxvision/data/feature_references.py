@@ -9,9 +9,12 @@ record that names the earlier object (``ShardRecord.set_key``) and the rows of i
 are still in the set (``ShardRecord.rows``) moves nothing: only the new photos, and the
 rows of objects that lost most of theirs, are written.
 
-An object is read in place only while at least ``MIN_SHARE`` of its rows are in the new
-set, so a set never makes training fetch a shard mostly for rows it no longer holds: the
-few survivors of a mostly-removed shard are copied into the new set's own shards. Each
+An object is read in place only while its rows in the new set are at least ``MIN_SHARE``
+of its rows and of a full shard (``shard_size``). So a set never makes training fetch a
+shard mostly for rows it no longer holds: the few survivors of a mostly-removed shard are
+copied into the new set's own shards. And small shards merge: each night's few new photos
+make a small shard, which the next night copies, with that night's new photos, into a
+fuller one, instead of sets naming one more small object every night. Each
 object read in place is first checked by its ``.npy`` header and size (one ranged GET):
 one that is gone, cut short or of another shape is not referenced, and its rows go the
 copy-or-decode way. The pixels are the earlier set's, which a decode of the same bytes
@@ -60,10 +63,14 @@ class ReferencePlan:
 
 
 def plan_references(
-    images: Sequence[SourceImage], earlier: FeatureManifest, stored_rows: StoredRows
+    images: Sequence[SourceImage],
+    earlier: FeatureManifest,
+    stored_rows: StoredRows,
+    shard_size: int,
 ) -> ReferencePlan:
     """Which of ``images`` (sorted by path) are read in place from ``earlier``'s objects,
-    matched by sha256, and which are left to write (in their order)."""
+    matched by sha256, and which are left to write (in their order) into shards of
+    ``shard_size`` rows."""
     where: dict[str, tuple[int, int]] = {}
     for number, shard in enumerate(earlier.shards):
         for row, digest in enumerate(shard.sha256):
@@ -82,7 +89,7 @@ def plan_references(
     kept: set[str] = set()
     for number in numbers:
         group = groups[number]
-        record = _referenced(earlier.shards[number], group, stored[number], earlier)
+        record = _referenced(earlier.shards[number], group, stored[number], earlier, shard_size)
         if record is not None:
             referenced.append(record)
             kept.update(image.path for image, _ in group)
@@ -95,13 +102,15 @@ def _referenced(
     group: list[tuple[SourceImage, int]],
     stored: int | None,
     earlier: FeatureManifest,
+    shard_size: int,
 ) -> ShardRecord | None:
     """A record of ``group``'s rows read in place from ``shard``'s object (``stored``
-    rows by its header), or None when the object is unusable or would be mostly unread."""
+    rows by its header), or None when the object is unusable, would be mostly unread, or
+    would keep a small shard (its rows are then merged into the new set's shards)."""
     rows = shard.array_rows()
     if stored is None or len(rows) != len(shard.paths) or max(rows, default=0) >= stored:
         return None
-    if len(group) < MIN_SHARE * stored:
+    if len(group) < MIN_SHARE * max(stored, shard_size):
         return None
     picked = [rows[row] for _, row in group]
     return ShardRecord(

@@ -133,7 +133,7 @@ class FeatureStore:
         plan = ReferencePlan([], rows)
         earlier = None
         if source is not None:
-            plan = plan_references(rows, source, self._stored_rows(config))
+            plan = plan_references(rows, source, self._stored_rows(config), config.shard_size)
             earlier = self._rows_of(source)
         attempt = uuid.uuid4().hex[:12]
         began = time.monotonic()

@@ -268,6 +268,38 @@ def test_a_new_snapshot_reads_its_unchanged_images_rows_in_place_from_the_last_s
     assert_same_set(second, warm_paths, cold, cold_store.download(cold, tmp_path / "cold"))
 
 
+def test_a_nights_small_shard_is_merged_with_the_next_nights_new_photos(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    snapshots = snapshot_store(tmp_path)
+    snapshots.create(pill_dir, "v1")
+    cfg = PreprocessConfig.for_spec(ImageSpec(img_size=40, crop=CropSpec()), 16)
+    first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
+    next_night(pill_dir, tmp_path / "night2")
+    snapshots.create(tmp_path / "night2", "v2")
+    second, _ = preprocess_snapshot(snapshots, store, "v2", cfg)
+    assert [len(s.paths) for s in second.shards] == [14, 16, 16, 3]
+    # night 3: two more new photos. Night 2's own 3-row shard is under half a shard: its
+    # rows are copied, with the 2 new, into one shard; first's objects stay read in place
+    shutil.copytree(tmp_path / "night2", tmp_path / "night3")
+    photos = sorted((tmp_path / "night3").rglob("*.jpg"))
+    for n, source in enumerate(photos[30:32]):
+        with Image.open(source) as photo:
+            photo.rotate(180).save(source.parent / f"third-{n}.jpg", quality=90)
+    snapshots.create(tmp_path / "night3", "v3")
+    third, built = preprocess_snapshot(snapshots, store, "v3", cfg)
+    assert built and third.images == 51 and third.extra["reused_from"] == second.key
+    assert third.extra["read_in_place"] == 46 and third.extra["reused"] == 49
+    assert [s.set_key for s in third.shards] == [first.key] * 3 + [""]
+    assert [len(s.paths) for s in third.shards] == [14, 16, 16, 5]
+    assert third.sets_read() == [first.key]
+    assert set(second.shards[3].paths) < set(third.shards[3].paths)
+    cold_store = FeatureStore(store.root_uri + "-cold")
+    cold, _ = preprocess_snapshot(snapshots, cold_store, "v3", cfg)
+    warm_paths = store.download(third, tmp_path / "warm")
+    assert_same_set(third, warm_paths, cold, cold_store.download(cold, tmp_path / "cold"))
+
+
 def test_the_next_nights_training_host_links_the_shards_it_already_has(
     store: FeatureStore, pill_dir: Path, tmp_path: Path
 ) -> None:
@@ -290,14 +322,16 @@ def test_the_next_nights_training_host_links_the_shards_it_already_has(
     assert fetched == [store.object_uri(second, second.shards[3])]
     assert [p.stat().st_ino for p in got[:3]] == [p.stat().st_ino for p in had]
     assert got[0].name == f"{first.key}--{Path(first.shards[0].key).name}"
-    # a third night reads the second's objects in place, and links them from its folder
-    # once the first's is gone
+    # a third night reads the objects the second read in place, and links them from the
+    # second's folder once the first's is gone (its new photo is a copy of one of them);
+    # the second's own 3-row shard is under half a shard: copied into one of the third's
     shutil.rmtree(cache / first.key)
     (tmp_path / "night2" / "ndc-extra").mkdir()
     shutil.copy(sorted(pill_dir.rglob("*.jpg"))[3], tmp_path / "night2" / "ndc-extra" / "x.jpg")
     snapshots.create(tmp_path / "night2", "v3")
     third, _ = preprocess_snapshot(snapshots, store, "v3", cfg)
-    assert third.sets_read() == sorted([first.key, second.key])
+    assert third.sets_read() == [first.key] and "ndc-extra/x.jpg" in third.shards[0].paths
+    assert third.shards[3].paths == second.shards[3].paths and not third.shards[3].set_key
     fetched.clear()
     again = store.download(third, cache)
     assert fetched == [store.object_uri(third, s) for s in third.shards if not s.set_key]

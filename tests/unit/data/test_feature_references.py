@@ -46,7 +46,7 @@ def test_whole_and_mostly_kept_shards_are_read_in_place_the_rest_left_to_write()
         ],
         key=lambda i: i.path,
     )
-    plan = plan_references(images, before, lambda key: 4)
+    plan = plan_references(images, before, lambda key: 4, shard_size=4)
     assert MIN_SHARE == 0.5 and plan.rows == 7
     whole, most = plan.shards
     assert (whole.key, whole.set_key, whole.rows) == (before.shards[0].key, "set-b", None)
@@ -67,12 +67,12 @@ def test_an_object_that_cannot_be_read_in_place_leaves_its_rows_to_write() -> No
         checked.append(key)
         return None if "00001" in key else 4
 
-    plan = plan_references(images, before, stored_rows)
+    plan = plan_references(images, before, stored_rows, shard_size=4)
     assert checked == [f"set-b/{before.shards[s].key}" for s in range(2)]
     assert [s.key for s in plan.shards] == [before.shards[0].key]
     assert [i.path for i in plan.rest] == [f"a/1-{r}.jpg" for r in range(4)]
     # an object shorter than the rows its record lists is not read either
-    assert plan_references(images, before, lambda key: 3).shards == []
+    assert plan_references(images, before, lambda key: 3, shard_size=4).shards == []
 
 
 def test_a_row_read_in_place_twice_points_at_the_object_that_holds_it() -> None:
@@ -81,11 +81,26 @@ def test_a_row_read_in_place_twice_points_at_the_object_that_holds_it() -> None:
     chained = record(0, 2, set_key="set-a", rows=[1, 3])
     before = earlier([chained])
     images = [image("a/x.jpg", "h0-1"), image("a/y.jpg", "h0-0")]
-    plan = plan_references(images, before, lambda key: 4)
+    plan = plan_references(images, before, lambda key: 4, shard_size=4)
     (kept,) = plan.shards
     assert (kept.set_key, kept.rows, kept.key) == ("set-a", [3, 1], chained.key)
     assert before.object_key(chained) == f"set-a/{chained.key}"
     assert before.sets_read() == ["set-a"]
+
+
+def test_a_small_shard_is_left_to_write_so_that_small_shards_merge() -> None:
+    # shard 0 is a whole 8-row shard, shard 1 a night's 3 new photos, shard 2 a night's 4
+    before = earlier([record(0, 8), record(1, 3), record(2, 4)])
+    images = [
+        image(f"a/{s}-{r}.jpg", f"h{s}-{r}") for s, n in ((0, 8), (1, 3), (2, 4)) for r in range(n)
+    ]
+    sizes = {before.object_key(r): len(r.paths) for r in before.shards}
+    plan = plan_references(images, before, sizes.__getitem__, shard_size=8)
+    # under half a shard of 8 rows: copied into the new set's shards with the new photos
+    assert [s.key for s in plan.shards] == [before.shards[0].key, before.shards[2].key]
+    assert [i.path for i in plan.rest] == [f"a/1-{r}.jpg" for r in range(3)]
+    # a set of small shards reads them all in place when shards are that small
+    assert plan_references(images, before, sizes.__getitem__, shard_size=6).rest == []
 
 
 def npy(array: np.ndarray) -> bytes:
