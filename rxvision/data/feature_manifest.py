@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,15 @@ class ShardRecord:
     def array_rows(self) -> list[int]:
         """The stored array's row of each of this record's rows."""
         return list(self.rows) if self.rows is not None else list(range(len(self.paths)))
+
+
+def rows_by_sha256(shards: Sequence[ShardRecord]) -> dict[str, tuple[int, int]]:
+    """Where each file sha256 first lies among ``shards``: (shard number, row)."""
+    where: dict[str, tuple[int, int]] = {}
+    for number, shard in enumerate(shards):
+        for row, digest in enumerate(shard.sha256):
+            where.setdefault(digest, (number, row))
+    return where
 
 
 @dataclass(frozen=True)

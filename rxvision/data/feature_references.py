@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib import format as npy_format
 
-from rxvision.data.feature_manifest import FeatureManifest, ShardRecord
+from rxvision.data.feature_manifest import FeatureManifest, ShardRecord, rows_by_sha256
 from rxvision.data.source_image import SourceImage
 
 # the smallest share of an earlier object's rows that keeps it read in place
@@ -71,10 +71,7 @@ def plan_references(
     """Which of ``images`` (sorted by path) are read in place from ``earlier``'s objects,
     matched by sha256, and which are left to write (in their order) into shards of
     ``shard_size`` rows."""
-    where: dict[str, tuple[int, int]] = {}
-    for number, shard in enumerate(earlier.shards):
-        for row, digest in enumerate(shard.sha256):
-            where.setdefault(digest, (number, row))
+    where = rows_by_sha256(earlier.shards)
     groups: dict[int, list[tuple[SourceImage, int]]] = {}
     for image in images:
         found = where.get(image.sha256) if image.sha256 else None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rxvision.data.feature_manifest import ShardRecord
+from rxvision.data.feature_manifest import ShardRecord, rows_by_sha256
 from rxvision.errors import FeatureStoreError, NotFound, RxVisionError
 from rxvision.storage.s3 import S3Store
 
@@ -66,10 +66,7 @@ class EarlierRows:
         self._keep = max(1, keep)
         self._loaded: OrderedDict[int, np.ndarray] = OrderedDict()
         self._unreadable: set[int] = set()
-        self._where: dict[str, tuple[int, int]] = {}
-        for number, shard in enumerate(self.shards):
-            for row, digest in enumerate(shard.sha256):
-                self._where.setdefault(digest, (number, row))
+        self._where = rows_by_sha256(self.shards)
 
     def __len__(self) -> int:
         return len(self._where)
