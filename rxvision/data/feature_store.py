@@ -9,7 +9,8 @@ into a local cache and memory-mapped) and augments them on the fly.
 
 A new snapshot's unchanged images are not decoded again: their rows are read in place
 from a recent set's shards (``feature_references``), or copied from them
-(``feature_reuse``) where a shard lost most of its rows.
+(``feature_reuse``) where a shard lost most of its rows or is under half full (so small
+shards merge).
 """
 
 from __future__ import annotations
