@@ -23,7 +23,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -320,7 +319,7 @@ class FeatureStore:
         loses the race drops its own attempt and returns the winner's manifest. The
         committed set becomes the newest of ``config`` (whose rows a later build reuses)."""
         bucket, key = parse_s3_uri(f"{self.prefix(manifest.key)}/{MANIFEST}")
-        body = json.dumps(asdict(manifest), indent=1).encode()
+        body = manifest.to_bytes()
         try:
             self.s3.client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
         except ClientError as exc:

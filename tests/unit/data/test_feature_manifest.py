@@ -3,6 +3,7 @@ know is refused by name instead of being dropped."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 import pytest
@@ -23,6 +24,10 @@ def manifest() -> FeatureManifest:
 
 def test_a_manifest_reads_back_as_written() -> None:
     assert FeatureManifest.from_json(asdict(manifest())) == manifest()
+    # what is stored: the same fields as before (older hosts read it), compact
+    stored = manifest().to_bytes()
+    assert json.loads(stored) == asdict(manifest()) and b"\n" not in stored
+    assert FeatureManifest.from_json(json.loads(stored)) == manifest()
 
 
 def test_a_shard_field_from_a_newer_version_is_refused_naming_it() -> None:
