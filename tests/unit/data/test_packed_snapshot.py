@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import tarfile
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -101,6 +103,24 @@ def test_the_index_reads_back_whole_across_batches(
     write_index(entries, tmp_path / INDEX_FILE)
     monkeypatch.setattr(snapshot_shards, "INDEX_BATCH", 2)  # 7 entries: 4 batches
     assert read_index(tmp_path / INDEX_FILE) == entries
+
+
+def test_an_index_column_unknown_or_missing_is_named_and_shard_defaults(
+    photos: Path, tmp_path: Path
+) -> None:
+    entries, _ = assign_shards(index_directory(photos), 3)
+    rows = [{k: v for k, v in asdict(e).items() if k != "shard"} for e in entries]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "old.parquet")
+    # an index written before shards existed: every entry unassigned
+    assert read_index(tmp_path / "old.parquet") == [replace(e, shard=-1) for e in entries]
+    newer = [{**asdict(e), "offset": 0} for e in entries]
+    pq.write_table(pa.Table.from_pylist(newer), tmp_path / "newer.parquet")
+    with pytest.raises(SnapshotError, match=r"unknown \['offset'\], missing \[\]"):
+        read_index(tmp_path / "newer.parquet")
+    no_hash = [{k: v for k, v in r.items() if k != "sha256"} for r in rows]
+    pq.write_table(pa.Table.from_pylist(no_hash), tmp_path / "broken.parquet")
+    with pytest.raises(SnapshotError, match=r"unknown \[\], missing \['sha256'\]"):
+        read_index(tmp_path / "broken.parquet")
 
 
 def test_a_member_whose_size_differs_from_the_index_is_refused(
