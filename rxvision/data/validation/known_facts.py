@@ -68,8 +68,10 @@ class KnownFacts:
 
     def to_parquet(self) -> bytes:
         """The facts as a Parquet file (one row per sha256)."""
-        rows = [{name: getattr(f, name) for name in _COLUMNS} for f in self._facts.values()]
-        table = pa.Table.from_pylist(rows, schema=_schema())
+        facts = list(self._facts.values())
+        # column by column: a dict per row was 0.5 s of a 100,000-file night
+        columns = {name: [getattr(f, name) for f in facts] for name in _COLUMNS}
+        table = pa.Table.from_pydict(columns, schema=_schema())
         buf = io.BytesIO()
         pq.write_table(table, buf)
         return buf.getvalue()
@@ -88,7 +90,8 @@ class KnownFacts:
             for batch in parquet.iter_batches(batch_size=FACTS_BATCH):
                 columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
                 for row in zip(*columns, strict=True):
-                    facts = FileFacts(key="", **dict(zip(_COLUMNS, row, strict=True)))
+                    # positional: _COLUMNS are FileFacts' fields after ``key``, in order
+                    facts = FileFacts("", *row)
                     if facts.sha256:
                         known[facts.sha256] = facts
         except pa.ArrowException as exc:
