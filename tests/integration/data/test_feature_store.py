@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -240,18 +241,40 @@ def assert_same_set(
     assert all(np.array_equal(ours[path], theirs[path]) for path in ours)
 
 
-def test_a_new_snapshot_reads_its_unchanged_images_rows_in_place_from_the_last_set(
-    store: FeatureStore, pill_dir: Path, tmp_path: Path
-) -> None:
+@dataclass
+class TwoNights:
+    """Two nights' snapshots (v1, then ``next_night``'s v2 in ``tmp_path / "night2"``)
+    and their 40 px pill-crop sets, 16 rows per shard."""
+
+    snapshots: SnapshotStore
+    cfg: PreprocessConfig
+    first: FeatureManifest
+    second: FeatureManifest
+    second_built: bool
+    images: int
+    unchanged: int
+
+
+def two_cropped_nights(store: FeatureStore, pill_dir: Path, tmp_path: Path) -> TwoNights:
+    """Build ``pill_dir``'s set as v1, then the next night's as v2."""
     snapshots = snapshot_store(tmp_path)
     snapshots.create(pill_dir, "v1")
     cfg = PreprocessConfig.for_spec(ImageSpec(img_size=40, crop=CropSpec()), 16)
     first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
-    assert first.extra["reused"] == 0 and "reused_from" not in first.extra
     images, unchanged = next_night(pill_dir, tmp_path / "night2")
     snapshots.create(tmp_path / "night2", "v2")
     second, built = preprocess_snapshot(snapshots, store, "v2", cfg)
-    assert built and second.images == images == 49
+    return TwoNights(snapshots, cfg, first, second, built, images, unchanged)
+
+
+def test_a_new_snapshot_reads_its_unchanged_images_rows_in_place_from_the_last_set(
+    store: FeatureStore, pill_dir: Path, tmp_path: Path
+) -> None:
+    nights = two_cropped_nights(store, pill_dir, tmp_path)
+    snapshots, cfg, first, second = nights.snapshots, nights.cfg, nights.first, nights.second
+    images, unchanged = nights.images, nights.unchanged
+    assert first.extra["reused"] == 0 and "reused_from" not in first.extra
+    assert nights.second_built and second.images == images == 49
     assert second.extra["reused"] == second.extra["read_in_place"] == unchanged == 46
     assert second.extra["reused_from"] == first.key and second.sets_read() == [first.key]
     # first's three shards (14, 16 and 16 rows still in the set) are read in place: the
@@ -271,13 +294,8 @@ def test_a_new_snapshot_reads_its_unchanged_images_rows_in_place_from_the_last_s
 def test_a_nights_small_shard_is_merged_with_the_next_nights_new_photos(
     store: FeatureStore, pill_dir: Path, tmp_path: Path
 ) -> None:
-    snapshots = snapshot_store(tmp_path)
-    snapshots.create(pill_dir, "v1")
-    cfg = PreprocessConfig.for_spec(ImageSpec(img_size=40, crop=CropSpec()), 16)
-    first, _ = preprocess_snapshot(snapshots, store, "v1", cfg)
-    next_night(pill_dir, tmp_path / "night2")
-    snapshots.create(tmp_path / "night2", "v2")
-    second, _ = preprocess_snapshot(snapshots, store, "v2", cfg)
+    nights = two_cropped_nights(store, pill_dir, tmp_path)
+    snapshots, cfg, first, second = nights.snapshots, nights.cfg, nights.first, nights.second
     assert [len(s.paths) for s in second.shards] == [14, 16, 16, 3]
     # night 3: two more new photos. Night 2's own 3-row shard is under half a shard: its
     # rows are copied, with the 2 new, into one shard; first's objects stay read in place
