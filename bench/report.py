@@ -23,6 +23,7 @@ ORDER = [
     "orchestration",
     "scale",
     "nightly_reuse",
+    "feature_nights",
     "gpu_train",
     "gpu_input",
 ]
@@ -90,6 +91,24 @@ def render_stages(data: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
+NIGHT_COLUMNS = ("night", "images", "seconds", "shards", "small", "read_in_place", "sets_read")
+
+
+def render_nights(data: dict[str, Any]) -> str:
+    """bench/feature_nights.py's nights: each one's seconds and what its set holds."""
+    lines = [
+        "| " + " | ".join(c.replace("_", " ") for c in NIGHT_COLUMNS) + " |",
+        "|" + "---:|" * len(NIGHT_COLUMNS),
+    ]
+    for night in data["nights"]:
+        cells = [
+            f"{night[c]:,}" if isinstance(night[c], int) else f"{night[c]:.2f}"
+            for c in NIGHT_COLUMNS
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""])
+
+
 def render_cpu(data: dict[str, Any]) -> str:
     """bench/scoring_job.py's CPU per image by place, and the ceiling it sets."""
     split, bound = data["cpu_ms_per_image"], data["cpu_bound"]
@@ -124,6 +143,8 @@ def main() -> None:
             print(render(data))
             if "stages" in data:
                 print(render_stages(data))
+            if "nights" in data:
+                print(render_nights(data))
             if "cpu_bound" in data:
                 print(render_cpu(data))
         else:
