@@ -27,8 +27,6 @@ import uuid
 from pathlib import Path
 
 import harness
-from nightly_reuse import data_config
-from scale import CLASSES, cached_photos
 from stack import bench_stack
 
 from rxvision.data.feature_store import FeatureManifest, FeatureStore, PreprocessConfig
@@ -43,6 +41,8 @@ from rxvision.storage.s3 import S3Store
 def add_new_photos(last: Path, night: int, new: int, work: Path) -> Path:
     """Night ``night``'s photos: ``last``'s (hard links) and ``new`` drawn with a seed of
     its own, spread over the same products."""
+    from scale import CLASSES  # here, not above: see main
+
     folder = work / f"night{night}"
     shutil.copytree(last, folder, copy_function=os.link)
     drawn = work / f"drawn{night}"
@@ -117,6 +117,11 @@ def main() -> None:
     parser.add_argument("--new", type=float, default=0.01, help="new photos a night, a fraction")
     parser.add_argument("--repeats", type=int, default=1, help="cold builds of the last night")
     parser.add_argument("--out", type=Path, default=None, help="the JSON report's path")
+    # imported here, not at the top: tests import this module's counting, and bench/scale.py
+    # as ``scale`` would hide the test folder of that name from pytest
+    from nightly_reuse import data_config
+    from scale import cached_photos
+
     args = parser.parse_args()
     if args.nights < 2:
         parser.error("--nights must be at least 2 (night 1 has nothing before it)")
