@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from rxvision.data.imaging import ImageDecodeError, ImageSpec, decode_located
 from rxvision.data.localize import DISABLED
@@ -35,16 +34,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class InputImage:
-    """One input key on its way to the model: its bytes, tensor, cached row or error."""
+    """One input key on its way to the model: its bytes, decoded crop, cached row or
+    error."""
 
     index: int
     key: str
     submitted: float
     data: bytes = b""
     spec: ImageSpec | None = None
-    tensor: torch.Tensor | None = None
-    # the decoded crop the tensor was made from (HWC uint8): the review crop of a row
-    # the model is unsure of is made from it, not downloaded and decoded again
+    # the decoded crop (HWC uint8) under ``spec``: the batch's model input is made from
+    # it (``LoadedModel.batch``), and so is the review crop of a row the model is unsure
+    # of, not downloaded and decoded again
     pixels: np.ndarray | None = None
     located: str = DISABLED
     error: str | None = None
@@ -82,7 +82,7 @@ def fetch_image(
         if item.hit is not None or not decode:
             return item
         item.pixels, item.located = decode_for(loaded, item.data, cfg, key)
-        item.tensor, item.spec = loaded.tensor(item.pixels), loaded.spec
+        item.spec = loaded.spec
     except ImageDecodeError as exc:
         item.error = exc.reason
     except NotFound as exc:
@@ -100,7 +100,7 @@ def decode_for(
     loaded: LoadedModel, data: bytes, cfg: ScoringConfig, key: str
 ) -> tuple[np.ndarray, str]:
     """An image's bytes decoded under ``loaded``'s contract (the crop, not normalized;
-    ``loaded.tensor`` makes the model input), and where the pill was found (its
+    ``loaded.batch`` makes the model input), and where the pill was found (its
     localization status)."""
     return decode_located(
         data, loaded.spec, max_pixels=cfg.max_pixels, max_bytes=cfg.max_image_bytes, name=key

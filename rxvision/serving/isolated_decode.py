@@ -89,7 +89,7 @@ def lost_task(task: DecodeTask, code: str, message: str) -> DecodedImage:
 
 def needs_decoding(item: InputImage) -> bool:
     """Downloaded, not served by the cache, not failed, not decoded yet."""
-    return item.error is None and item.hit is None and item.tensor is None and item.downloaded
+    return item.error is None and item.hit is None and item.pixels is None and item.downloaded
 
 
 def decode_workers(config: ScoringConfig) -> int:
@@ -149,5 +149,5 @@ def _with_pixels(item: InputImage, decoded: DecodedImage, loaded: LoadedModel) -
         item.error = decoded.error
         return item
     item.pixels, item.located = decoded.pixels, decoded.located
-    item.tensor, item.spec = loaded.tensor(decoded.pixels), loaded.spec
+    item.spec = loaded.spec
     return item

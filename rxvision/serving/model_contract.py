@@ -10,7 +10,7 @@ what scoring needs to know about it: its classes, its preprocessing contract
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rxvision.data.eval_batch import EvalBatch
 from rxvision.data.imaging import ImageSpec, load_image
 from rxvision.data.presets import EvalPreset
 from rxvision.errors import ConfigError
@@ -124,6 +125,11 @@ class LoadedModel:
         """Model input from pixels decoded by ``load_image`` under this model's spec."""
         return _thread_preset(self.img_size)(pixels)
 
+    def batch(self, pixels: Sequence[np.ndarray]) -> torch.Tensor:
+        """The (N, 3, H, W) model input of crops decoded under this model's spec: the
+        values ``tensor`` gives each, stacked (``rxvision.data.eval_batch``)."""
+        return _thread_batch(self.img_size)(pixels)
+
     def load(self, source: bytes | Path, name: str | None = None) -> torch.Tensor:
         """Model input from an image file or its bytes: the training decode, then the
         evaluation transforms (exactly the tensor training evaluated)."""
@@ -140,3 +146,10 @@ def _thread_preset(img_size: int) -> EvalPreset:
     if img_size not in presets:
         presets[img_size] = EvalPreset(img_size=img_size)
     return presets[img_size]
+
+
+def _thread_batch(img_size: int) -> EvalBatch:
+    batches: dict[int, EvalBatch] = _PRESETS.__dict__.setdefault("batch_by_size", {})
+    if img_size not in batches:
+        batches[img_size] = EvalBatch(_thread_preset(img_size))
+    return batches[img_size]

@@ -265,11 +265,10 @@ class ShardScorer:
 def _batch_tensor(
     batch: Sequence[InputImage], loaded: LoadedModel, config: ScoringConfig
 ) -> torch.Tensor:
-    """The batch's tensors; decoded again from the bytes when this model's contract
-    differs (the fallback may have been trained at another size)."""
-    if all(i.spec == loaded.spec for i in batch):
-        return torch.stack([i.tensor for i in batch if i.tensor is not None])
+    """The batch's model input; an item decoded under another contract (the fallback may
+    have been trained at another size) is decoded again from its bytes first."""
     for item in batch:
-        item.pixels, item.located = decode_for(loaded, item.data, config, item.key)
-        item.tensor, item.spec = loaded.tensor(item.pixels), loaded.spec
-    return torch.stack([i.tensor for i in batch if i.tensor is not None])
+        if item.spec != loaded.spec or item.pixels is None:
+            item.pixels, item.located = decode_for(loaded, item.data, config, item.key)
+            item.spec = loaded.spec
+    return loaded.batch([i.pixels for i in batch if i.pixels is not None])

@@ -78,7 +78,8 @@ def test_workers_give_the_model_input_of_the_training_decode(photos: Photos) -> 
         assert item.error is None and item.spec == model.spec
         assert item.pixels is not None and np.array_equal(item.pixels, pixels)
         assert item.located == located
-        assert item.tensor is not None and torch.equal(item.tensor, model.load(data, name=key))
+        batch = model.batch([item.pixels])
+        assert torch.equal(batch, model.load(data, name=key).unsqueeze(0))
 
 
 def test_a_crash_or_a_hang_costs_that_image_only(photos: Photos) -> None:
@@ -102,7 +103,7 @@ def test_a_crash_or_a_hang_costs_that_image_only(photos: Photos) -> None:
     assert errors["incoming/hang-1.jpg"] == "decode_timeout: decoding took longer than 1 s"
     assert errors["incoming/bad.jpg"].startswith("not_an_image: ")
     # every image of the crashed and the overdue worker's chunks was still decoded
-    assert all(items[i].tensor is not None for i in range(len(named)) if named[i][0] not in errors)
+    assert all(items[i].pixels is not None for i in range(len(named)) if named[i][0] not in errors)
 
 
 def test_cache_hits_and_failed_downloads_pass_through_undecoded(photos: Photos) -> None:
@@ -111,9 +112,9 @@ def test_cache_hits_and_failed_downloads_pass_through_undecoded(photos: Photos) 
     items = [hit, *downloaded(photos[:2]), failed]
     out = {item.index: item for item in decode_isolated(items, pill_model(), config())}
     assert sorted(out) == [0, 1, 7, 8]
-    assert out[7] is hit and hit.tensor is None and hit.pixels is None
+    assert out[7] is hit and hit.spec is None and hit.pixels is None
     assert out[8] is failed and failed.error == "missing: incoming/gone.jpg"
-    assert out[0].tensor is not None and out[1].tensor is not None
+    assert out[0].pixels is not None and out[1].pixels is not None
 
 
 def test_rows_are_the_same_decoded_in_processes_or_in_threads(folder: Path, tmp_path: Path) -> None:

@@ -127,3 +127,27 @@ def test_the_primary_is_restored_after_the_cool_down(tmp_path: Path) -> None:
     }
     assert sink.counts["alert.circuit_open"] == 2
     assert Storage().exists(str(output / "_SUCCESS"))
+
+
+def test_a_fallback_of_another_size_scores_what_it_was_trained_to_see(tmp_path: Path) -> None:
+    keys = [str(p) for p in write_images(tmp_path / "in", 8)]
+    config = ScoringConfig(
+        batch_size=4, runtimes=["eager"], device="cpu", statsd={"host": None}, tta_rotations=1
+    )
+    primary = loaded_model("tiny/2", seed=1)
+    primary.model = Faulty(primary.model)  # type: ignore[assignment]
+    fallback = loaded_model("tiny/1", img_size=24)
+    models = {"models:/tiny/2": primary, "models:/tiny/1": fallback}
+
+    def score(model_uri: str, fallback_uri: str | None, out: str) -> list[dict]:  # type: ignore[type-arg]
+        pool = ModelPool(model_uri, fallback_uri, config, loader=models.__getitem__)
+        score_shard(model_uri, keys, out, "s", config=config, pool=pool)
+        return pq.read_table(shard_uri(out, "s")).to_pylist()
+
+    # the primary fails every batch: its 32 px batch is decoded again at the fallback's 24
+    fell_back = score("models:/tiny/2", "models:/tiny/1", str(tmp_path / "a"))
+    alone = score("models:/tiny/1", None, str(tmp_path / "b"))
+    assert {r["scored_by"] for r in fell_back} == {"fallback"}
+    assert [(r["label"], r["confidence"]) for r in fell_back] == [
+        (r["label"], r["confidence"]) for r in alone
+    ]
