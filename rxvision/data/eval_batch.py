@@ -50,12 +50,15 @@ class EvalBatch:
             self._check(image)
         if not self.exact:
             return torch.stack([self.preset(image) for image in images])
-        height, width = self.preset.img_size
-        hwc = np.stack(images)
-        out = np.empty((len(images), CHANNELS, height, width), dtype=np.float32)
+        return torch.from_numpy(self._lookup(np.stack(images)))
+
+    def _lookup(self, hwc: np.ndarray) -> np.ndarray:
+        """The (N, 3, H, W) float32 table values of an (N, H, W, 3) uint8 batch."""
+        n, height, width, _ = hwc.shape
+        out = np.empty((n, CHANNELS, height, width), dtype=np.float32)
         for channel in range(CHANNELS):
             np.take(self.table[channel], hwc[..., channel], out=out[:, channel])
-        return torch.from_numpy(out)
+        return out
 
     def _check(self, image: np.ndarray) -> None:
         height, width = self.preset.img_size
@@ -70,6 +73,5 @@ class EvalBatch:
         probe = np.random.default_rng(0).integers(0, 256, (height, width, CHANNELS), np.uint8)
         probe[0, : min(width, 256), :] = np.arange(min(width, 256), dtype=np.uint8)[:, None]
         by_image = self.preset(probe).unsqueeze(0)
-        hwc = probe[None]
-        by_table = np.stack([self.table[c][hwc[..., c]] for c in range(CHANNELS)], axis=1)
-        return by_image.dtype == torch.float32 and torch.equal(by_image, torch.from_numpy(by_table))
+        by_table = torch.from_numpy(self._lookup(probe[None]))
+        return by_image.dtype == torch.float32 and torch.equal(by_image, by_table)
