@@ -321,7 +321,9 @@ def _distance_from_background(small: np.ndarray, spec: CropSpec) -> tuple[np.nda
     np.sqrt(distance, out=distance)
     distance = cv2.GaussianBlur(distance, (0, 0), 1.0)
     peak = max(1.0, float(distance.max()))
-    scaled = np.clip(distance * (255.0 / peak), 0, 255)
+    # 0 <= distance <= peak, so the scaled values lie in [0, 256) (255 times 1 + a float32
+    # rounding at most) and the cast's truncation alone gives what clipping to 255 did
+    scaled = distance * np.float32(255.0 / peak)
     otsu, _ = cv2.threshold(scaled.astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return distance, float(otsu) * peak / 255.0
 
