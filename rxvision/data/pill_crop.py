@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from rxvision.data.localize import CropSpec, Localization
+from rxvision.data.warp import warp_affine
 
 # the normalization's mean in uint8 RGB: a painted-out surface is zero after normalizing
 FILL = (124, 116, 104)
@@ -38,13 +39,7 @@ def crop_pill(rgb: np.ndarray, where: Localization, spec: CropSpec) -> np.ndarra
     # one affine warp: rotate about the pill's centre and move it to the crop's centre
     matrix = cv2.getRotationMatrix2D((cx, cy), where.angle, 1.0)
     matrix[:, 2] += np.array([width / 2 - cx, height / 2 - cy])
-    crop = cv2.warpAffine(
-        rgb,
-        matrix,
-        (width, height),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
+    crop = warp_affine(rgb, matrix, (width, height), border_mode=cv2.BORDER_REPLICATE)
     if not spec.mask_background or not where.outline:
         return crop
     return _paint_background(crop, where, matrix)

@@ -42,6 +42,7 @@ from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
 from rxvision.data.imaging import ImageSpec, PreprocessingMismatch, resize_image
+from rxvision.data.warp import FourChannelAffine
 from rxvision.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -83,8 +84,9 @@ def shift_scale_rotate(
     scale_limit: float = 0.1,
     rotate_limit: float = 45.0,
 ) -> A.Affine:
-    """The effect of albumentations 1.x ``A.ShiftScaleRotate(p)`` with its defaults."""
-    return A.Affine(
+    """The effect of albumentations 1.x ``A.ShiftScaleRotate(p)`` with its defaults (an
+    RGB image warped on four channels: ``rxvision.data.warp``)."""
+    return FourChannelAffine(
         translate_percent={"x": (-shift_limit, shift_limit), "y": (-shift_limit, shift_limit)},
         scale=(1.0 - scale_limit, 1.0 + scale_limit),
         rotate=(-rotate_limit, rotate_limit),
