@@ -20,7 +20,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+    # last, not first: PYTHONPATH (a worktree of another commit, for a before/after run of
+    # the same script) and the installed package are found before this checkout
+    sys.path.append(str(REPO))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 

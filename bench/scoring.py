@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))  # last: as bench/harness.py
 
 from rxvision.data.synth import generate_dataset  # noqa: E402
 from rxvision.serving.exports import export_onnx, export_torchscript  # noqa: E402
