@@ -42,7 +42,7 @@ from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
 from rxvision.data.imaging import ImageSpec, PreprocessingMismatch, resize_image
-from rxvision.data.warp import FourChannelAffine
+from rxvision.data.warp import is_rgb_bytes, warp_affine
 from rxvision.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -97,6 +97,30 @@ def shift_scale_rotate(
         balanced_scale=False,
         p=p,
     )
+
+
+class FourChannelAffine(A.Affine):
+    """``A.Affine``: the same parameters drawn (the same random stream), an RGB image's
+    bilinear warp made by ``warp_affine``; any other image as albumentations does."""
+
+    def apply(
+        self,
+        img: np.ndarray,
+        matrix: np.ndarray,
+        output_shape: tuple[int, int],
+        **params: Any,
+    ) -> np.ndarray:
+        """``img`` warped by ``matrix`` (3x3) to ``output_shape`` (height, width)."""
+        if not is_rgb_bytes(img) or self.interpolation != cv2.INTER_LINEAR:
+            return super().apply(img, matrix, output_shape, **params)
+        height, width = (int(np.round(side)) for side in output_shape)
+        return warp_affine(
+            img,
+            matrix[:2, :],
+            (width, height),
+            border_mode=self.border_mode,
+            border_value=self.fill,
+        )
 
 
 # cv2.rotate and cv2.flip for the exact quarter and half turns: the same pixels as
