@@ -5,28 +5,14 @@ from __future__ import annotations
 import uuid
 
 from rxvision.serving.review_gallery import HTML_TYPE, commit_page
-from rxvision.stack.local_stack import LocalStack
-from rxvision.storage.s3 import S3Config, S3Store, parse_s3_uri
+from rxvision.storage.s3 import parse_s3_uri
 from rxvision.storage.uri_store import Storage
 
 
-def _storage(stack: LocalStack) -> Storage:
-    env = stack.client_env()
-    return Storage(
-        S3Store(
-            S3Config(
-                endpoint_url=env["AWS_ENDPOINT_URL_S3"],
-                access_key=env["AWS_ACCESS_KEY_ID"],
-                secret_key=env["AWS_SECRET_ACCESS_KEY"],
-            )
-        )
-    )
-
-
 def test_a_page_replaced_on_s3_is_whole_html_and_leaves_no_other_object(
-    stack: LocalStack,
+    stack_env: dict[str, str],
 ) -> None:
-    storage = _storage(stack)
+    storage = Storage()  # the stack's S3 from the standard variables stack_env sets
     run = f"s3://rxvision-predictions/it-review-{uuid.uuid4().hex[:8]}"
     # neither an .html suffix nor HTML-looking bytes: SeaweedFS would guess text/html from
     # either, so only the type the PUT sends can make the object HTML
