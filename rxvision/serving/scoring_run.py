@@ -26,6 +26,7 @@ from typing import Any
 from rxvision.cpu_budget import limit_compute_threads
 from rxvision.serving.cache import open_cache
 from rxvision.serving.finalize import finalize_scoring
+from rxvision.serving.isolated_decode import start_decoders
 from rxvision.serving.model_pool import ModelLoader, ModelPool, fallback_for
 from rxvision.serving.plan import plan_shards
 from rxvision.serving.scoring_config import ScoringConfig
@@ -55,6 +56,7 @@ def score_batch(
     config = config or ScoringConfig()
     if config.cpu_threads:
         limit_compute_threads(config.cpu_threads)
+    start_decoders(config)  # warms up while the run is planned and the model loaded
     storage = storage or Storage()
     sink = config.statsd.sink()
     began = time.perf_counter()

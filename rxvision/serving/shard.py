@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from rxvision.errors import NotFound
 from rxvision.serving.cache import InferenceCache, open_cache
+from rxvision.serving.isolated_decode import start_decoders
 from rxvision.serving.metrics import ScoringMetrics, StatsdSink
 from rxvision.serving.model_pool import ModelPool, fallback_for
 from rxvision.serving.review_crops import ShardCrops
@@ -91,6 +92,9 @@ def score_shard(
         log.info("%s already committed at %s: skipped", shard_id, final)
         sink.event("shards.skipped")
         return ShardResult(shard_id, final, 0, True, read_summary(storage, output_uri, shard_id))
+    # the decoders' server warms up while the models load (a shard the cache serves
+    # whole never uses it: a process started for nothing, cheaper than waiting for it)
+    start_decoders(config)
     if pool is None:
         fallback = (
             fallback_uri or config.fallback_uri or fallback_for(model_uri, config.fallback_alias)

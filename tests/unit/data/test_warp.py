@@ -110,6 +110,7 @@ def test_the_decode_workers_modules_import_neither_albumentations_nor_torch() ->
     script = (
         "import sys\n"
         "import rxvision.serving.isolated_decode, rxvision.data.imaging, rxvision.data.warp\n"
+        "import rxvision.data.decoder_warmup\n"
         "print(sorted(m for m in ('albumentations', 'torch') if m in sys.modules))\n"
     )
     out = subprocess.run(
