@@ -257,21 +257,34 @@ def write_review_gallery(
     )
     pages = [page_uri(output_uri, n) for n in range(1, len(chunks) + 1)]
     made = _crops_made_while_scoring(output_uri, shown, storage, catalog, config)
-    # index.html last: it names the other pages, so they exist once it does
-    for number in [*range(2, len(chunks) + 1), 1]:
+
+    def page(number: int) -> bytes:
         entries = _prepare(chunks[number - 1], storage, catalog, config, thumbnails, made)
-        page = render_page(number, entries, context, config.candidates)
-        commit_page(storage, pages[number - 1], page.encode())
+        return render_page(number, entries, context, config.candidates).encode()
+
+    # each page is committed while the next is made, and the crops made are stored while
+    # the index commits (uploads on otherwise idle cores, at the end of a run); index.html
+    # goes last: it names the other pages, so they exist once it does
+    with ThreadPoolExecutor(2) as uploads:
+        others = [
+            uploads.submit(commit_page, storage, pages[number - 1], page(number))
+            for number in range(2, len(chunks) + 1)
+        ]
+        index = page(1)
+        stored = uploads.submit(_store, thumbnails) if thumbnails is not None else None
+        for committed in others:
+            committed.result()
+        commit_page(storage, pages[0], index)
     log.info("review gallery: %d items on %d page(s) at %s", found.flagged, len(chunks), pages[0])
     result = GalleryResult(pages[0], pages, found.flagged, found.errors, made.hits)
-    if thumbnails is not None:
-        result.thumbnails = {"reused": thumbnails.hits, "stored": _store(thumbnails)}
+    if thumbnails is not None and stored is not None:
+        result.thumbnails = {"reused": thumbnails.hits, "stored": stored.result()}
     return result
 
 
 def _store(thumbnails: ThumbnailCache) -> int:
-    """Keep the crops made for a later gallery; a failure is logged, never raised (the
-    pages are committed already)."""
+    """Keep the crops made for a later gallery; a failure is logged, never raised (a
+    stored crop only spares a later gallery its download)."""
     try:
         return thumbnails.flush()
     except Exception as exc:

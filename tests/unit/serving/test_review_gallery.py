@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,54 @@ def test_more_items_than_a_page_holds_go_to_further_pages(run: Run, tmp_path: Pa
     assert f'<span id="{COUNT_ID}">{total}</span>' in index
     assert f"Page 1 of {len(names)}" in index and 'href="page-002.html"' in index
     assert f'<span id="{COUNT_ID}">{total}</span>' in page_of(output, names[-1])
+
+
+class SlowPages(Storage):
+    """Local storage whose further pages commit slowly (or fail), recording the order in
+    which pages were committed."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.committed: list[str] = []
+
+    def write(self, uri: str, data: bytes) -> None:
+        name = Path(uri).name
+        if name.startswith("page-"):
+            time.sleep(0.2)  # the index is ready long before
+            if self.fail:
+                raise OSError(f"{name}: disk full")
+        super().write(uri, data)
+        if name.endswith(".html"):
+            self.committed.append(name)
+
+
+def test_the_index_is_committed_after_every_other_page(run: Run, tmp_path: Path) -> None:
+    output = tmp_path / "ordered"
+    shutil.copytree(run.output / "shards", output / "shards")
+    shards = [str(p) for p in sorted((output / "shards").glob("*.parquet"))]
+    storage = SlowPages()
+    result = write_review_gallery(
+        str(output), shards, storage, config=ReviewConfig(max_items=1), catalog=run.catalog
+    )
+    assert len(result.pages) > 2
+    assert storage.committed[-1] == "index.html"
+    assert sorted(storage.committed) == sorted(Path(p).name for p in result.pages)
+
+
+def test_a_page_that_cannot_be_committed_leaves_no_index(run: Run, tmp_path: Path) -> None:
+    output = tmp_path / "unindexed"
+    shutil.copytree(run.output / "shards", output / "shards")
+    shards = [str(p) for p in sorted((output / "shards").glob("*.parquet"))]
+    with pytest.raises(OSError, match=r"page-002\.html: disk full"):
+        write_review_gallery(
+            str(output),
+            shards,
+            SlowPages(fail=True),
+            config=ReviewConfig(max_items=2),
+            catalog=run.catalog,
+        )
+    assert not (output / "review" / "index.html").exists()
 
 
 def test_pages_stop_at_max_pages_and_say_where_the_rest_are(run: Run, tmp_path: Path) -> None:
