@@ -120,24 +120,34 @@ class PresignedReads:
     def read(self, uri: str) -> bytes:
         """An object's bytes, checked against its checksum when the store sends one."""
         bucket, key = parse_s3_uri(uri)
-        url = self._client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"},
-            ExpiresIn=EXPIRES_S,
+        url = self.presign("get_object", {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"})
+        reply = self.get(url, uri, headers=CHECKSUM_MODE)
+        check_checksum(uri, reply.headers, reply.data)
+        return bytes(reply.data)
+
+    def presign(self, operation: str, params: Mapping[str, Any]) -> str:
+        """A URL for one ``operation`` of the client with ``params``, signed by it."""
+        return str(
+            self._client.generate_presigned_url(operation, Params=dict(params), ExpiresIn=EXPIRES_S)
         )
+
+    def get(
+        self, url: str, what: str, headers: Mapping[str, str] | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        """The store's 200 answer to a GET of the presigned ``url`` (retried as botocore
+        would); errors by kind, naming ``what`` (the object or prefix) and never the URL."""
         try:
-            reply = self._http.request("GET", url, headers=CHECKSUM_MODE)
+            reply = self._http.request("GET", url, headers=headers)
         except urllib3.exceptions.HTTPError as exc:
             # MaxRetryError names the URL: say what broke, never the signed query
             why = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
             raise EndpointUnreachable(
-                f"S3 endpoint {self._endpoint} unreachable reading {uri}: "
+                f"S3 endpoint {self._endpoint} unreachable reading {what}: "
                 + redact_signed(f"{type(why).__name__}: {why}")
             ) from None
-        if reply.status == 200:
-            check_checksum(uri, reply.headers, reply.data)
-            return bytes(reply.data)
-        raise _read_error(uri, reply.status, reply.data)
+        if reply.status != 200:
+            raise _read_error(what, reply.status, reply.data)
+        return reply
 
 
 def check_checksum(uri: str, headers: Mapping[str, str], data: bytes) -> None:

@@ -63,6 +63,9 @@ def test_local_listing_tags_change_with_the_file(tmp_path: Path) -> None:
 def s3_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Storage]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    # moto serves botocore's requests only: reads and listings go through botocore here,
+    # as where a proxy is configured (the presigned ones: tests/integration/storage)
+    monkeypatch.setattr("rxvision.storage.uri_store.presigned_reads", lambda client: None)
     with mock_aws():
         boto3.client("s3", region_name="us-east-1")
         store = S3Store(S3Config(region="us-east-1"))
@@ -83,6 +86,5 @@ def test_s3_listing_carries_etag_and_size(s3_storage: Storage) -> None:
 def test_s3_move_commits_and_removes_the_temporary_key(s3_storage: Storage) -> None:
     s3_storage.write("s3://bkt/out/_tmp/s.tmp", b"rows")
     s3_storage.move("s3://bkt/out/_tmp/s.tmp", "s3://bkt/out/shards/s.parquet")
-    # (reads are presigned GETs, which moto does not serve: tests/integration/storage)
     assert s3_storage.s3.get_bytes("s3://bkt/out/shards/s.parquet") == b"rows"
     assert not s3_storage.exists("s3://bkt/out/_tmp/s.tmp")
