@@ -303,9 +303,9 @@ def _death(exitcode: int | None) -> str:
 def start_forkserver(inspect: Callable[..., Any]) -> None:
     """Start the forkserver that a pool running ``inspect`` will fork its workers from,
     now: it loads and warms the decoder (``rxvision.pool_worker``) while this process
-    goes on with other work. A no-op where it runs already or there is no forkserver. Started by the
-    pool's first worker instead, the server's start-up and each worker's first decode
-    (~300 ms in a fresh process, measured) are waited for."""
+    goes on with other work. A no-op where it runs already or there is no forkserver.
+    Started by the pool's first worker instead, the server's start-up and each worker's
+    first decode (~300 ms in a fresh process, measured) are waited for."""
     context = _mp_context(inspect)
     if context.get_start_method() == "forkserver":
         multiprocessing.forkserver.ensure_running()

@@ -52,7 +52,11 @@ def list_objects(
             reply = reads.get(reads.presign("list_objects_v2", params), f"{where} (listing)")
         except NotFound:
             raise NotFound(f"no such S3 bucket: {bucket} (listing {where})") from None
-        page = ElementTree.fromstring(reply.data)
+        try:
+            page = ElementTree.fromstring(reply.data)
+        except ElementTree.ParseError as exc:
+            why = f"{where}: the store's listing page is not XML: {exc}"
+            raise S3ReadFailed(why, 200) from None
         space = page.tag[: page.tag.index("}") + 1] if page.tag.startswith("{") else ""
         # decoded only when the page says it is encoded, as botocore does: a store may
         # ignore the request (SeaweedFS encodes every listing and says so)

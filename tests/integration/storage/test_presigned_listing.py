@@ -15,7 +15,7 @@ import pytest
 
 from rxvision.errors import NotFound
 from rxvision.storage.presigned_listing import ListedObject, list_objects
-from rxvision.storage.presigned_reads import PresignedReads
+from rxvision.storage.presigned_reads import PresignedReads, S3ReadFailed
 from rxvision.storage.s3 import S3Config, S3Store
 from rxvision.storage.uri_store import Storage
 
@@ -103,6 +103,7 @@ class OnePage(http.server.BaseHTTPRequestHandler):
     URL-encoded or not (``encoded``), and keeping the query it was asked."""
 
     encoded = True
+    garbled = False
     asked: ClassVar[dict[str, list[str]]] = {}
 
     def do_GET(self) -> None:
@@ -118,6 +119,8 @@ class OnePage(http.server.BaseHTTPRequestHandler):
             f"<Name>bkt</Name><Prefix>in/</Prefix><IsTruncated>false</IsTruncated>{entries}"
             f"{said}</ListBucketResult>"
         ).encode()
+        if self.garbled:  # a proxy's error page, a truncated answer
+            body = b"<html><body>Bad Gateway"
         self.send_response(200)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))
@@ -151,3 +154,12 @@ def test_keys_are_decoded_only_when_the_page_says_so_as_botocore_does(
     assert OnePage.asked.get("encoding-type") == ["url"]
     assert listed == {f"s3://bkt/in/{key}": f"e{n}:{n}" for n, key in enumerate(keys, start=1)}
     assert listed == botocore_listing(store, "bkt", "in/")
+
+
+def test_a_page_that_is_not_xml_is_an_error_naming_the_prefix(
+    one_page: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(OnePage, "garbled", True)
+    store = S3Store(S3Config(endpoint_url=one_page, access_key="a", secret_key="b"))
+    with pytest.raises(S3ReadFailed, match="s3://bkt/in/: the store's listing page is not XML"):
+        Storage(store).list("s3://bkt/in")
