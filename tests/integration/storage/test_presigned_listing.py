@@ -5,9 +5,8 @@ missing bucket by name, and botocore kept where a proxy is configured."""
 from __future__ import annotations
 
 import http.server
-import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -132,13 +131,8 @@ class OnePage(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def one_page() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OnePage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def one_page(serve: Callable[..., str]) -> str:
+    return serve(OnePage)
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,9 @@ from __future__ import annotations
 import http.server
 import logging
 import socket
-import threading
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 import urllib3
@@ -121,14 +120,9 @@ class Unavailable(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def unavailable() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def unavailable(serve: Callable[..., str]) -> str:
     Unavailable.gets = 0
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    return serve(Unavailable)
 
 
 def test_a_5xx_is_retried_then_an_outage_with_s3s_code(
