@@ -15,6 +15,7 @@ read is still checked against each image's sha256.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import tarfile
 from collections.abc import Iterator, Mapping
@@ -34,6 +35,20 @@ INDEX_FILE = "index.parquet"
 # each image's byte offset in its shard, in the index's order, written by a checkout's
 # verification (hidden: not part of the snapshot's DVC content)
 LOCATIONS_FILE = ".rxvision-locations.parquet"
+
+
+def map_shard(path: Path) -> memoryview:
+    """The bytes of shard file ``path``, mapped read-only rather than read into the heap:
+    at 100,000 images the pull's process held ~30 MB more after its shards were read into
+    bytes (each freed one left heap behind; measured), while a mapping is returned whole
+    when its last slice goes."""
+    try:
+        with path.open("rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                return memoryview(b"")  # an empty file cannot be mapped
+            return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+    except OSError as exc:
+        raise SnapshotError(f"{path}: cannot read shard: {exc}") from exc
 
 
 class PackedSnapshot:
@@ -141,7 +156,7 @@ class PackedSnapshot:
     ) -> Iterator[tuple[SourceImage, memoryview]]:
         """Each image of one shard with its bytes, checked against the index's sha256
         first (``SnapshotError`` names the image that differs)."""
-        blob = memoryview(self.shard_path(shard).read_bytes())
+        blob = map_shard(self.shard_path(shard))
         for image in self.parsed_shard_images(shard, expected):
             data = blob[image.offset : image.offset + image.size]
             if hashlib.sha256(data).hexdigest() != image.sha256:

@@ -96,6 +96,36 @@ def test_a_missing_shard_or_member_is_refused(photos: Path, tmp_path: Path) -> N
         packed.images()
 
 
+def test_verified_images_read_each_shard_mapped_and_release_it(
+    photos: Path, tmp_path: Path
+) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    by_shard = packed.shards()
+    shard = packed.shard_path(0)
+
+    def mapped() -> bool:
+        return str(shard) in Path("/proc/self/maps").read_text()
+
+    read = {}
+    for image, data in packed.verified_images(0, by_shard[0]):
+        assert mapped()  # the shard's bytes come from its mapping, not a copy in the heap
+        read[image.path] = bytes(data)
+    del image, data
+    assert not mapped()  # unmapped once its last slice is gone: no shard stays held
+    assert read == {p: (photos / p).read_bytes() for p in by_shard[0]}
+
+
+def test_an_empty_or_missing_shard_is_refused_naming_it(photos: Path, tmp_path: Path) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    by_shard = packed.shards()
+    packed.shard_path(0).write_bytes(b"")  # a file that cannot be mapped
+    with pytest.raises(SnapshotError, match=rf"{shard_name(0)}: cannot read shard"):
+        list(packed.verified_images(0, by_shard[0]))
+    packed.shard_path(1).unlink()
+    with pytest.raises(SnapshotError, match=rf"{shard_name(1)}: cannot read shard"):
+        list(packed.verified_images(1, by_shard[1]))
+
+
 def test_the_index_reads_back_whole_across_batches(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
