@@ -26,7 +26,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rxvision.data.snapshot_shards import IndexEntry, Progress, read_index, shard_name
+from rxvision.data.snapshot_shards import (
+    IndexEntry,
+    Progress,
+    parquet_batches,
+    read_index,
+    shard_name,
+)
 from rxvision.data.source_image import SourceImage
 from rxvision.errors import SnapshotError
 
@@ -81,8 +87,11 @@ class PackedSnapshot:
         path = self.dataset / LOCATIONS_FILE
         if not path.is_file():
             return None
-        table = pq.read_table(path)
-        paths, offsets = table.column("path").to_pylist(), table.column("offset").to_pylist()
+        paths: list[str] = []
+        offsets: list[int] = []
+        for batch in parquet_batches(path, ["path", "offset"]):
+            paths += batch.column("path").to_pylist()
+            offsets += batch.column("offset").to_pylist()
         if paths != [entry.path for entry in self.entries]:
             raise SnapshotError(f"{path}: does not list the index's images: check it out again")
         return dict(zip(paths, offsets, strict=True))

@@ -194,6 +194,16 @@ def test_verification_records_where_each_image_lies_and_readers_parse_no_header(
     ]
 
 
+def test_a_locations_record_reads_back_whole_across_batches(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    parsed = {image.path: image.offset for image in packed.images()}
+    packed.verify(record=True)
+    monkeypatch.setattr(snapshot_shards, "INDEX_BATCH", 2)  # 7 images: 4 batches
+    assert PackedSnapshot(tmp_path / "dataset").recorded_offsets == parsed
+
+
 def test_a_record_that_does_not_list_the_index_is_refused(photos: Path, tmp_path: Path) -> None:
     packed = pack(photos, tmp_path / "dataset")
     packed.verify(record=True)
