@@ -41,6 +41,7 @@ INDEX_FILE = "index.parquet"
 # each image's byte offset in its shard, in the index's order, written by a checkout's
 # verification (hidden: not part of the snapshot's DVC content)
 LOCATIONS_FILE = ".rxvision-locations.parquet"
+LOCATION_COLUMNS = ("path", "offset")
 
 
 def map_shard(path: Path) -> memoryview:
@@ -89,9 +90,21 @@ class PackedSnapshot:
             return None
         paths: list[str] = []
         offsets: list[int] = []
-        for batch in parquet_batches(path, ["path", "offset"]):
-            paths += batch.column("path").to_pylist()
-            offsets += batch.column("offset").to_pylist()
+        try:
+            for batch in parquet_batches(path, list(LOCATION_COLUMNS)):
+                # Arrow's batch reader skips a requested column the file lacks
+                missing = [name for name in LOCATION_COLUMNS if name not in batch.schema.names]
+                if missing:
+                    raise SnapshotError(
+                        f"{path}: no {', '.join(missing)} column in the locations record: "
+                        "check it out again"
+                    )
+                paths += batch.column("path").to_pylist()
+                offsets += batch.column("offset").to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise SnapshotError(
+                f"{path}: unreadable locations record ({exc}): check it out again"
+            ) from exc
         if paths != [entry.path for entry in self.entries]:
             raise SnapshotError(f"{path}: does not list the index's images: check it out again")
         return dict(zip(paths, offsets, strict=True))

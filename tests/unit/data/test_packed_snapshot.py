@@ -213,6 +213,21 @@ def test_a_record_that_does_not_list_the_index_is_refused(photos: Path, tmp_path
         PackedSnapshot(tmp_path / "dataset").images()
 
 
+def test_a_locations_record_without_a_column_or_not_parquet_is_refused_naming_it(
+    photos: Path, tmp_path: Path
+) -> None:
+    packed = pack(photos, tmp_path / "dataset")
+    packed.verify(record=True)
+    record = tmp_path / "dataset" / LOCATIONS_FILE
+    paths = [entry.path for entry in packed.entries]
+    pq.write_table(pa.table({"path": paths}), record)
+    with pytest.raises(SnapshotError, match=rf"{LOCATIONS_FILE}: no offset column"):
+        PackedSnapshot(tmp_path / "dataset").images()
+    record.write_bytes(b"not parquet at all")
+    with pytest.raises(SnapshotError, match=rf"{LOCATIONS_FILE}: unreadable locations record"):
+        PackedSnapshot(tmp_path / "dataset").images()
+
+
 def test_a_recorded_shard_cut_short_or_gone_is_refused_naming_it(
     photos: Path, tmp_path: Path
 ) -> None:
