@@ -173,6 +173,10 @@ def export(
     max_int8_drop: Annotated[
         float, typer.Option(help="Keep static INT8 if top-1 drops at most this (points).")
     ] = 1.0,
+    max_int8_ece_rise: Annotated[
+        float,
+        typer.Option(help="Keep static INT8 if its calibration error (ECE) rises at most this."),
+    ] = 0.02,
 ) -> None:
     """Export to TorchScript and ONNX (+ static INT8), check parity, log with the version."""
     from rxvision.serving.version_export import export_version
@@ -183,6 +187,7 @@ def export(
         calibration_folder=calibration,
         tolerance=tolerance,
         max_int8_drop_points=max_int8_drop,
+        max_int8_ece_rise=max_int8_ece_rise,
     )
     for item in result.exports:
         console.print(f"  {item.runtime}: {item.parity.describe()}", highlight=False)

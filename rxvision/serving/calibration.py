@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+# the review threshold of a model that was given none (a version made before thresholds)
+DEFAULT_REVIEW_THRESHOLD = 0.6
 # search range of log T: T in [0.05, 20]
 _LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 

@@ -6,8 +6,13 @@
   share of the weights it quantized, so that nobody mistakes it for a CNN speed-up.
 - ``static_int8``: static INT8 post-training quantization with ONNX Runtime (QDQ
   format, per-channel weights) calibrated by a ``CalibrationDataReader`` over
-  validation images; the INT8 model is kept only when its top-1 is at most
-  ``max_drop_points`` (default 1 point) below the fp32 model's on the same images.
+  training images. It is judged on held-out images against the fp32 model, under the
+  version's own temperature and review threshold, and kept only when all three hold:
+  its top-1 is at most ``max_drop_points`` (default 1 point) lower; its calibration
+  error (ECE) at most ``max_ece_rise`` (default 0.02) higher, since the temperature was
+  fitted on fp32 logits; and it lets through to no review no more wrong predictions
+  than fp32 does (a pharmacy trusts an auto-accepted row). Scoring prefers a kept INT8
+  model on a CPU (``INT8_GATE``: only a version judged so).
 """
 
 from __future__ import annotations
@@ -32,12 +37,16 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
+from rxvision.registry.gates import expected_calibration_error
+from rxvision.serving.calibration import DEFAULT_REVIEW_THRESHOLD, softmax
+from rxvision.serving.exports import INT8_GATE
 from rxvision.serving.model_contract import ServingModel
 from rxvision.serving.predictors import OnnxPredictor, Predictor
 
 log = logging.getLogger(__name__)
 
 MAX_TOP1_DROP_POINTS = 1.0
+MAX_ECE_RISE = 0.02
 CALIBRATION_BATCH = 16
 
 
@@ -152,28 +161,74 @@ def static_quantize_onnx(
     return out_path
 
 
+def logits_of(predictor: Predictor, images: torch.Tensor, batch_size: int = 32) -> np.ndarray:
+    """``predictor``'s logits for ``images``, in batches of ``batch_size``."""
+    if len(images) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    parts = [
+        predictor.predict(images[start : start + batch_size])
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(parts)
+
+
 def top1_accuracy(
     predictor: Predictor, images: torch.Tensor, labels: np.ndarray, batch_size: int = 32
 ) -> float:
     """Share of ``images`` whose argmax logit is the label."""
     if len(images) == 0:
         return 0.0
-    hits = 0
-    for start in range(0, len(images), batch_size):
-        logits = predictor.predict(images[start : start + batch_size])
-        hits += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
-    return hits / len(images)
+    return float((logits_of(predictor, images, batch_size).argmax(1) == labels).mean())
+
+
+@dataclass(frozen=True)
+class HeldOutScore:
+    """One runtime on labelled held-out images, under the version's temperature and
+    review threshold."""
+
+    top1: float
+    ece: float
+    # wrong predictions confident enough to skip the review queue
+    silent_errors: int
+    labels: np.ndarray  # predicted class per image
+    routed: np.ndarray  # whether each image goes to review
+
+    @classmethod
+    def of(
+        cls, logits: np.ndarray, labels: np.ndarray, temperature: float, threshold: float
+    ) -> HeldOutScore:
+        """The score of ``logits`` against the true ``labels``."""
+        probs = softmax(logits, temperature)
+        predicted = probs.argmax(axis=1)
+        confidence = probs.max(axis=1)
+        correct = predicted == labels
+        routed = confidence < threshold
+        return cls(
+            top1=float(correct.mean()) if len(labels) else 0.0,
+            ece=expected_calibration_error(confidence, correct) if len(labels) else 0.0,
+            silent_errors=int((~correct & ~routed).sum()),
+            labels=predicted,
+            routed=routed,
+        )
 
 
 @dataclass(frozen=True)
 class Int8Decision:
-    """Whether the static INT8 model is kept, and the top-1 figures that decided it."""
+    """Whether the static INT8 model is kept, and the held-out figures that decided it."""
 
     kept: bool
     top1_fp32: float
     top1_int8: float
     max_drop_points: float
     path: Path | None
+    ece_fp32: float = 0.0
+    ece_int8: float = 0.0
+    max_ece_rise: float = MAX_ECE_RISE
+    silent_errors_fp32: int = 0
+    silent_errors_int8: int = 0
+    # share of images given the same label and the same route (review or not) as fp32
+    agreement: float = 1.0
+    refused: tuple[str, ...] = ()  # each failed check, in words
 
     @property
     def drop_points(self) -> float:
@@ -182,11 +237,51 @@ class Int8Decision:
 
     def describe(self) -> str:
         """One line for logs."""
-        verdict = "kept" if self.kept else "discarded"
+        verdict = "kept" if self.kept else "discarded: " + "; ".join(self.refused)
         return (
             f"static int8: top-1 {self.top1_int8:.4f} vs fp32 {self.top1_fp32:.4f} "
-            f"({self.drop_points:+.2f} points lost, limit {self.max_drop_points}): {verdict}"
+            f"({self.drop_points:+.2f} points lost, limit {self.max_drop_points}), "
+            f"ECE {self.ece_int8:.4f} vs {self.ece_fp32:.4f} (limit +{self.max_ece_rise}), "
+            f"wrong without review {self.silent_errors_int8} vs {self.silent_errors_fp32}, "
+            f"same label and route {self.agreement:.1%}: {verdict}"
         )
+
+    def tags(self, prefix: str) -> dict[str, str]:
+        """The version tags that record this decision (``prefix``: ``rxvision.serving``)."""
+        tags = {
+            f"{prefix}.int8.kept": str(self.kept).lower(),
+            f"{prefix}.int8.top1_fp32": f"{self.top1_fp32:.4f}",
+            f"{prefix}.int8.top1_int8": f"{self.top1_int8:.4f}",
+            f"{prefix}.int8.ece_fp32": f"{self.ece_fp32:.4f}",
+            f"{prefix}.int8.ece_int8": f"{self.ece_int8:.4f}",
+            f"{prefix}.int8.silent_errors_fp32": str(self.silent_errors_fp32),
+            f"{prefix}.int8.silent_errors_int8": str(self.silent_errors_int8),
+            f"{prefix}.int8.agreement": f"{self.agreement:.4f}",
+        }
+        if self.kept:
+            tags[f"{prefix}.int8.gate"] = INT8_GATE
+        return tags
+
+
+def judge_int8(
+    fp32: HeldOutScore,
+    int8: HeldOutScore,
+    *,
+    max_drop_points: float = MAX_TOP1_DROP_POINTS,
+    max_ece_rise: float = MAX_ECE_RISE,
+) -> tuple[str, ...]:
+    """The checks INT8 fails against fp32 on the same images (empty: keep it)."""
+    refused = []
+    drop = (fp32.top1 - int8.top1) * 100
+    if drop > max_drop_points:
+        refused.append(f"top-1 {drop:.2f} points lower (limit {max_drop_points})")
+    if int8.ece - fp32.ece > max_ece_rise:
+        refused.append(f"ECE {int8.ece - fp32.ece:+.4f} (limit +{max_ece_rise})")
+    if int8.silent_errors > fp32.silent_errors:
+        refused.append(
+            f"{int8.silent_errors} wrong predictions skip review against {fp32.silent_errors}"
+        )
+    return tuple(refused)
 
 
 def static_int8(
@@ -197,18 +292,43 @@ def static_int8(
     out_path: Path,
     *,
     max_drop_points: float = MAX_TOP1_DROP_POINTS,
+    max_ece_rise: float = MAX_ECE_RISE,
+    temperature: float = 1.0,
+    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
 ) -> Int8Decision:
     """Quantize ``onnx_path`` calibrated on ``calibration`` (training images across every
-    class); keep it only when top-1 on the held-out ``images`` holds."""
+    class); keep it only when it holds against fp32 on the held-out ``images`` (top-1,
+    ECE and the review queue under ``temperature`` and ``review_threshold``: ``judge_int8``)."""
     calib = calibration.numpy()
     batches = [calib[i : i + CALIBRATION_BATCH] for i in range(0, len(calib), CALIBRATION_BATCH)]
     static_quantize_onnx(onnx_path, batches, out_path)
     cpu = torch.device("cpu")
-    fp32 = top1_accuracy(OnnxPredictor(onnx_path, cpu), images, labels)
-    int8 = top1_accuracy(OnnxPredictor(out_path, cpu, runtime="onnxruntime-int8"), images, labels)
-    kept = (fp32 - int8) * 100 <= max_drop_points
+    labels = np.asarray(labels)
+    fp32, int8 = (
+        HeldOutScore.of(logits_of(predictor, images), labels, temperature, review_threshold)
+        for predictor in (
+            OnnxPredictor(onnx_path, cpu),
+            OnnxPredictor(out_path, cpu, runtime="onnxruntime-int8"),
+        )
+    )
+    refused = judge_int8(fp32, int8, max_drop_points=max_drop_points, max_ece_rise=max_ece_rise)
+    kept = not refused
     if not kept:
         out_path.unlink(missing_ok=True)
-    decision = Int8Decision(kept, fp32, int8, max_drop_points, out_path if kept else None)
+    same = (fp32.labels == int8.labels) & (fp32.routed == int8.routed)
+    decision = Int8Decision(
+        kept,
+        fp32.top1,
+        int8.top1,
+        max_drop_points,
+        out_path if kept else None,
+        ece_fp32=fp32.ece,
+        ece_int8=int8.ece,
+        max_ece_rise=max_ece_rise,
+        silent_errors_fp32=fp32.silent_errors,
+        silent_errors_int8=int8.silent_errors,
+        agreement=float(same.mean()) if len(same) else 1.0,
+        refused=refused,
+    )
     log.info("%s", decision.describe())
     return decision

@@ -21,6 +21,7 @@ from rxvision.errors import ConfigError
 from rxvision.serving.exports import (
     FILES,
     FP32_TOLERANCE,
+    INT8_GATE,
     TAG,
     ExportParityError,
     check_parity,
@@ -64,6 +65,8 @@ def build_predictor(
         return EagerPredictor(loaded.model, device, autocast_dtype(device, options.precision))
     if runtime not in FILES:
         raise ConfigError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if runtime == "onnxruntime-int8":
+        _require_judged_int8(loaded, device)
     path = _runtime_file(loaded, runtime, options)
     predictor: Predictor
     if runtime == "torchscript":
@@ -87,6 +90,19 @@ def build_predictor(
     if recordable:
         record_parity(path, predictor.device, report)
     return predictor
+
+
+def _require_judged_int8(loaded: LoadedModel, device: torch.device) -> None:
+    """Refuse INT8 where it was not judged: on another device than the CPU, or for a
+    version whose INT8 model was kept on top-1 alone (exported before ``INT8_GATE``)."""
+    if device.type != "cpu":
+        raise RuntimeUnavailable(f"int8 was judged on the CPU, not on {device}")
+    gate = loaded.ref.tags.get(f"{TAG}.int8.gate")
+    if gate != INT8_GATE:
+        raise RuntimeUnavailable(
+            f"{loaded.label} has no int8 model judged on calibration and review "
+            f"({TAG}.int8.gate: {gate or 'absent'}); `rxvision model export` judges one"
+        )
 
 
 def _runtime_file(loaded: LoadedModel, runtime: str, options: PredictorOptions) -> Path:
@@ -123,8 +139,11 @@ def select_predictor(
     for runtime in preference:
         try:
             candidates.append(build_predictor(loaded, runtime, sample, options))
+        except RuntimeUnavailable as exc:  # not made for this version or device: expected
+            log.info("runtime %s unavailable for %s: %s", runtime, loaded.label, exc)
+            continue
         except Exception as exc:  # any failure of one runtime leaves the others
-            log.warning("runtime %s unavailable for %s: %s", runtime, loaded.label, exc)
+            log.warning("runtime %s failed for %s: %s", runtime, loaded.label, exc)
             continue
         if not options.probe:
             break

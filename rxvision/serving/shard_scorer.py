@@ -20,7 +20,7 @@ import pyarrow as pa
 import torch
 
 from rxvision.serving.cache import CachePartition, InferenceCache, RowContract
-from rxvision.serving.calibration import softmax
+from rxvision.serving.calibration import DEFAULT_REVIEW_THRESHOLD, softmax
 from rxvision.serving.fetch import InputImage, decode_for, fetch_image, stream_images
 from rxvision.serving.isolated_decode import decode_isolated, decode_workers
 from rxvision.serving.metrics import ScoringMetrics, StatsdSink
@@ -170,10 +170,12 @@ class ShardScorer:
 
     def review_threshold(self, loaded: LoadedModel) -> float:
         """The configured threshold, else the one chosen with the model (a precision on
-        its validation split), else 0.6."""
+        its validation split), else ``DEFAULT_REVIEW_THRESHOLD``."""
         if self.config.review_threshold is not None:
             return self.config.review_threshold
-        return loaded.review_threshold if loaded.review_threshold is not None else 0.6
+        if loaded.review_threshold is not None:
+            return loaded.review_threshold
+        return DEFAULT_REVIEW_THRESHOLD
 
     def _add(self, rows: list[tuple[int, dict[str, Any]]]) -> None:
         self.rows.extend(rows)

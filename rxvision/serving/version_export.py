@@ -27,6 +27,7 @@ from rxvision.serving.batch_tuning import (
     log_tuning,
     tune_batch_sizes,
 )
+from rxvision.serving.calibration import DEFAULT_REVIEW_THRESHOLD
 from rxvision.serving.exports import (
     FILES,
     FP32_TOLERANCE,
@@ -71,6 +72,7 @@ def export_version(
     calibration_images: int = 64,
     tolerance: float = FP32_TOLERANCE,
     max_int8_drop_points: float = 1.0,
+    max_int8_ece_rise: float = 0.02,
     tracking_uri: str | None = None,
     work_dir: Path | None = None,
     tuning: BatchTuningConfig | None = None,
@@ -81,7 +83,10 @@ def export_version(
 
     Images come preprocessed (``images``, ``labels``) or from ``image_folder``
     (``DIR/<class>/*``, labelled by folder): held-out images, on which parity is checked
-    and INT8 is accepted or refused. INT8 is calibrated on ``calibration_folder``
+    and INT8 is accepted or refused (``rxvision.serving.quantize.judge_int8``: top-1 at
+    most ``max_int8_drop_points`` lower, ECE at most ``max_int8_ece_rise`` higher, no
+    more wrong predictions skipping review, under the version's temperature and review
+    threshold). INT8 is calibrated on ``calibration_folder``
     (training images), ``calibration_images`` of them taken round-robin across classes;
     without one, INT8 is not tried (calibrating on the images that judge it would hide
     its error).
@@ -118,6 +123,9 @@ def export_version(
                 labels,
                 int8_path,
                 max_drop_points=max_int8_drop_points,
+                max_ece_rise=max_int8_ece_rise,
+                temperature=loaded.temperature,
+                review_threshold=_review_threshold(loaded),
             )
             if decision.kept:
                 int8_parity = ParityReport("onnxruntime-int8", len(images), float("nan"), 0.0, 0.0)
@@ -127,15 +135,19 @@ def export_version(
         if tuned is not None:
             tags.update(tuned.tags())
     if decision is not None and loaded.ref.registered_name and loaded.ref.version:
-        int8_tags = {
-            f"{TAG}.int8.kept": str(decision.kept).lower(),
-            f"{TAG}.int8.top1_fp32": f"{decision.top1_fp32:.4f}",
-            f"{TAG}.int8.top1_int8": f"{decision.top1_int8:.4f}",
-        }
+        int8_tags = decision.tags(TAG)
         for key, value in int8_tags.items():
             client.set_model_version_tag(loaded.ref.registered_name, loaded.ref.version, key, value)
         tags.update(int8_tags)
     return ExportSummary(loaded.label, results, decision, tags, tuned)
+
+
+def _review_threshold(loaded: LoadedModel) -> float:
+    """The threshold scoring routes this model's rows to review by, unless the serving
+    config overrides it for every model: the one INT8 is judged under."""
+    if loaded.review_threshold is not None:
+        return loaded.review_threshold
+    return DEFAULT_REVIEW_THRESHOLD
 
 
 def _tune_batch_sizes(

@@ -20,6 +20,7 @@ from rxvision.home import repo_root
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision.pipeline.end_to_end import DemoData
+from rxvision.serving.exports import INT8_GATE
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
 
@@ -161,6 +162,15 @@ def test_predictions_on_s3(
     # the incoming keys are <product>/img-N.jpg: the champion should read them right
     correct = sum(r["label"] == r["key"].split("/")[-2] for r in good)
     assert correct / len(good) >= 0.9
+    # scored by its INT8 model exactly when its export judged one fit (else fp32 ONNX)
+    tags = (
+        MlflowClient(e2e_env["MLFLOW_TRACKING_URI"])
+        .get_model_version_by_alias(MODEL, "champion")
+        .tags
+    )
+    assert tags["rxvision.serving.int8.kept"] in {"true", "false"}
+    judged = tags.get("rxvision.serving.int8.gate") == INT8_GATE
+    assert {r["runtime"] for r in good} == {"onnxruntime-int8" if judged else "onnxruntime"}
 
 
 def test_status_json(main_job: dict[str, Any], e2e_env: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from serving_helpers import wait_for
 
 from rxvision.serving.evaluation import evaluate_model
-from rxvision.serving.exports import FP32_TOLERANCE
+from rxvision.serving.exports import FP32_TOLERANCE, INT8_GATE
 from rxvision.serving.scoring_config import ScoringConfig
 from rxvision.serving.scoring_run import score_batch
 from rxvision.serving.shard import score_shard
@@ -65,6 +65,11 @@ def test_exports_match_eager_and_are_logged_with_the_version(
     assert float(mv.tags["rxvision.serving.torchscript.max_abs_diff"]) <= FP32_TOLERANCE
     kept = mv.tags["rxvision.serving.int8.kept"] == "true"
     assert kept == ("serving/model.int8.onnx" in logged)
+    # judged on calibration and the review queue too, and only a kept model says so
+    assert {"ece_fp32", "ece_int8", "silent_errors_int8", "agreement"} <= {
+        key.rsplit(".", 1)[1] for key in mv.tags if key.startswith("rxvision.serving.int8.")
+    }
+    assert (mv.tags.get("rxvision.serving.int8.gate") == INT8_GATE) == kept
     # the same version re-scored on a labelled folder (the registry's champion comparator)
     metrics = evaluate_model(f"models:/{name}/{version}", pills)
     assert 0.0 <= metrics["test_top1"] <= 1.0 and 0.0 <= metrics["test_ece"] <= 1.0
@@ -91,10 +96,13 @@ def test_batch_with_corrupt_images_completes_with_error_rows(
     scored = [r for r in rows if not r["error"]]
     assert {r["model_version"] for r in scored} == {f"{models['name']}/{models['good']}"}
     assert {r["scored_by"] for r in scored} == {"primary"}
-    assert {r["runtime"] for r in scored} == {"onnxruntime"}  # the first preferred runtime
+    # the first preferred runtime the version has: its INT8 model when its export kept one
+    tags = MlflowClient().get_model_version(models["name"], models["good"]).tags
+    expected = "onnxruntime-int8" if tags.get("rxvision.serving.int8.gate") else "onnxruntime"
+    assert {r["runtime"] for r in scored} == {expected}
     store = Storage()
     assert store.exists(f"{out}/_SUCCESS") and store.exists(f"{out}/_manifest.json")
-    assert manifest["models"]["primary"]["runtime"] == "onnxruntime"
+    assert manifest["models"]["primary"]["runtime"] == expected
     latency = manifest["metrics"]["latency_ms"]
     assert latency["image"]["count"] == 18 and latency["batch"]["p95"] is not None
     assert manifest["metrics"]["error_rate"] == pytest.approx(0.1)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from serving_fixtures import IMG, loaded_model, tiny_net
 
-from rxvision.serving.exports import ExportParityError, export_onnx
-from rxvision.serving.model_contract import serving_model
-from rxvision.serving.predictors import EagerPredictor, TorchScriptPredictor
-from rxvision.serving.runtime_selection import PredictorOptions, select_predictor
+from rxvision.serving.exports import INT8_GATE, TAG, ExportParityError, export_onnx
+from rxvision.serving.model_contract import LoadedModel, serving_model
+from rxvision.serving.predictors import EagerPredictor, RuntimeUnavailable, TorchScriptPredictor
+from rxvision.serving.runtime_selection import (
+    PredictorOptions,
+    build_predictor,
+    select_predictor,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -39,6 +44,37 @@ def test_select_predictor_skips_a_drifting_export(tmp_path: Path, images: torch.
     chosen = select_predictor(loaded, ["onnxruntime", "eager"], images, options)
     assert chosen.runtime == "eager"
     with pytest.raises(ExportParityError):
-        from rxvision.serving.runtime_selection import build_predictor
-
         build_predictor(loaded, "onnxruntime", images, options)
+
+
+def judged_int8_model(tmp_path: Path, images: torch.Tensor, gate: str | None) -> LoadedModel:
+    """A version whose kept INT8 file is in the local cache, tagged with ``gate``."""
+    from rxvision.serving.exports import FILES
+    from rxvision.serving.model_loading import cache_key
+    from rxvision.serving.quantize import static_quantize_onnx
+
+    plain = loaded_model()
+    tags = {f"{TAG}.int8.gate": gate} if gate else {}
+    loaded = replace(plain, ref=replace(plain.ref, tags=tags))
+    folder = tmp_path / cache_key(loaded.ref.cache_id)
+    onnx_path = export_onnx(loaded.model, tmp_path / "fp32.onnx", img_size=IMG)
+    static_quantize_onnx(onnx_path, [images.numpy()], folder / FILES["onnxruntime-int8"])
+    return loaded
+
+
+def test_int8_scores_only_a_version_judged_on_calibration_and_review_on_a_cpu(
+    tmp_path: Path, images: torch.Tensor
+) -> None:
+    preference = ["onnxruntime-int8", "onnxruntime", "eager"]
+    options = PredictorOptions(cache_dir=tmp_path, precision="fp32")
+    judged = judged_int8_model(tmp_path, images, INT8_GATE)
+    assert select_predictor(judged, preference, images, options).runtime == "onnxruntime-int8"
+    # kept on top-1 alone (exported before the gate): the file is there, and not used
+    old = judged_int8_model(tmp_path, images, "top1")
+    assert select_predictor(old, preference, images, options).runtime == "onnxruntime"
+    with pytest.raises(RuntimeUnavailable, match=r"int8\.gate: top1\); `rxvision model export`"):
+        build_predictor(old, "onnxruntime-int8", images, options)
+    # judged on the CPU: never on a GPU, whatever the tag
+    gpu = PredictorOptions(cache_dir=tmp_path, device=torch.device("cuda"))
+    with pytest.raises(RuntimeUnavailable, match="judged on the CPU, not on cuda"):
+        build_predictor(judged, "onnxruntime-int8", images, gpu)
