@@ -58,6 +58,15 @@ def native_bf16_cpu() -> bool:
     return any(flag in text for flag in (" avx512_bf16", " amx_bf16"))
 
 
+def cpu_has_vnni() -> bool:
+    """Whether the CPU has VNNI (int8 dot products without 16-bit saturation)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_vnni" in text or " avx_vnni" in text or " amx_int8" in text
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``; None runs fp32."""
     if precision == "fp32":

@@ -41,7 +41,7 @@ from rxvision.registry.gates import expected_calibration_error
 from rxvision.serving.calibration import DEFAULT_REVIEW_THRESHOLD, softmax
 from rxvision.serving.exports import INT8_GATE
 from rxvision.serving.model_contract import ServingModel
-from rxvision.serving.predictors import OnnxPredictor, Predictor
+from rxvision.serving.predictors import OnnxPredictor, Predictor, cpu_has_vnni
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +117,6 @@ class BatchCalibrationReader(CalibrationDataReader):
     def rewind(self) -> None:
         """Start again from the first batch."""
         self.position = 0
-
-
-def cpu_has_vnni() -> bool:
-    """Whether the CPU has VNNI (int8 dot products without 16-bit saturation)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_vnni" in text or " avx_vnni" in text or " amx_int8" in text
 
 
 def static_quantize_onnx(
@@ -229,6 +220,8 @@ class Int8Decision:
     # share of images given the same label and the same route (review or not) as fp32
     agreement: float = 1.0
     refused: tuple[str, ...] = ()  # each failed check, in words
+    # 7-bit weights (made on a CPU without VNNI): safe on any x86 CPU; full range needs VNNI
+    reduce_range: bool = False
 
     @property
     def drop_points(self) -> float:
@@ -257,6 +250,7 @@ class Int8Decision:
             f"{prefix}.int8.silent_errors_fp32": str(self.silent_errors_fp32),
             f"{prefix}.int8.silent_errors_int8": str(self.silent_errors_int8),
             f"{prefix}.int8.agreement": f"{self.agreement:.4f}",
+            f"{prefix}.int8.reduce_range": str(self.reduce_range).lower(),
         }
         if self.kept:
             tags[f"{prefix}.int8.gate"] = INT8_GATE
@@ -301,7 +295,8 @@ def static_int8(
     ECE and the review queue under ``temperature`` and ``review_threshold``: ``judge_int8``)."""
     calib = calibration.numpy()
     batches = [calib[i : i + CALIBRATION_BATCH] for i in range(0, len(calib), CALIBRATION_BATCH)]
-    static_quantize_onnx(onnx_path, batches, out_path)
+    reduce_range = not cpu_has_vnni()
+    static_quantize_onnx(onnx_path, batches, out_path, reduce_range=reduce_range)
     cpu = torch.device("cpu")
     labels = np.asarray(labels)
     fp32, int8 = (
@@ -329,6 +324,7 @@ def static_int8(
         silent_errors_int8=int8.silent_errors,
         agreement=float(same.mean()) if len(same) else 1.0,
         refused=refused,
+        reduce_range=reduce_range,
     )
     log.info("%s", decision.describe())
     return decision

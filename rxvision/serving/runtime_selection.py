@@ -39,6 +39,7 @@ from rxvision.serving.predictors import (
     RuntimeUnavailable,
     TorchScriptPredictor,
     autocast_dtype,
+    cpu_has_vnni,
 )
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,11 @@ def _require_judged_int8(loaded: LoadedModel, device: torch.device) -> None:
     version whose INT8 model was kept on top-1 alone (exported before ``INT8_GATE``)."""
     if device.type != "cpu":
         raise RuntimeUnavailable(f"int8 was judged on the CPU, not on {device}")
+    if loaded.ref.tags.get(f"{TAG}.int8.reduce_range") == "false" and not cpu_has_vnni():
+        # full-range weights: ONNX Runtime's u8s8 kernels can saturate without VNNI
+        raise RuntimeUnavailable(
+            f"{loaded.label}'s int8 model needs a CPU with VNNI (its weights use 8 bits)"
+        )
     gate = loaded.ref.tags.get(f"{TAG}.int8.gate")
     if gate != INT8_GATE:
         raise RuntimeUnavailable(

@@ -10,7 +10,7 @@ import torch
 from serving_fixtures import IMG, loaded_model
 
 from rxvision.serving.exports import INT8_GATE, export_onnx
-from rxvision.serving.predictors import EagerPredictor
+from rxvision.serving.predictors import EagerPredictor, cpu_has_vnni
 from rxvision.serving.quantize import (
     HeldOutScore,
     dynamic_quantize,
@@ -54,6 +54,8 @@ def test_static_int8_is_kept_only_within_the_top1_budget(
     assert kept.tags("p")["p.int8.silent_errors_fp32"] == "0"  # fp32 is right everywhere
     assert "p.int8.gate" not in strict.tags("p") and strict.tags("p")["p.int8.kept"] == "false"
     assert 0.0 <= kept.agreement <= 1.0 and 0.0 <= kept.ece_int8 <= 1.0
+    # whether the weights were made for any x86 CPU (7 bits) or for VNNI ones (8)
+    assert kept.tags("p")["p.int8.reduce_range"] == str(not cpu_has_vnni()).lower()
 
 
 # three images of three classes, the true class 0, 1, 2

@@ -9,6 +9,7 @@ import pytest
 import torch
 from serving_fixtures import IMG, loaded_model, tiny_net
 
+from rxvision.serving import runtime_selection
 from rxvision.serving.exports import INT8_GATE, TAG, ExportParityError, export_onnx
 from rxvision.serving.model_contract import LoadedModel, serving_model
 from rxvision.serving.predictors import EagerPredictor, RuntimeUnavailable, TorchScriptPredictor
@@ -47,7 +48,9 @@ def test_select_predictor_skips_a_drifting_export(tmp_path: Path, images: torch.
         build_predictor(loaded, "onnxruntime", images, options)
 
 
-def judged_int8_model(tmp_path: Path, images: torch.Tensor, gate: str | None) -> LoadedModel:
+def judged_int8_model(
+    tmp_path: Path, images: torch.Tensor, gate: str | None, **more_tags: str
+) -> LoadedModel:
     """A version whose kept INT8 file is in the local cache, tagged with ``gate``."""
     from rxvision.serving.exports import FILES
     from rxvision.serving.model_loading import cache_key
@@ -55,6 +58,7 @@ def judged_int8_model(tmp_path: Path, images: torch.Tensor, gate: str | None) ->
 
     plain = loaded_model()
     tags = {f"{TAG}.int8.gate": gate} if gate else {}
+    tags |= {f"{TAG}.int8.{key}": value for key, value in more_tags.items()}
     loaded = replace(plain, ref=replace(plain.ref, tags=tags))
     folder = tmp_path / cache_key(loaded.ref.cache_id)
     onnx_path = export_onnx(loaded.model, tmp_path / "fp32.onnx", img_size=IMG)
@@ -78,3 +82,22 @@ def test_int8_scores_only_a_version_judged_on_calibration_and_review_on_a_cpu(
     gpu = PredictorOptions(cache_dir=tmp_path, device=torch.device("cuda"))
     with pytest.raises(RuntimeUnavailable, match="judged on the CPU, not on cuda"):
         build_predictor(judged, "onnxruntime-int8", images, gpu)
+
+
+def test_int8_with_full_range_weights_needs_a_cpu_with_vnni(
+    tmp_path: Path, images: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = PredictorOptions(cache_dir=tmp_path, precision="fp32")
+    full = judged_int8_model(tmp_path, images, INT8_GATE, reduce_range="false")
+    reduced = judged_int8_model(tmp_path, images, INT8_GATE, reduce_range="true")
+    # a scoring host whose CPU lacks VNNI (its u8s8 sums could saturate)
+    monkeypatch.setattr(runtime_selection, "cpu_has_vnni", lambda: False)
+    with pytest.raises(RuntimeUnavailable, match="needs a CPU with VNNI"):
+        build_predictor(full, "onnxruntime-int8", images, options)
+    assert build_predictor(reduced, "onnxruntime-int8", images, options).runtime == (
+        "onnxruntime-int8"
+    )
+    monkeypatch.setattr(runtime_selection, "cpu_has_vnni", lambda: True)
+    assert build_predictor(full, "onnxruntime-int8", images, options).runtime == (
+        "onnxruntime-int8"
+    )
