@@ -22,7 +22,7 @@ crop), then registered and exported as the nightly does (its static INT8 model j
 against fp32 on held-out photos: the job scores with it when it is kept, as a champion
 would); then all three score the same images from S3.
 
-    .venv/bin/python bench/scoring_job.py [--images 1200] [--repeats 3]
+    .venv/bin/python bench/scoring_job.py [--images 1200] [--repeats 3] [--runtimes ...]
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ from rxvision.storage.s3 import S3Store
 
 INPUT = "s3://rxvision-data/bench/scoring-input"
 GALLERY_ENV = "RXVISION_REVIEW_GALLERY"
+# config overrides of the runtimes tried (--runtimes; none: the serving config's)
+RUNTIMES: list[str] = []
 SETTLE_S = 1.0
 
 
@@ -137,7 +139,9 @@ def decoded_inputs(model_uri: str, keys: list[str]) -> torch.Tensor:
 
 def chosen_runtime(model_uri: str, sample: torch.Tensor) -> tuple[Predictor, int]:
     """The runtime and batch size the job picks for this model (built once, untimed)."""
-    pool = ModelPool(model_uri, None, load_scoring_config(overrides=["statsd.host=null"]))
+    pool = ModelPool(
+        model_uri, None, load_scoring_config(overrides=["statsd.host=null", *RUNTIMES])
+    )
     predictor = pool.predictor(PRIMARY, sample)
     return predictor, pool.batch_size()
 
@@ -165,7 +169,7 @@ def project(model_uri: str, images: int, gallery: bool = True) -> float:
 def _score_once(model_uri: str, images: int, out: str) -> float:
     # no inference cache: every repetition scores the same images with the same model,
     # and from the second on the cache would answer (bench/scoring_cache.py measures it)
-    config = load_scoring_config(overrides=["statsd.host=null", "cache.uri=null"])
+    config = load_scoring_config(overrides=["statsd.host=null", "cache.uri=null", *RUNTIMES])
     manifest = score_batch(model_uri, INPUT, out, config=config)
     assert manifest["rows"] == images, manifest["rows"]
     return float(manifest["rows"])
@@ -277,7 +281,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        help="The runtimes to try, in order (default: configs/serving.yaml's), e.g. "
+        "`--runtimes onnxruntime` for fp32 where the version has an INT8 model.",
+    )
     args = parser.parse_args()
+    if args.runtimes:
+        RUNTIMES.append(f"runtimes=[{','.join(args.runtimes)}]")
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
     with bench_stack() as _, tempfile.TemporaryDirectory(prefix="rxv-bench-job-") as tmp:
