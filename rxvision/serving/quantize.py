@@ -10,8 +10,8 @@
   version's own temperature and review threshold, and kept only when all three hold:
   its top-1 is at most ``max_drop_points`` (default 1 point) lower; its calibration
   error (ECE) at most ``max_ece_rise`` (default 0.02) higher, since the temperature was
-  fitted on fp32 logits; and it lets through to no review no more wrong predictions
-  than fp32 does (a pharmacy trusts an auto-accepted row). Scoring prefers a kept INT8
+  fitted on fp32 logits; and no more of its wrong predictions are confident enough to
+  skip review than fp32's (a pharmacy trusts an auto-accepted row). Scoring prefers a kept INT8
   model on a CPU (``INT8_GATE``: only a version judged so).
 """
 
@@ -181,7 +181,7 @@ class HeldOutScore:
     ece: float
     # wrong predictions confident enough to skip the review queue
     silent_errors: int
-    labels: np.ndarray  # predicted class per image
+    predicted: np.ndarray  # the predicted class of each image
     routed: np.ndarray  # whether each image goes to review
 
     @classmethod
@@ -198,7 +198,7 @@ class HeldOutScore:
             top1=float(correct.mean()) if len(labels) else 0.0,
             ece=expected_calibration_error(confidence, correct) if len(labels) else 0.0,
             silent_errors=int((~correct & ~routed).sum()),
-            labels=predicted,
+            predicted=predicted,
             routed=routed,
         )
 
@@ -310,7 +310,7 @@ def static_int8(
     kept = not refused
     if not kept:
         out_path.unlink(missing_ok=True)
-    same = (fp32.labels == int8.labels) & (fp32.routed == int8.routed)
+    same = (fp32.predicted == int8.predicted) & (fp32.routed == int8.routed)
     decision = Int8Decision(
         kept,
         fp32.top1,

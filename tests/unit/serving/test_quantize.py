@@ -72,7 +72,7 @@ def test_a_held_out_score_counts_the_wrong_predictions_that_skip_review() -> Non
     assert held.top1 == pytest.approx(1 / 3)
     assert held.silent_errors == 1
     assert held.routed.tolist() == [False, False, True]
-    assert held.labels.tolist() == [0, 0, 0]
+    assert held.predicted.tolist() == [0, 0, 0]
     # the same logits under a higher threshold: the sure mistake goes to review too
     assert score([[4.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.2, 0.0, 0.1]], 0.9).silent_errors == 0
 
