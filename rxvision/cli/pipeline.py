@@ -108,6 +108,22 @@ def _incidents_line(incidents: dict[str, Any]) -> str:
     return escape(f"{incidents['count']}" + (": " + ", ".join(items) if items else ""))
 
 
+def _int8_line(int8: dict[str, Any] | None) -> str:
+    """How the champion scores on a CPU: its judged INT8 model, or fp32 and why."""
+    if int8 is None:
+        return "fp32 ONNX Runtime (no INT8 model tried at export)"
+    figures = (
+        f"top-1 {int8.get('top1_int8', '?')} vs fp32 {int8.get('top1_fp32', '?')}, "
+        f"ECE {int8.get('ece_int8', '?')} vs {int8.get('ece_fp32', '?')}, wrong without "
+        f"review {int8.get('silent_errors_int8', '?')} vs {int8.get('silent_errors_fp32', '?')}"
+    )
+    if int8["scores"]:
+        return escape(f"static INT8 ({figures})")
+    if int8.get("kept") == "true":
+        return "fp32 ONNX Runtime (INT8 kept on top-1 alone: export the version again)"
+    return escape(f"fp32 ONNX Runtime (INT8 refused: {int8.get('refused', '')}; {figures})")
+
+
 def _print_status(info: dict[str, Any]) -> None:
     table = Table(title="RxVision status", show_header=True)
     table.add_column("what")
@@ -117,6 +133,7 @@ def _print_status(info: dict[str, Any]) -> None:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in champ["metrics"].items())
         table.add_row("champion", f"{champ['name']} v{champ['version']} ({metrics})")
         table.add_row("look-alike pairs", champ.get("pairs") or "none confused on its test split")
+        table.add_row("cpu runtime", _int8_line(champ.get("int8")))
     else:
         table.add_row("champion", str((champ or {}).get("error", "none yet")))
     for dag_id, run in (info.get("dag_runs") or {}).items():

@@ -15,6 +15,7 @@ from rxvision.pipeline.alerts import list_alerts
 from rxvision.pipeline.config import PipelineConfig
 from rxvision.pipeline.incident_store import IncidentStore
 from rxvision.pipeline.incidents import incidents_uri_for
+from rxvision.serving.int8_record import int8_judgement
 from rxvision.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def champion_status() -> dict[str, Any] | None:
         # the look-alikes it confuses on its test split: class>taken-for recall, worst first
         "pairs": champion.tags.get("rxvision.eval.pairs", ""),
         "fallback": getattr(registry.get_alias(registry.config.aliases.fallback), "version", None),
+        "int8": int8_judgement(champion.tags),
     }
 
 

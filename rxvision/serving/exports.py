@@ -42,9 +42,6 @@ FILES = {
 }
 ARTIFACT_DIR = "serving"
 TAG = "rxvision.serving"
-# what a version's ``rxvision.serving.int8.gate`` tag says when its INT8 model was judged
-# on calibration and the review queue as well as top-1 (before: top-1 only)
-INT8_GATE = "top1+ece+review"
 
 
 class ExportParityError(RxVisionError):

@@ -39,7 +39,7 @@ from torch import nn
 
 from rxvision.registry.gates import expected_calibration_error
 from rxvision.serving.calibration import DEFAULT_REVIEW_THRESHOLD, softmax
-from rxvision.serving.exports import INT8_GATE
+from rxvision.serving.int8_record import INT8_GATE
 from rxvision.serving.model_contract import ServingModel
 from rxvision.serving.predictors import OnnxPredictor, Predictor, cpu_has_vnni
 
@@ -254,6 +254,8 @@ class Int8Decision:
         }
         if self.kept:
             tags[f"{prefix}.int8.gate"] = INT8_GATE
+        else:
+            tags[f"{prefix}.int8.refused"] = "; ".join(self.refused)
         return tags
 
 

@@ -21,13 +21,13 @@ from rxvision.errors import ConfigError
 from rxvision.serving.exports import (
     FILES,
     FP32_TOLERANCE,
-    INT8_GATE,
     TAG,
     ExportParityError,
     check_parity,
     export_onnx,
     export_torchscript,
 )
+from rxvision.serving.int8_record import int8_judgement
 from rxvision.serving.model_contract import LoadedModel
 from rxvision.serving.model_loading import cache_key, default_cache_dir
 from rxvision.serving.parity_record import passed_parity_before, record_parity
@@ -98,16 +98,17 @@ def _require_judged_int8(loaded: LoadedModel, device: torch.device) -> None:
     version whose INT8 model was kept on top-1 alone (exported before ``INT8_GATE``)."""
     if device.type != "cpu":
         raise RuntimeUnavailable(f"int8 was judged on the CPU, not on {device}")
-    if loaded.ref.tags.get(f"{TAG}.int8.reduce_range") == "false" and not cpu_has_vnni():
+    judged = int8_judgement(loaded.ref.tags) or {}
+    if judged.get("reduce_range") == "false" and not cpu_has_vnni():
         # full-range weights: ONNX Runtime's u8s8 kernels can saturate without VNNI
         raise RuntimeUnavailable(
             f"{loaded.label}'s int8 model needs a CPU with VNNI (its weights use 8 bits)"
         )
-    gate = loaded.ref.tags.get(f"{TAG}.int8.gate")
-    if gate != INT8_GATE:
+    if not judged.get("scores"):
         raise RuntimeUnavailable(
             f"{loaded.label} has no int8 model judged on calibration and review "
-            f"({TAG}.int8.gate: {gate or 'absent'}); `rxvision model export` judges one"
+            f"({TAG}.int8.gate: {judged.get('gate') or 'absent'}); "
+            "`rxvision model export` judges one"
         )
 
 

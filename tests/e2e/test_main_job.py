@@ -20,7 +20,7 @@ from rxvision.home import repo_root
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision.pipeline.end_to_end import DemoData
-from rxvision.serving.exports import INT8_GATE
+from rxvision.serving.int8_record import INT8_GATE
 from rxvision.stack.local_stack import LocalStack
 from rxvision.storage.s3 import S3Store
 
@@ -184,6 +184,9 @@ def test_status_json(main_job: dict[str, Any], e2e_env: dict[str, str]) -> None:
     assert status["predictions"]["uri"].startswith("s3://rxvision-predictions/runs/")
     assert status["predictions"]["error_rate"] == pytest.approx(1 / INCOMING, abs=1e-4)
     assert isinstance(status["sla_misses"]["count"], int)
+    # how the champion scores on a CPU, as its export judged its INT8 model
+    int8 = status["champion"]["int8"]
+    assert int8["kept"] in {"true", "false"} and int8["scores"] == (int8.get("gate") == INT8_GATE)
 
 
 EXPECTED_METRICS = (

@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 from serving_helpers import wait_for
 
 from rxvision.serving.evaluation import evaluate_model
-from rxvision.serving.exports import FP32_TOLERANCE, INT8_GATE
+from rxvision.serving.exports import FP32_TOLERANCE
+from rxvision.serving.int8_record import INT8_GATE
 from rxvision.serving.scoring_config import ScoringConfig
 from rxvision.serving.scoring_run import score_batch
 from rxvision.serving.shard import score_shard

@@ -9,7 +9,8 @@ import pytest
 import torch
 from serving_fixtures import IMG, loaded_model
 
-from rxvision.serving.exports import INT8_GATE, export_onnx
+from rxvision.serving.exports import export_onnx
+from rxvision.serving.int8_record import INT8_GATE
 from rxvision.serving.predictors import EagerPredictor, cpu_has_vnni
 from rxvision.serving.quantize import (
     HeldOutScore,

@@ -10,7 +10,8 @@ import torch
 from serving_fixtures import IMG, loaded_model, tiny_net
 
 from rxvision.serving import runtime_selection
-from rxvision.serving.exports import INT8_GATE, TAG, ExportParityError, export_onnx
+from rxvision.serving.exports import TAG, ExportParityError, export_onnx
+from rxvision.serving.int8_record import INT8_GATE
 from rxvision.serving.model_contract import LoadedModel, serving_model
 from rxvision.serving.predictors import EagerPredictor, RuntimeUnavailable, TorchScriptPredictor
 from rxvision.serving.runtime_selection import (
@@ -57,7 +58,7 @@ def judged_int8_model(
     from rxvision.serving.quantize import static_quantize_onnx
 
     plain = loaded_model()
-    tags = {f"{TAG}.int8.gate": gate} if gate else {}
+    tags = {f"{TAG}.int8.kept": "true"} | ({f"{TAG}.int8.gate": gate} if gate else {})
     tags |= {f"{TAG}.int8.{key}": value for key, value in more_tags.items()}
     loaded = replace(plain, ref=replace(plain.ref, tags=tags))
     folder = tmp_path / cache_key(loaded.ref.cache_id)
