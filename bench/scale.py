@@ -10,7 +10,8 @@ the second-largest size to the largest (flat within 20% is the goal).
 The photos (240 px synthetic pills) are generated once per size and kept under
 ``var/bench-cache/scale/<size>`` (drawing 100,000 takes ~8 minutes on 2 cores). The
 stages need S3 and MLflow: the stack the environment names, else a throwaway one. Scoring
-uses a small model trained here (its throughput does not depend on its accuracy).
+uses a small model trained here (its throughput does not depend on its accuracy),
+registered and exported as the nightly does (`bench/scoring_job.py`).
 
     .venv/bin/python bench/scale.py [--sizes 1000 10000 100000] [--no-score]
 """
@@ -198,9 +199,11 @@ def main() -> None:
         work = Path(tmp)
         model_uri = None
         if not args.no_score:
-            from scoring_job import train_small_model
+            from scoring_job import registered_and_exported, train_small_model
 
-            model_uri = train_small_model(work / "model")
+            # registered and exported as the nightly does: scored as a champion would be
+            # (its INT8 model when the export keeps it)
+            model_uri = registered_and_exported(train_small_model(work / "model"), work / "model")
         print(f"{'images':>7} {'stage':<10} {'time':>10} {'rate':>15} {'peak RSS':>10}")
         for size in sorted(args.sizes):
             stages += measure_size(size, work, model_uri)
