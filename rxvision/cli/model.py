@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rxvision.errors import ConfigError
+from rxvision.serving.int8_record import MAX_ECE_RISE, MAX_TOP1_DROP_POINTS
 
 if TYPE_CHECKING:
     from rxvision.registry.model_registry import ModelRegistry
@@ -172,11 +173,11 @@ def export(
     tolerance: Annotated[float, typer.Option(help="Parity tolerance (max |logit diff|).")] = 1e-3,
     max_int8_drop: Annotated[
         float, typer.Option(help="Keep static INT8 if top-1 drops at most this (points).")
-    ] = 1.0,
+    ] = MAX_TOP1_DROP_POINTS,
     max_int8_ece_rise: Annotated[
         float,
         typer.Option(help="Keep static INT8 if its calibration error (ECE) rises at most this."),
-    ] = 0.02,
+    ] = MAX_ECE_RISE,
 ) -> None:
     """Export to TorchScript and ONNX (+ static INT8), check parity, log with the version."""
     from rxvision.serving.version_export import export_version

@@ -12,6 +12,10 @@ PREFIX = "rxvision.serving.int8."
 # what a version's ``rxvision.serving.int8.gate`` tag says when its INT8 model was judged
 # on calibration and the review queue as well as top-1 (before: top-1 only)
 INT8_GATE = "top1+ece+review"
+# the export's default limits for keeping INT8 against fp32 on held-out photos: here, not
+# in ``quantize``, so that the CLI's option defaults import neither torch nor ONNX Runtime
+MAX_TOP1_DROP_POINTS = 1.0
+MAX_ECE_RISE = 0.02
 
 
 def int8_judgement(tags: Mapping[str, str]) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from rxvision.data.eval_batch import EvalBatch
 from rxvision.data.imaging import ImageSpec, load_image
 from rxvision.data.presets import EvalPreset
 from rxvision.errors import ConfigError
+from rxvision.serving.calibration import DEFAULT_REVIEW_THRESHOLD
 
 
 class ServingModel(nn.Module):
@@ -106,6 +107,14 @@ class LoadedModel:
         if isinstance(self.network, ServingModel):
             return self.network
         return self.network()
+
+    @property
+    def review_threshold_or_default(self) -> float:
+        """The review threshold chosen with the model (a precision on its validation
+        split), else ``DEFAULT_REVIEW_THRESHOLD`` (a version made before thresholds)."""
+        if self.review_threshold is not None:
+            return self.review_threshold
+        return DEFAULT_REVIEW_THRESHOLD
 
     @property
     def img_size(self) -> int:

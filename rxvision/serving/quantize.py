@@ -39,14 +39,12 @@ from torch import nn
 
 from rxvision.registry.gates import expected_calibration_error
 from rxvision.serving.calibration import DEFAULT_REVIEW_THRESHOLD, softmax
-from rxvision.serving.int8_record import INT8_GATE
+from rxvision.serving.int8_record import INT8_GATE, MAX_ECE_RISE, MAX_TOP1_DROP_POINTS
 from rxvision.serving.model_contract import ServingModel
 from rxvision.serving.predictors import OnnxPredictor, Predictor, cpu_has_vnni
 
 log = logging.getLogger(__name__)
 
-MAX_TOP1_DROP_POINTS = 1.0
-MAX_ECE_RISE = 0.02
 CALIBRATION_BATCH = 16
 
 

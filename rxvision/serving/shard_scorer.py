@@ -20,7 +20,7 @@ import pyarrow as pa
 import torch
 
 from rxvision.serving.cache import CachePartition, InferenceCache, RowContract
-from rxvision.serving.calibration import DEFAULT_REVIEW_THRESHOLD, softmax
+from rxvision.serving.calibration import softmax
 from rxvision.serving.fetch import InputImage, decode_for, fetch_image, stream_images
 from rxvision.serving.isolated_decode import decode_isolated, decode_workers
 from rxvision.serving.metrics import ScoringMetrics, StatsdSink
@@ -173,9 +173,7 @@ class ShardScorer:
         its validation split), else ``DEFAULT_REVIEW_THRESHOLD``."""
         if self.config.review_threshold is not None:
             return self.config.review_threshold
-        if loaded.review_threshold is not None:
-            return loaded.review_threshold
-        return DEFAULT_REVIEW_THRESHOLD
+        return loaded.review_threshold_or_default
 
     def _add(self, rows: list[tuple[int, dict[str, Any]]]) -> None:
         self.rows.extend(rows)

@@ -27,7 +27,6 @@ from rxvision.serving.batch_tuning import (
     log_tuning,
     tune_batch_sizes,
 )
-from rxvision.serving.calibration import DEFAULT_REVIEW_THRESHOLD
 from rxvision.serving.exports import (
     FILES,
     FP32_TOLERANCE,
@@ -38,6 +37,7 @@ from rxvision.serving.exports import (
     log_exports,
 )
 from rxvision.serving.image_folder import load_image_folder
+from rxvision.serving.int8_record import MAX_ECE_RISE, MAX_TOP1_DROP_POINTS
 from rxvision.serving.model_contract import LoadedModel
 from rxvision.serving.model_loading import load_model
 from rxvision.serving.predictors import (
@@ -71,8 +71,8 @@ def export_version(
     calibration_folder: Path | None = None,
     calibration_images: int = 64,
     tolerance: float = FP32_TOLERANCE,
-    max_int8_drop_points: float = 1.0,
-    max_int8_ece_rise: float = 0.02,
+    max_int8_drop_points: float = MAX_TOP1_DROP_POINTS,
+    max_int8_ece_rise: float = MAX_ECE_RISE,
     tracking_uri: str | None = None,
     work_dir: Path | None = None,
     tuning: BatchTuningConfig | None = None,
@@ -125,7 +125,7 @@ def export_version(
                 max_drop_points=max_int8_drop_points,
                 max_ece_rise=max_int8_ece_rise,
                 temperature=loaded.temperature,
-                review_threshold=_review_threshold(loaded),
+                review_threshold=loaded.review_threshold_or_default,
             )
             if decision.kept:
                 int8_parity = ParityReport("onnxruntime-int8", len(images), float("nan"), 0.0, 0.0)
@@ -140,14 +140,6 @@ def export_version(
             client.set_model_version_tag(loaded.ref.registered_name, loaded.ref.version, key, value)
         tags.update(int8_tags)
     return ExportSummary(loaded.label, results, decision, tags, tuned)
-
-
-def _review_threshold(loaded: LoadedModel) -> float:
-    """The threshold scoring routes this model's rows to review by, unless the serving
-    config overrides it for every model: the one INT8 is judged under."""
-    if loaded.review_threshold is not None:
-        return loaded.review_threshold
-    return DEFAULT_REVIEW_THRESHOLD
 
 
 def _tune_batch_sizes(

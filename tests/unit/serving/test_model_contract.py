@@ -42,3 +42,16 @@ def test_a_network_given_as_a_loader_is_loaded_once_on_first_use() -> None:
     first = loaded.model
     assert loaded.model is first and calls == [1]
     assert first(torch.zeros(1, 3, IMG, IMG))["logits"].shape == (1, 3)
+
+
+def test_a_version_without_its_own_review_threshold_reviews_at_the_default() -> None:
+    from rxvision.data.imaging import ImageSpec
+    from rxvision.serving.calibration import DEFAULT_REVIEW_THRESHOLD
+    from rxvision.serving.model_contract import LoadedModel, ModelRef
+
+    ref = ModelRef(uri="models:/tiny/1", pinned_uri="models:/tiny/1", label="tiny/1")
+    net = serving_model(tiny_net())
+    chosen = LoadedModel(net, ["a", "b", "c"], ImageSpec(img_size=IMG), ref, review_threshold=0.83)
+    older = LoadedModel(net, ["a", "b", "c"], ImageSpec(img_size=IMG), ref)
+    assert chosen.review_threshold_or_default == 0.83
+    assert older.review_threshold_or_default == DEFAULT_REVIEW_THRESHOLD == 0.6
