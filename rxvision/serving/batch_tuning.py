@@ -7,9 +7,14 @@ real held-out images already preprocessed: ``warmup_batches`` untimed calls, the
 batches until ``images_per_candidate`` images have been scored (or
 ``max_seconds_per_candidate`` have passed: a slow size costs no more). Only the model call is
 timed, as scoring's batch latency is. The best size of a runtime and device is the
-smallest whose throughput is within ``within`` of the fastest: timings of neighbouring
-sizes differ by noise, and a smaller batch costs less memory and latency for the same
-throughput.
+fastest (``within: 0``, the default), or the smallest whose throughput is within
+``within`` of the fastest, for a host that would rather spend less memory and latency.
+The fastest by default because the scoring job pays per batch for more than the model
+call (gathering a batch from its decode workers, dispatch, rows): on the job's INT8 model
+(BENCHMARKS.md, the twenty-ninth session) batch 8 was the job's slowest size of
+8/16/32/64 in every run, 5-10% below the best, while the model call alone put it within
+5% of the fastest, so "the smallest within 5%" chose it in some exports; the fastest
+never did.
 
 ``log_tuning`` stores the best sizes as model-version tags
 ``rxvision.batch_size.<runtime>.<device>`` (e.g. ``rxvision.batch_size.onnxruntime.cpu``)
@@ -58,7 +63,8 @@ class BatchTuningConfig(BaseModel):
     # a slow runtime at a small size stops timing after this, once a batch is timed: an
     # export's tuning costs at most runtimes x devices x candidates x this (plus warm-up)
     max_seconds_per_candidate: float = Field(2.0, gt=0)
-    within: float = Field(0.05, ge=0, lt=1)
+    # 0: the fastest size; else the smallest within this share of the fastest
+    within: float = Field(0.0, ge=0, lt=1)
     # null: CPU, plus CUDA when this machine has it
     devices: list[Literal["cpu", "cuda"]] | None = None
 

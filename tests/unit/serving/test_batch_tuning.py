@@ -146,6 +146,18 @@ def test_best_is_the_smallest_size_within_the_margin_of_the_fastest() -> None:
     assert best_size([Measurement("eager", "cpu", 8, None, "x")], 0.05) is None
 
 
+def test_by_default_the_fastest_size_is_best_even_when_a_smaller_is_close() -> None:
+    # the model call alone puts 8 within 5% of 32; the scoring job pays per batch on top
+    rows = [
+        Measurement("onnxruntime-int8", "cpu", 8, 790.0),
+        Measurement("onnxruntime-int8", "cpu", 16, 795.0),
+        Measurement("onnxruntime-int8", "cpu", 32, 825.0),
+        Measurement("onnxruntime-int8", "cpu", 64, 810.0),
+    ]
+    assert best_size(rows, BatchTuningConfig().within) == 32
+    assert best_size(rows, load_scoring_config().batch_tuning.within) == 32
+
+
 def test_candidates_are_sorted_and_must_be_positive() -> None:
     assert BatchTuningConfig(candidates=[32, 1, 8, 8]).candidates == [1, 8, 32]
     with pytest.raises(ValueError, match="batch sizes must be >= 1"):
