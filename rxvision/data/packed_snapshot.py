@@ -1,15 +1,20 @@
 """A fetched snapshot read in place: its tar shards and index as DVC checked them out,
 each image located by its byte range inside a shard, never unpacked to its own file.
 
-Every shard is checked against the index before any of it is used: a member the index
-does not name, one whose size differs, or one missing is refused, naming the shard. The
-bytes are checked by their reader (each image's sha256 travels with its location).
+Every shard is checked against the index before any of it is used. An index made since
+the packer records offsets locates each image itself: the shard must then end as the
+packer wrote it (zeros after its last image, to the length ``tarfile`` gives: a member
+appended, or the end cut, shows there). An
+older index has no offsets: the shard's tar headers are parsed, and a member the index
+does not name, one whose size differs, or one missing is refused, naming the shard.
+Either way the bytes are checked by their reader (each image's sha256 travels with its
+location), so an offset that points elsewhere is refused, naming the image.
 
-A checkout (``SnapshotStore.checkout``) records where each image lies once its
-verification has read every shard's tar headers (``LOCATIONS_FILE``): the validator,
-preprocessing and registration then locate the images from it instead of parsing the
-headers again (~2 s of a process's CPU per pass at 100,000 images, measured). What they
-read is still checked against each image's sha256.
+Parsing the headers was a tenth to a third of a pull's time at 10,000 images (Python's
+``tarfile``, one thread; measured). For such older indexes a checkout
+(``SnapshotStore.checkout``) records where each image lies once its verification has
+read every shard's headers (``LOCATIONS_FILE``): the validator, preprocessing and
+registration then locate the images from it instead of parsing the headers again.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import pyarrow.parquet as pq
 from rxvision.data.snapshot_shards import (
     IndexEntry,
     Progress,
+    packed_shard_size,
     parquet_batches,
     read_index,
     shard_name,
@@ -109,9 +115,48 @@ class PackedSnapshot:
             raise SnapshotError(f"{path}: does not list the index's images: check it out again")
         return dict(zip(paths, offsets, strict=True))
 
+    def indexed_shard_images(
+        self, shard: int, expected: dict[str, IndexEntry], blob: memoryview | None = None
+    ) -> list[SourceImage] | None:
+        """Where each image of one shard lies, in path order, from the offsets the index
+        records (the packer's), after checking that the shard ends as the packer ended it
+        (``blob``: its bytes, when mapped already); None when the index has no offsets
+        (made before they were recorded)."""
+        if not expected or any(e.offset < 0 for e in expected.values()):
+            return None
+        path = self.shard_path(shard)
+        file = str(path)
+        images = [
+            SourceImage(e.path, e.label, file, e.offset, e.size, e.sha256)
+            for e in sorted(expected.values(), key=lambda e: e.path)
+        ]
+        end = max(image.offset + image.size for image in images)
+        tail_size = packed_shard_size(end) - end
+        # one byte more than expected: enough to tell a longer shard, never a large read
+        tail = bytes(blob[end : end + tail_size + 1]) if blob is not None else None
+        if tail is None:
+            try:
+                with path.open("rb") as fh:
+                    fh.seek(end)
+                    tail = fh.read(tail_size + 1)
+            except OSError as exc:
+                raise SnapshotError(f"{path}: cannot read shard: {exc}") from exc
+        # after the last image: its padding, the archive's end and the record's, all zero
+        # (a member appended, or the end cut, shows here; each image's bytes are hashed)
+        if len(tail) != tail_size or tail.strip(b"\0"):
+            raise SnapshotError(
+                f"{path}: does not end as the packer wrote it after its images (at byte "
+                f"{end}): not the shard the index was made with"
+            )
+        return images
+
     def shard_images(self, shard: int, expected: dict[str, IndexEntry]) -> list[SourceImage]:
-        """Where each image of one shard lies in its file: from the checkout's record
-        when there is one, else from the shard's tar headers checked against the index."""
+        """Where each image of one shard lies in its file: from the index's offsets, else
+        from the checkout's record when there is one, else from the shard's tar headers
+        checked against the index."""
+        indexed = self.indexed_shard_images(shard, expected)
+        if indexed is not None:
+            return indexed
         offsets = self.recorded_offsets
         if offsets is None:
             return self.parsed_shard_images(shard, expected)
@@ -179,7 +224,10 @@ class PackedSnapshot:
         """Each image of one shard with its bytes, checked against the index's sha256
         first (``SnapshotError`` names the image that differs)."""
         blob = map_shard(self.shard_path(shard))
-        for image in self.parsed_shard_images(shard, expected):
+        located = self.indexed_shard_images(shard, expected, blob)
+        if located is None:
+            located = self.parsed_shard_images(shard, expected)
+        for image in located:
             data = blob[image.offset : image.offset + image.size]
             if hashlib.sha256(data).hexdigest() != image.sha256:
                 raise SnapshotError(f"{image.path}: hash differs from the index")

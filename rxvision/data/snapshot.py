@@ -207,7 +207,8 @@ class SnapshotStore:
         entries, kept = assign_shards(entries, self.settings.shard_size, self._last_index(work))
         dataset = work / DATASET_DIR
         shutil.rmtree(dataset, ignore_errors=True)
-        shards = write_shards(data_dir, entries, dataset / SHARDS_DIR, progress)
+        entries = write_shards(data_dir, entries, dataset / SHARDS_DIR, progress)
+        shards = len({e.shard for e in entries})
         write_index(entries, dataset / INDEX_FILE)
         classes: dict[str, int] = {}
         for e in entries:

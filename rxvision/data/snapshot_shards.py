@@ -1,9 +1,10 @@
-"""A snapshot's contents: the index of its images (path, label, sha256, size, shard) and
-the deterministic tar shards they are packed into (about 1,000 images each), so a pull
-moves a few large objects instead of one per image. Sorted members and fixed metadata:
-the same members always give the same shard bytes, the same hashes; a new snapshot keeps
-the unchanged shards of the one before it (``assign_shards``), so a host that holds last
-night's objects fetches only what changed."""
+"""A snapshot's contents: the index of its images (path, label, sha256, size, shard and
+the byte offset in it) and the deterministic tar shards they are packed into (about 1,000
+images each), so a pull moves a few large objects instead of one per image. Sorted
+members and fixed metadata: the same members always give the same shard bytes, the same
+hashes; a new snapshot keeps the unchanged shards of the one before it
+(``assign_shards``), so a host that holds last night's objects fetches only what
+changed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import itertools
 import sys
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ class IndexEntry:
     sha256: str
     size: int
     shard: int = -1
+    # where the image's bytes start in its shard, recorded by the packer (-1: unknown, an
+    # index made before offsets were kept: readers then parse the shard's tar headers)
+    offset: int = -1
 
 
 # --- indexing ---------------------------------------------------------------------------
@@ -139,13 +143,15 @@ def shard_name(shard: int) -> str:
 
 def write_shards(
     data_dir: Path, entries: list[IndexEntry], out_dir: Path, progress: Progress | None = None
-) -> int:
-    """Pack the images into deterministic tar shards under ``out_dir``; return the count."""
+) -> list[IndexEntry]:
+    """Pack the images into deterministic tar shards under ``out_dir``; return the
+    entries, in their order, each with its byte offset in its shard (what the index
+    records, so a reader locates every image without parsing the tar headers)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     by_shard: dict[int, list[IndexEntry]] = {}
     for e in entries:
         by_shard.setdefault(e.shard, []).append(e)
-    done = 0
+    offsets: dict[str, int] = {}
     for shard, members in sorted(by_shard.items()):
         with tarfile.open(out_dir / shard_name(shard), "w", format=tarfile.PAX_FORMAT) as tar:
             for e in members:
@@ -153,10 +159,24 @@ def write_shards(
                 if hashlib.sha256(data).hexdigest() != e.sha256:
                     raise SnapshotError(f"{data_dir / e.path} changed while being snapshotted")
                 tar.addfile(_tar_info(e.path, len(data)), io.BytesIO(data))
-        done += len(members)
+                # the data ends the member, padded to a whole block
+                offsets[e.path] = tar.offset - padded_to_block(len(data))
         if progress:
-            progress("pack", done, len(entries))
-    return len(by_shard)
+            progress("pack", len(offsets), len(entries))
+    return [replace(e, offset=offsets[e.path]) for e in entries]
+
+
+def padded_to_block(size: int) -> int:
+    """``size`` bytes rounded up to whole tar blocks (512 bytes)."""
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def packed_shard_size(data_end: int) -> int:
+    """The size of a shard ``tarfile`` wrote whose last member's data ends at byte
+    ``data_end``: that data padded to a block, the two zero blocks that end an archive,
+    then padding to a whole record (``tarfile.RECORDSIZE``)."""
+    end = padded_to_block(data_end) + 2 * tarfile.BLOCKSIZE
+    return -(-end // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:

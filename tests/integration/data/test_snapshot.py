@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rxvision.data import packed_snapshot
 from rxvision.data.layout import DataLayoutError
 from rxvision.data.packed_snapshot import PackedSnapshot
 from rxvision.data.snapshot import SnapshotSettings, SnapshotStore, pulled_digests
@@ -35,6 +36,10 @@ def snapshots(tmp_path: Path, stack_env: dict[str, str]) -> SnapshotStore:
             shard_size=10,
         )
     )
+
+
+def tar_parsed(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a shard's tar headers were parsed")
 
 
 def image_files(root: Path) -> dict[str, bytes]:
@@ -62,13 +67,17 @@ def test_snapshot_then_pull_is_byte_exact(
 
 
 def test_a_checkout_is_the_verified_shards_read_in_place_nothing_unpacked(
-    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path
+    snapshots: SnapshotStore, pill_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     info, _ = snapshots.create(pill_dir, "v1")
     shutil.rmtree(tmp_path / "cache" / "dvc-cache")
     out = tmp_path / "snapshots" / "v1"
-    assert snapshots.checkout("v1", out).content_hash == info.content_hash
+    with monkeypatch.context() as patch:
+        # the index records where the packer put each image: no tar header is parsed
+        patch.setattr(packed_snapshot.tarfile, "open", tar_parsed)
+        assert snapshots.checkout("v1", out).content_hash == info.content_hash
     packed = PackedSnapshot(out)
+    assert all(entry.offset > 0 for entry in packed.entries)
     assert {image.path: image.read() for image in packed.images()} == image_files(pill_dir)
     assert not list(out.rglob("*.jpg")) and (out / MARKER_FILE).is_file()
     # where each image lies is recorded by the verification: later readers parse no header

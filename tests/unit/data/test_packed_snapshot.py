@@ -48,11 +48,19 @@ def photos(tmp_path: Path) -> Path:
     return root
 
 
-def pack(photos: Path, dataset: Path, shard_size: int = 3) -> PackedSnapshot:
+def pack(
+    photos: Path, dataset: Path, shard_size: int = 3, *, offsets: bool = False
+) -> PackedSnapshot:
+    """A packed snapshot; its index without offsets (as made before the packer recorded
+    them: readers parse the tar headers) unless ``offsets``."""
     entries, _ = assign_shards(index_directory(photos), shard_size)
-    write_shards(photos, entries, dataset / SHARDS_DIR)
-    write_index(entries, dataset / INDEX_FILE)
+    located = write_shards(photos, entries, dataset / SHARDS_DIR)
+    write_index(located if offsets else entries, dataset / INDEX_FILE)
     return PackedSnapshot(dataset)
+
+
+def no_tar(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a shard's tar headers were parsed")
 
 
 def test_each_image_reads_back_byte_exact_from_its_shard_in_path_order(
@@ -143,9 +151,10 @@ def test_an_index_column_unknown_or_missing_is_named_and_shard_defaults(
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "old.parquet")
     # an index written before shards existed: every entry unassigned
     assert read_index(tmp_path / "old.parquet") == [replace(e, shard=-1) for e in entries]
-    newer = [{**asdict(e), "offset": 0} for e in entries]
+    assert all(e.offset == -1 for e in read_index(tmp_path / "old.parquet"))
+    newer = [{**asdict(e), "rotation": 0} for e in entries]
     pq.write_table(pa.Table.from_pylist(newer), tmp_path / "newer.parquet")
-    with pytest.raises(SnapshotError, match=r"unknown \['offset'\], missing \[\]"):
+    with pytest.raises(SnapshotError, match=r"unknown \['rotation'\], missing \[\]"):
         read_index(tmp_path / "newer.parquet")
     no_hash = [{k: v for k, v in r.items() if k != "sha256"} for r in rows]
     pq.write_table(pa.Table.from_pylist(no_hash), tmp_path / "broken.parquet")
@@ -182,10 +191,6 @@ def test_verification_records_where_each_image_lies_and_readers_parse_no_header(
     assert packed.verify() == 7 and not (tmp_path / "dataset" / LOCATIONS_FILE).exists()
     assert packed.verify(record=True) == 7
     assert [p.name for p in (tmp_path / "dataset").iterdir() if "partial" in p.name] == []
-
-    def no_tar(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a shard's tar headers were parsed")
-
     monkeypatch.setattr(packed_snapshot.tarfile, "open", no_tar)
     reader = PackedSnapshot(tmp_path / "dataset")
     assert reader.images() == parsed
@@ -241,3 +246,89 @@ def test_a_recorded_shard_cut_short_or_gone_is_refused_naming_it(
     shard.unlink()
     with pytest.raises(SnapshotError, match=rf"{shard_name(1)}: cannot read shard"):
         PackedSnapshot(tmp_path / "dataset").images()
+
+
+# --- an index that records each image's offset (the packer's, since the 30th session) ---
+
+
+def test_the_packer_records_each_offset_where_tarfile_finds_the_data(
+    photos: Path, tmp_path: Path
+) -> None:
+    entries, _ = assign_shards(index_directory(photos), 3)
+    located = write_shards(photos, entries, tmp_path / SHARDS_DIR)
+    assert [replace(e, offset=-1) for e in located] == entries  # same entries, same order
+    for shard in {e.shard for e in located}:
+        path = tmp_path / SHARDS_DIR / shard_name(shard)
+        with tarfile.open(path) as tar:
+            parsed = {m.name: m.offset_data for m in tar}
+        mine = {e.path: e.offset for e in located if e.shard == shard}
+        assert mine == parsed
+        end = max(e.offset + e.size for e in located if e.shard == shard)
+        assert path.stat().st_size == snapshot_shards.packed_shard_size(end)
+    write_index(located, tmp_path / INDEX_FILE)
+    assert read_index(tmp_path / INDEX_FILE) == located
+
+
+def test_an_index_with_offsets_locates_every_image_without_parsing_a_header(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed = pack(photos, tmp_path / "old").images()
+    packed = pack(photos, tmp_path / "new", offsets=True)
+    monkeypatch.setattr(packed_snapshot.tarfile, "open", no_tar)
+    images = packed.images()
+    assert [(i.path, i.offset, i.size, i.sha256) for i in images] == [
+        (i.path, i.offset, i.size, i.sha256) for i in parsed
+    ]
+    read = {
+        image.path: bytes(data)
+        for shard, expected in packed.shards().items()
+        for image, data in packed.verified_images(shard, expected)
+    }
+    assert read == {i.path: (photos / i.path).read_bytes() for i in parsed}
+    assert packed.verify() == 7
+
+
+def test_with_offsets_a_shard_with_a_member_appended_or_cut_short_is_refused_naming_it(
+    photos: Path, tmp_path: Path
+) -> None:
+    packed = pack(photos, tmp_path / "dataset", offsets=True)
+    shard = packed.shard_path(1)
+    whole = shard.read_bytes()
+    with tarfile.open(shard, "a") as tar:
+        info = tarfile.TarInfo("ibup/intruder.jpg")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    refused = rf"{shard_name(1)}: does not end as the packer wrote it after its images"
+    with pytest.raises(SnapshotError, match=refused):
+        packed.images()
+    with pytest.raises(SnapshotError, match=refused):
+        list(packed.verified_images(1, packed.shards()[1]))
+    shard.write_bytes(whole[: -tarfile.BLOCKSIZE])  # the archive's end cut
+    with pytest.raises(SnapshotError, match=refused):
+        packed.verify()
+    shard.unlink()
+    with pytest.raises(SnapshotError, match=rf"{shard_name(1)}: cannot read shard"):
+        packed.images()
+
+
+def test_an_offset_that_points_elsewhere_is_refused_naming_the_image(
+    photos: Path, tmp_path: Path
+) -> None:
+    packed = pack(photos, tmp_path / "dataset", offsets=True)
+    expected = packed.shards()[0]
+    path, entry = sorted(expected.items())[1]
+    moved = {**expected, path: replace(entry, offset=entry.offset - tarfile.BLOCKSIZE)}
+    with pytest.raises(SnapshotError, match=rf"{path}: hash differs from the index"):
+        list(packed.verified_images(0, moved))
+
+
+def test_an_index_with_offsets_for_some_images_only_is_read_from_the_headers(
+    photos: Path, tmp_path: Path
+) -> None:
+    packed = pack(photos, tmp_path / "dataset", offsets=True)
+    expected = packed.shards()[0]
+    path, entry = next(iter(expected.items()))
+    partial = {**expected, path: replace(entry, offset=-1)}
+    assert packed.indexed_shard_images(0, partial) is None
+    parsed = packed.parsed_shard_images(0, expected)
+    assert packed.shard_images(0, partial) == parsed
