@@ -4,17 +4,18 @@ each image located by its byte range inside a shard, never unpacked to its own f
 Every shard is checked against the index before any of it is used. An index made since
 the packer records offsets locates each image itself: the shard must then end as the
 packer wrote it (zeros after its last image, to the length ``tarfile`` gives: a member
-appended, or the end cut, shows there). An
-older index has no offsets: the shard's tar headers are parsed, and a member the index
-does not name, one whose size differs, or one missing is refused, naming the shard.
-Either way the bytes are checked by their reader (each image's sha256 travels with its
-location), so an offset that points elsewhere is refused, naming the image.
+appended, or the end cut, shows there). An older index has no offsets: the shard's tar
+headers are parsed, and a member the index does not name, one whose size differs, or
+one missing is refused, naming the shard. Either way the bytes are checked by their
+reader (each image's sha256 travels with its location), so an offset that points
+elsewhere is refused, naming the image.
 
-Parsing the headers was a tenth to a third of a pull's time at 10,000 images (Python's
-``tarfile``, one thread; measured). For such older indexes a checkout
-(``SnapshotStore.checkout``) records where each image lies once its verification has
-read every shard's headers (``LOCATIONS_FILE``): the validator, preprocessing and
-registration then locate the images from it instead of parsing the headers again.
+Parsing the headers (Python's ``tarfile``, holding the GIL) was a tenth of a pull's time
+and a fifth of a checkout's at 10,000 images, two fifths of a checkout's at 100,000
+(measured). For such older indexes a checkout (``SnapshotStore.checkout``) records where
+each image lies once its verification has read every shard's headers
+(``LOCATIONS_FILE``): the validator, preprocessing and registration then locate the
+images from it instead of parsing the headers again.
 """
 
 from __future__ import annotations
