@@ -153,14 +153,17 @@ def write_shards(
         by_shard.setdefault(e.shard, []).append(e)
     offsets: dict[str, int] = {}
     for shard, members in sorted(by_shard.items()):
-        with tarfile.open(out_dir / shard_name(shard), "w", format=tarfile.PAX_FORMAT) as tar:
+        with (
+            (out_dir / shard_name(shard)).open("wb") as fh,
+            tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             for e in members:
                 data = (data_dir / e.path).read_bytes()
                 if hashlib.sha256(data).hexdigest() != e.sha256:
                     raise SnapshotError(f"{data_dir / e.path} changed while being snapshotted")
                 tar.addfile(_tar_info(e.path, len(data)), io.BytesIO(data))
-                # the data ends the member, padded to a whole block
-                offsets[e.path] = tar.offset - padded_to_block(len(data))
+                # the member's data ends where the file is now, padded to a whole block
+                offsets[e.path] = fh.tell() - padded_to_block(len(data))
         if progress:
             progress("pack", len(offsets), len(entries))
     return [replace(e, offset=offsets[e.path]) for e in entries]
