@@ -208,7 +208,6 @@ class SnapshotStore:
         dataset = work / DATASET_DIR
         shutil.rmtree(dataset, ignore_errors=True)
         entries = write_shards(data_dir, entries, dataset / SHARDS_DIR, progress)
-        shards = len({e.shard for e in entries})
         write_index(entries, dataset / INDEX_FILE)
         classes: dict[str, int] = {}
         for e in entries:
@@ -218,14 +217,14 @@ class SnapshotStore:
             content_hash=digest,
             images=len(entries),
             bytes=sum(e.size for e in entries),
-            shards=shards,
+            shards=len({e.shard for e in entries}),
             classes=dict(sorted(classes.items())),
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             excluded=excluded,
             shards_kept=kept,
         )
         log.info(
-            "snapshot %s: %d shards, %d of them kept from the last snapshot", tag, shards, kept
+            "snapshot %s: %d shards, %d of them kept from the last snapshot", tag, info.shards, kept
         )
         (work / META_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
         with cache_lock(self.settings, exclusive=False):
