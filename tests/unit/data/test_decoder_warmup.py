@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[3]
 
 SCRIPT = """
-import os, sys
+import os, sys, time
 import psutil
 from rxvision.data.decode_pool import DecodePool, start_forkserver
 
@@ -39,11 +39,21 @@ def lost(task, code, message):
 def forkservers():
     return [p.pid for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]
 
+def forkservers_once_exec_done():
+    # ensure_running returns once the server is forked, not once it has exec'd: until
+    # then its command line is still this script's, so look again for a few seconds
+    deadline = time.monotonic() + 10
+    while not (found := forkservers()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return found
+
 if __name__ == "__main__":
     before = forkservers()
     if sys.argv[1] == "ahead":
         start_forkserver(inherited)
-    ahead = forkservers()
+        ahead = forkservers_once_exec_done()
+    else:
+        ahead = forkservers()
     pool = DecodePool(None, workers=1, file_timeout_s=60, inspect=inherited, lost=lost)
     with pool:
         (parent, warm), = list(pool.imap_unordered([Task()]))
