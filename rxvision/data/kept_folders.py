@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,12 @@ DELETING = ".deleting-"
 
 def mark_used(folder: Path, marker: str) -> None:
     """Record that ``folder`` (complete) was used now: its ``marker`` file is touched."""
-    (folder / marker).touch()
+    path = folder / marker
+    path.touch()
+    # the precise clock, not the kernel's coarse one that ``touch`` gets: two folders used
+    # within one tick would otherwise tie, and the one to delete would be a coin toss
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
 
 
 def prune_used_last(root: Path, keep: int, current: Path, marker: str) -> list[Path]:
@@ -34,7 +40,7 @@ def prune_used_last(root: Path, keep: int, current: Path, marker: str) -> list[P
     kept = [p for p in root.iterdir() if p.is_dir() and (p / marker).is_file()]
     others = sorted(
         (p for p in kept if p.resolve() != current.resolve()),
-        key=lambda p: (p / marker).stat().st_mtime,
+        key=lambda p: (p / marker).stat().st_mtime_ns,
         reverse=True,
     )
     stale = others[max(0, keep - 1) :]

@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+from rxvision.data.pulled_snapshots import mark_used
 from rxvision.data.snapshot_shards import MARKER_FILE
 from rxvision.errors import SnapshotError
 from rxvision.stack.process import is_alive
@@ -44,6 +45,7 @@ def publish_directory(staging: Path, out: Path, tag: str, content_hash: str) -> 
         if out.exists() and not any(out.iterdir()):
             out.rmdir()
         staging.rename(out)
+        mark_used(out)  # the precise time the local copies are pruned by
         return
     except OSError:
         if not out.exists():

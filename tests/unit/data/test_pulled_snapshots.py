@@ -4,6 +4,7 @@ on real folders with real markers and modification times."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,20 @@ def test_a_use_moves_a_snapshot_to_the_front(tmp_path: Path) -> None:
     prune_pulled(tmp_path, keep=2, current=current)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "first"]
     assert not second.exists()
+
+
+def test_two_uses_in_a_row_are_told_apart(tmp_path: Path) -> None:
+    # two markers touched microseconds apart: the kernel's coarse clock (what a plain
+    # touch gets) gives both the same time, and the folder pruned would be a coin toss
+    current = pulled(tmp_path, "current", 300)
+    for later in ("a", "b"):
+        earlier = "b" if later == "a" else "a"
+        folders = {name: pulled(tmp_path, name, 100) for name in ("a", "b")}
+        mark_used(folders[earlier])
+        mark_used(folders[later])
+        deleted = prune_pulled(tmp_path, keep=2, current=current)
+        assert deleted == [folders[earlier]], later
+        shutil.rmtree(folders[later])
 
 
 def test_keep_one_keeps_only_the_current_one_and_leftovers_of_a_cut_deletion_go(
