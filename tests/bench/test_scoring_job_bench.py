@@ -41,10 +41,17 @@ def test_a_child_processes_cpu_counts_as_the_workers_not_this_process() -> None:
 
 def test_a_server_started_here_is_other_processes_not_the_workers() -> None:
     # bench_stack's servers are this process's children too: they are not the job's
-    busy = subprocess.Popen([sys.executable, "-c", BURN])
+    # it burns only once the measured run has begun: burning from its start, a slow
+    # first snapshot of the machine's CPU would miss part of it
+    busy = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nsys.stdin.read(1)\n" + BURN], stdin=subprocess.PIPE
+    )
     server = psutil.Process(busy.pid)
 
     def run() -> float:
+        assert busy.stdin is not None
+        busy.stdin.write(b"go")
+        busy.stdin.close()
         while server.status() != psutil.STATUS_ZOMBIE:  # done burning, not reaped yet
             time.sleep(0.02)
         return 4.0

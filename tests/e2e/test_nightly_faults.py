@@ -146,10 +146,12 @@ def test_run_survives_s3_scheduler_and_mlflow_killed_under_it(
     scheduler = e2e_stack.process("airflow-scheduler").pid()
     assert scheduler
     os.kill(scheduler, signal.SIGKILL)  # its task supervisors are left as a crash leaves them
+    # asked before `up`: training may finish while the new scheduler starts (the API
+    # server has not died, only the scheduler)
+    assert state_of(client, run_id, "train") == "running", "train ended before the kill"
     monkeypatch.setenv("RXVISION_REGISTRY_CONFIG", str(ANY_MODEL_GATES))
     e2e_stack.up(timeout_s=180)
     assert e2e_stack.process("airflow-scheduler").pid() not in (None, scheduler)
-    assert state_of(client, run_id, "train") == "running", "train ended before the kill"
 
     # MLflow dies as `register` starts: its try fails, MLflow comes back, the retry registers
     wait_state(client, run_id, "evaluate", {"success"}, 1200)

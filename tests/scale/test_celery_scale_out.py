@@ -143,10 +143,15 @@ def test_worker_killed_mid_task_is_retried_and_rows_written_once(
     pid = worker.pid()
     assert pid, "the default worker is not running"
     kill_session(pid)  # the worker, its pool and the task's processes: a lost host
+    # the victim is a shard still running once its worker is dead (its state stays
+    # `running` until its heartbeats are missed): the one seen first may have finished
+    # between that look and the kill
+    killed = shard_running_on_default()
+    assert killed, f"{victims[0]['map_index']} finished before the kill; none left running"
 
     # Without heartbeats the scheduler fails the task and schedules its retry; the worker
     # comes back as a supervisor (systemd, compose `restart:`) would bring it back.
-    victim = (victims[0]["task_id"], victims[0]["map_index"])
+    victim = (killed[0]["task_id"], killed[0]["map_index"])
     wait_for(
         lambda: [
             t

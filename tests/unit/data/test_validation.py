@@ -187,10 +187,12 @@ def test_a_hung_decode_times_out(
 ) -> None:
     root = good_dataset(classes=2, per_class=3)
     (root / "class-1" / "hang-1.jpg").write_bytes(image_bytes(600))
-    policy = ValidationPolicy(file_timeout_s=1.0)
+    # 3 s, not 1: the clock runs for every file, and a good one on a stalled CI worker
+    # must not be taken for a hang; the hang itself sleeps far longer than the bound
+    policy = ValidationPolicy(file_timeout_s=3.0)
     started = time.monotonic()
     result = DataValidator(policy, workers=2, inspect=hostile_inspect).validate_dataset(root)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60
     assert rejected_codes(result) == {"class-1/hang-1.jpg": "decode_timeout"}
     assert len(result.accepted) == 6
 
@@ -249,6 +251,9 @@ _blobs = st.one_of(
     deadline=None,
     database=None,  # leave no .hypothesis/ folder in the checkout
     suppress_health_check=[HealthCheck.too_slow],
+    # the same examples on every CI run (a red CI blocks landing); fresh ones elsewhere,
+    # where a new crash is a finding to keep
+    derandomize=os.environ.get("CI") == "true",
 )
 @given(data=_blobs, ext=st.sampled_from([".jpg", ".png"]))
 def test_arbitrary_bytes_end_accepted_or_rejected_with_a_code(data: bytes, ext: str) -> None:
