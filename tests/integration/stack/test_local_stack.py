@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from rxvision.stack.local_stack import LocalStack
 from rxvision.stack.process import is_alive, wait_until
+from rxvision.stack.selfcheck import SMOKE_DAG, airflow_client
 from rxvision.storage.s3 import S3Config, S3Store
 
 pytestmark = pytest.mark.integration
@@ -84,13 +85,23 @@ def test_airflow_api_health_reports_every_part_healthy(stack: LocalStack) -> Non
 
 
 def test_airflow_dags_test_runs_the_smoke_dag(stack: LocalStack) -> None:
-    proc = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "airflow"), "dags", "test", "rxvision_stack_smoke"],
-        env=stack.airflow_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # `dags test` runs the DAG's tasks in its own process, while the stack's scheduler
+    # also queues the tasks of every running run of an unpaused DAG: both would start
+    # `ping`, and the loser fails ("TI was not in a state where it could be marked as
+    # running"). Paused, the DAG is left to `dags test` alone.
+    client = airflow_client(stack)
+    client.wait_for_dag(SMOKE_DAG)
+    client.request("PATCH", f"/dags/{SMOKE_DAG}", json={"is_paused": True})
+    try:
+        proc = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "airflow"), "dags", "test", SMOKE_DAG],
+            env=stack.airflow_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        client.request("PATCH", f"/dags/{SMOKE_DAG}", json={"is_paused": False})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "state=success" in out.replace(" ", "") or "success" in out.lower()
