@@ -12,6 +12,14 @@ A cached row is keyed by three things:
   else shapes a row). A new champion or a changed contract is another partition: it
   misses by construction, and nothing has to be invalidated.
 
+A row is served only when the runtime that computed it is among the run's configured
+``runtimes``: INT8 rows differ from fp32 ones within the quantization gates, so a run
+configured without ``onnxruntime-int8`` (for fp32 answers) never gets an INT8 row. The
+fp32 runtimes agree within the export parity tolerance, so the filter, not the
+partition, carries the runtime: a run that allows INT8 still serves the fp32 rows of a
+run that did not, and a newer INT8 row does not hide an older fp32 one from a run
+without INT8 (until a compaction keeps only the newest row of each image).
+
 Layout: one partition per (version, preprocessing hash, row contract), under it
 append-only segments, one Parquet object per committed scoring shard::
 
@@ -174,12 +182,18 @@ def segment_name() -> str:
 
 @dataclass
 class _Index:
-    """A partition's rows by content hash, and the hash of each (key, tag) seen."""
+    """A partition's rows by content hash, and the hash of each (key, tag) seen.
+    ``runtimes``: only rows computed by one of these are kept (None: every row)."""
 
     rows: dict[str, dict[str, Any]]
     sources: dict[tuple[str, str], str]
+    runtimes: frozenset[str] | None = None
+    other_runtime: int = 0
 
     def add(self, row: Mapping[str, Any]) -> None:
+        if self.runtimes is not None and row.get("runtime") not in self.runtimes:
+            self.other_runtime += 1
+            return
         digest = str(row["content_sha256"])
         self.rows[digest] = _cached(row)
         if row.get("source_key") and row.get("source_tag"):
@@ -228,31 +242,38 @@ class InferenceCache:
         self.config = config
         self.root = config.uri.rstrip("/")
         self.storage = storage
-        self._partitions: dict[str, CachePartition] = {}
+        self._partitions: dict[tuple[str, frozenset[str] | None], CachePartition] = {}
 
-    def partition(self, loaded: LoadedModel, contract: RowContract) -> CachePartition:
+    def partition(
+        self, loaded: LoadedModel, contract: RowContract, runtimes: Iterable[str] | None = None
+    ) -> CachePartition:
         """The partition of ``loaded`` (read on first use; empty when ``reuse`` is off
-        or it cannot be read: a miss costs a model call, never a wrong row)."""
+        or it cannot be read: a miss costs a model call, never a wrong row), serving
+        only rows computed by one of ``runtimes`` (None: any runtime)."""
         uri = partition_uri(self.root, loaded, contract)
-        if uri not in self._partitions:
-            self._partitions[uri] = self._read(uri)
-        return self._partitions[uri]
+        allowed = frozenset(runtimes) if runtimes is not None else None
+        if (uri, allowed) not in self._partitions:
+            self._partitions[(uri, allowed)] = self._read(uri, allowed)
+        return self._partitions[(uri, allowed)]
 
-    def _read(self, uri: str) -> CachePartition:
+    def _read(self, uri: str, runtimes: frozenset[str] | None) -> CachePartition:
         if not self.config.reuse:
             return CachePartition(uri, {}, 0, serve=False)
         try:
             segments = list_segments(self.storage.list(uri))
-            index = _index(self.storage, segments)
+            index = _index(self.storage, segments, runtimes)
         except Exception as exc:  # the cache is an optimisation: unreadable is empty
             log.warning("cannot read the inference cache at %s: %s; scoring afresh", uri, exc)
             return CachePartition(uri, {}, 0)
         log.info(
-            "inference cache %s: %d rows (%d known objects) in %d segments",
+            "inference cache %s: %d rows (%d known objects) in %d segments%s",
             uri,
             len(index.rows),
             len(index.sources),
             len(segments),
+            f"; {index.other_runtime} rows of runtimes not in {sorted(runtimes)} are not served"
+            if index.other_runtime and runtimes is not None
+            else "",
         )
         return CachePartition(uri, index.rows, len(segments), sources=index.sources)
 
@@ -312,11 +333,14 @@ def list_segments(listed: Iterable[str]) -> list[str]:
     return sorted(u for u in listed if u.rsplit("/", 1)[-1].startswith("seg-"))
 
 
-def _index(storage: CacheStorage, segments: Iterable[str]) -> _Index:
+def _index(
+    storage: CacheStorage, segments: Iterable[str], runtimes: frozenset[str] | None = None
+) -> _Index:
     """hash -> prediction columns and (key, tag) -> hash over ``segments`` in name order
-    (the newest wins); a segment deleted since it was listed (merged by a compaction) is
-    skipped. Segments written before the source columns existed read them as null."""
-    index = _Index({}, {})
+    (the newest row of an allowed runtime wins); a segment deleted since it was listed
+    (merged by a compaction) is skipped. Segments written before the source columns
+    existed read them as null."""
+    index = _Index({}, {}, runtimes)
     for segment in segments:
         table = _read_segment(storage, segment)
         for row in table.to_pylist() if table is not None else ():

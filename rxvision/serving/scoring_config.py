@@ -89,6 +89,12 @@ class ScoringConfig(_Strict):
     batch_tuning: BatchTuningConfig = Field(default_factory=BatchTuningConfig)
     statsd: StatsdSettings = Field(default_factory=StatsdSettings)
 
+    @property
+    def possible_runtimes(self) -> frozenset[str]:
+        """Every runtime a run may score with: the preference list, and eager, the last
+        resort when none of it works (``select_predictor``)."""
+        return frozenset([*self.runtimes, "eager"])
+
 
 def load_scoring_config(
     path: Path | str | None = None, overrides: list[str] | None = None

@@ -152,7 +152,7 @@ class ShardScorer:
         contract = RowContract(
             self.config.top_k, self.config.tta_rotations, self.review_threshold(primary)
         )
-        return self.cache.partition(primary, contract)
+        return self.cache.partition(primary, contract, self.config.possible_runtimes)
 
     def cacheable(self) -> list[dict[str, Any]]:
         """Rows to store after the commit: scored by the primary now, without error."""

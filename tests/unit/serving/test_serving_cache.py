@@ -303,3 +303,67 @@ def test_segments_written_before_the_source_columns_still_serve(tmp_path: Path) 
     )
     read = InferenceCache(config, storage).partition(loaded, contract)
     assert read.get("d" * 64) is not None and read.sources == {}
+
+
+def test_a_row_is_served_only_to_a_run_that_allows_its_runtime(tmp_path: Path) -> None:
+    storage = Storage()
+    config = CacheConfig(uri=str(tmp_path / "cache"))
+    loaded = loaded_model("tiny/1")
+    contract = RowContract(top_k=3, tta_rotations=1, review_threshold=0.6)
+    writer = InferenceCache(config, storage)
+    part = writer.partition(loaded, contract)
+    # "a": scored in fp32, later by INT8 (the newer row); "b": only ever by INT8
+    writer.store(part, [{**_row("a" * 64, "fp32", "s3://b/in/a.jpg", "e:1"), "runtime": "eager"}])
+    int8 = [
+        {**_row(d * 64, "int8", f"s3://b/in/{d}.jpg", "e:1"), "runtime": "onnxruntime-int8"}
+        for d in "ab"
+    ]
+    writer.store(part, int8)
+
+    fp32_only = InferenceCache(config, storage).partition(
+        loaded, contract, {"onnxruntime", "eager"}
+    )
+    assert fp32_only.get("a" * 64) == {
+        **predictions(_row("a" * 64, "fp32", None, None)),
+        "runtime": "eager",
+    }
+    assert fp32_only.get_source("s3://b/in/a.jpg", "e:1") is not None
+    assert fp32_only.get("b" * 64) is None
+    assert fp32_only.get_source("s3://b/in/b.jpg", "e:1") is None
+
+    with_int8 = InferenceCache(config, storage).partition(loaded, contract, {"onnxruntime-int8"})
+    assert [with_int8.get(d * 64)["label"] for d in "ab"] == ["int8", "int8"]  # type: ignore[index]
+    # no filter: every row, the newest of each hash
+    assert {
+        r["label"]
+        for r in InferenceCache(config, storage).partition(loaded, contract).rows.values()
+    } == {"int8"}
+
+
+def test_rows_of_a_runtime_a_run_does_not_allow_are_scored_again(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RXVISION_HOME", str(tmp_path / "home"))  # the local exports
+    cache = tmp_path / "cache"
+    models = {CHAMPION: loaded_model("tiny/1")}
+
+    first, rows = run(
+        cached_config(config, cache, runtimes=["torchscript"]), image_dir, tmp_path / "r1", models
+    )
+    good = {k for k, r in rows.items() if not r["error"]}
+    assert len(good) == 10 and {rows[k]["runtime"] for k in good} == {"torchscript"}
+    assert first["cached"] == 4  # b/ holds copies of four of a/'s images
+
+    # eager only: TorchScript's rows are not served; only this run's own copies are
+    second, rows = run(
+        cached_config(config, cache, runtimes=["eager"]), image_dir, tmp_path / "r2", models
+    )
+    assert second["cached"] == 4
+    assert {rows[k]["runtime"] for k in good} == {"eager"}
+
+    # TorchScript allowed again: eager, the last resort of every run, is always served
+    third, rows = run(
+        cached_config(config, cache, runtimes=["torchscript"]), image_dir, tmp_path / "r3", models
+    )
+    assert third["cached"] == 10
+    assert {rows[k]["runtime"] for k in good} == {"eager"} and all(rows[k]["cached"] for k in good)
