@@ -45,11 +45,12 @@ def publish_directory(staging: Path, out: Path, tag: str, content_hash: str) -> 
         if out.exists() and not any(out.iterdir()):
             out.rmdir()
         staging.rename(out)
-        mark_used(out)  # the precise time the local copies are pruned by
-        return
     except OSError:
         if not out.exists():
             raise
+    else:
+        mark_used(out)  # the precise time the local copies are pruned by
+        return
     marker = out / MARKER_FILE
     if marker.is_file() and json.loads(marker.read_text()).get("content_hash") == content_hash:
         log.info("%s was published by a concurrent pull of %s: keeping it", out, tag)
