@@ -1,6 +1,7 @@
 """The inference cache on local folders with injected models: hits, misses by
-construction (content, version, preprocessing, row contract), what is never cached,
-compaction, and a cache that cannot be written."""
+construction (content, version, preprocessing, row contract), rows served only to a run
+that allows the runtime that computed them, what is never cached, compaction, and a cache
+that cannot be written."""
 
 from __future__ import annotations
 

@@ -49,20 +49,34 @@ def test_state_round_trips_through_json() -> None:
     assert again.counters == {"c": 2} and again.timers["t"].count == 1
 
 
+def start_receiver(state: Path, attempts: int = 3) -> tuple[subprocess.Popen[bytes], int]:
+    """The receiver on a free UDP port. A port found free can be taken before the receiver
+    binds it (its bind then fails and it exits): the next free port is tried."""
+    port = 31900
+    for _ in range(attempts):
+        port = next_free_port(port, set(), udp=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rxvision.stack.statsd_receiver",
+                f"--port={port}",
+                f"--state={state}",
+            ]
+        )
+        wait_until(lambda p=proc: state.is_file() or p.poll() is not None, 20)
+        if state.is_file():
+            return proc, port
+        proc.kill()
+        proc.wait(10)
+        port += 1
+    raise AssertionError(f"the statsd receiver did not start in {attempts} attempts")
+
+
 def test_receiver_process_keeps_udp_metrics(tmp_path: Path) -> None:
-    port = next_free_port(31900, set(), udp=True)
     state = tmp_path / "metrics.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rxvision.stack.statsd_receiver",
-            f"--port={port}",
-            f"--state={state}",
-        ]
-    )
+    proc, port = start_receiver(state)
     try:
-        assert wait_until(state.is_file, 20)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(b"rx.hits:4|c\nrx.lat:7|ms", ("127.0.0.1", port))
         assert wait_until(lambda: load_metrics(state)["counters"].get("rx.hits") == 4, 10)
