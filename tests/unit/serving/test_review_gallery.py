@@ -8,7 +8,6 @@ import base64
 import html
 import io
 import json
-import os
 import re
 import shutil
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from headless_browser import chromium
 from PIL import Image
 from serving_fixtures import CLASSES, PILL_SPEC, pill_model
 
@@ -44,17 +44,6 @@ from rxvision.storage.uri_store import Storage
 
 pytestmark = pytest.mark.unit
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-CHROMIUM = "/usr/bin/chromium"
-# as on this project's machines: no sandbox as root, no network beyond loopback
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SPEC = PILL_SPEC
 DATA_URI = re.compile(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)")
 
@@ -391,23 +380,8 @@ def test_review_rows_hold_only_the_lowest_confidence_rows_kept_but_count_all() -
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's chromium through Playwright (never a browser download). Missing: skipped
-    here, a failure under CI=true (CI must not pass by skipping)."""
-    reason = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        reason = "playwright is not installed (scripts/install.sh)"
-    if reason is None and not Path(CHROMIUM).exists():
-        reason = f"no {CHROMIUM} (Debian's chromium: scripts/install.sh)"
-    if reason is not None:
-        if IN_CI:
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def test_the_page_renders_in_chromium_with_every_image_loaded(run: Run, browser: Any) -> None:
