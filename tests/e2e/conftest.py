@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import WebhookReceiver, ensure_train_image, rxvision, stack_up
+from e2e_helpers import WebhookReceiver, rxvision, stack_up
 
 from rxvision.config.schema import StackConfig, StackPorts
 from rxvision.home import Home
@@ -45,7 +45,6 @@ def e2e_stack(
     tmp_path_factory: pytest.TempPathFactory, webhook: WebhookReceiver
 ) -> Iterator[LocalStack]:
     """The stack, with the webhook connection and small scoring shards."""
-    ensure_train_image()
     home = Home(Path(tmp_path_factory.mktemp("rxe"))).ensure()
     ports = StackPorts(**{k: v + PORT_SHIFT for k, v in StackPorts().model_dump().items()})
     stack = LocalStack(home, StackConfig(ports=ports))

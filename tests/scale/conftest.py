@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import ensure_train_image, rxvision, stack_up
+from e2e_helpers import rxvision, stack_up
 
 from rxvision.config.schema import ScaleStack, StackConfig, StackPorts
 from rxvision.home import Home
@@ -38,7 +38,6 @@ SCALE = ScaleStack(task_heartbeat_timeout_s=30, task_queued_timeout_s=120)
 @pytest.fixture(scope="package")
 def scale_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The scale profile's stack, brought up once for the package and down after."""
-    ensure_train_image()
     home = Home(Path(tmp_path_factory.mktemp("rxs"))).ensure()
     ports = StackPorts(**{k: v + PORT_SHIFT for k, v in StackPorts().model_dump().items()})
     stack = LocalStack(home, StackConfig(ports=ports, scale=SCALE), profile="scale")

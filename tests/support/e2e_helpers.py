@@ -52,9 +52,10 @@ def schedules_away_from_now(now: datetime | None = None) -> dict[str, str]:
 
 @contextmanager
 def stack_up(stack: LocalStack, env: dict[str, str], timeout_s: float) -> Iterator[LocalStack]:
-    """``stack`` up with ``env`` set (its servers inherit it) for the block; then down,
-    failing if any process of the stack is left behind. The DAGs' crons sit 12 hours
-    away, so only the runs a test triggers (and their Asset events) run."""
+    """``stack`` up with ``env`` set (its servers inherit it) and the training image
+    built for the block; then down, failing if any process of the stack is left behind.
+    The DAGs' crons sit 12 hours away, so only the runs a test triggers (and their Asset
+    events) run."""
     sessions_file = stack.home.run_dir / "sessions.json"
     env = {**schedules_away_from_now(), **env}
     try:
@@ -62,6 +63,8 @@ def stack_up(stack: LocalStack, env: dict[str, str], timeout_s: float) -> Iterat
             for key, value in env.items():
                 patch.setenv(key, value)
             stack.up(timeout_s=timeout_s)
+            # after `up`: an engine that `up` started is the stack's, and `down` stops it
+            ensure_train_image()
             yield stack
     finally:
         sessions = load_sessions(sessions_file)
