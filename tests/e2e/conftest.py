@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from e2e_helpers import WebhookReceiver, rxvision, stack_up
+from headless_browser import chromium
 
 from rxvision.config.schema import StackConfig, StackPorts
 from rxvision.home import Home
@@ -32,6 +33,8 @@ ENV = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
+# a React page on a busy 2-core machine: generous waits, never a fixed sleep
+PAGE_WAIT_MS = 60_000
 
 
 @pytest.fixture(scope="package")
@@ -75,3 +78,21 @@ def main_job(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     run = ("pipeline", "run", "--epochs", str(MAIN_JOB_EPOCHS), "--timeout", "2400")
     rxvision(e2e_env, *run, "--summary", str(out), timeout=2700)
     return dict(json.loads(out.read_text()))
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for the UIs a person opens (Airflow's, MLflow's)."""
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page in its own context (no cookies from another test)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(PAGE_WAIT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -7,12 +7,10 @@ opening the validation report and the review gallery."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from headless_browser import chromium
 
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision.stack.local_stack import LocalStack
@@ -20,27 +18,9 @@ from rxvision.stack.local_stack import LocalStack
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(3600)]
 
 CFG = load_pipeline_config()
-# a React page on a busy 2-core machine: generous waits, never a fixed sleep
-WAIT_MS = 60_000
 # the health badge's icon when a component is healthy (lucide's check; a cross otherwise)
 HEALTHY_ICON = "M20 6 9 17l-5-5"
 HEALTH = ("MetaDatabase", "Scheduler", "Triggerer", "Dag Processor")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(WAIT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def sign_in(page: Any, base: str, user: str, password: str) -> None:
@@ -89,7 +69,7 @@ def test_the_ui_shows_the_nights_runs_logs_and_links(
     for component in HEALTH:
         badge = page.get_by_test_id("state-badge").filter(has_text=component)
         badge.wait_for()
-        assert badge.locator("path").first.get_attribute("d") == HEALTHY_ICON, component
+        assert HEALTHY_ICON in badge.inner_html(), f"{component}: {badge.inner_html()}"
     page.get_by_text("Active Dags").wait_for()
     page.wait_for_load_state("networkidle")
     assert page.get_by_text("Dag Import Error").count() == 0
