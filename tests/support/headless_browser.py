@@ -1,5 +1,5 @@
 """Debian's chromium driven by Playwright from PyPI (never a browser download), for the
-tests of pages a person looks at: the review gallery, the Airflow UI."""
+tests of pages a person looks at: the review gallery, the Airflow and MLflow UIs."""
 
 from __future__ import annotations
 
