@@ -119,8 +119,9 @@ def validate(
         float | None, typer.Option(help="Decode time limit per file, seconds.")
     ] = None,
 ) -> None:
-    """Check every image and the dataset (a folder, or a snapshot with --rev); write the
-    report; exit 5 on a blocking failure."""
+    """Check every image and the dataset (a folder, or a snapshot with --rev).
+
+    Writes the report; exits 5 on a blocking failure."""
     if (data is None) == (rev is None):
         raise typer.BadParameter("give either a dataset folder or --rev, not both")
     policy = _policy(config, min_size=min_size, quarantine=quarantine, timeout=timeout)
@@ -338,8 +339,9 @@ def preprocess(
     ] = True,
     config: ConfigOpt = None,
 ) -> None:
-    """Decode a snapshot once into feature-store shards, exactly as the training config will
-    read them (a cache hit does nothing)."""
+    """Decode a snapshot once into feature-store shards, as the training config reads them.
+
+    A cache hit does nothing."""
     from dataclasses import replace
 
     from rxvision.data.feature_store import PreprocessConfig

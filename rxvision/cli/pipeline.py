@@ -59,8 +59,10 @@ def run(
         "shipped recipe).",
     ),
 ) -> None:
-    """Snapshot the synthetic pills, trigger the nightly DAG through the REST API, wait for
-    it and for the scoring DAG its new champion starts; print the status."""
+    """Run the nightly DAG on the synthetic pills, then the scoring its champion starts.
+
+    Snapshots the synthetic pills, triggers the nightly DAG through the REST API, waits
+    for it and for the scoring DAG its new champion starts, and prints the status."""
     from rxvision.pipeline.end_to_end import run_pipeline
 
     _use_stack_env()
@@ -87,8 +89,7 @@ def _collect() -> dict[str, Any]:
 
 
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """The champion, each DAG's last run, SLA misses, open incidents and the latest
-    predictions."""
+    """The champion, each DAG's last run, SLA misses, open incidents, the latest predictions."""
     _use_stack_env()
     info = _collect()
     if as_json:

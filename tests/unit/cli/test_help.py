@@ -33,6 +33,31 @@ def test_help(path: list[str]) -> None:
     assert "Usage" in result.output
 
 
+def group_paths() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    groups = []
+    for path in all_command_paths():
+        cmd = root
+        for name in path:
+            cmd = cmd.commands[name]  # type: ignore[attr-defined]
+        if hasattr(cmd, "commands"):
+            groups.append(path)
+    return groups
+
+
+@pytest.mark.parametrize("path", group_paths(), ids=lambda p: " ".join(p) or "rxvision")
+def test_each_commands_summary_fits_on_its_row(path: list[str]) -> None:
+    """A docstring's first paragraph is the group's one-line summary of a command: a line
+    break inside it shows as a broken row even on a wide terminal."""
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    panel = result.output.split("Commands")[1].split("╰")[0]
+    rows = [line for line in panel.splitlines() if line.startswith("│")]
+    assert rows, result.output
+    broken = [line.rstrip(" │") for line in rows if line.startswith("│  ") and line.strip("│ ")]
+    assert not broken, f"rows continued on a 200-column terminal: {broken}"
+
+
 def test_stack_group_has_every_command() -> None:
     names = {tuple(p) for p in all_command_paths()}
     for cmd in ("up", "down", "status", "env", "logs", "metrics", "check"):
