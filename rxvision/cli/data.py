@@ -23,8 +23,8 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
+from rxvision.cli.tables import whole_cell_table
 from rxvision.data.synth import generate_dataset
 from rxvision.data.validation import DataValidator, ValidationPolicy, ValidationResult
 from rxvision.errors import DataValidationError
@@ -178,9 +178,9 @@ def _progress(verb: str) -> Iterator[tuple[Progress, Any]]:
 
 
 def _print_result(result: ValidationResult, report: Path) -> None:
-    table = Table(title=f"validation of {result.data_path}")
-    for column in ("criterion", "status", "value", "threshold"):
-        table.add_column(column)
+    table = whole_cell_table(
+        "criterion", "status", "value", "threshold", title=f"validation of {result.data_path}"
+    )
     for criterion in result.criteria:
         colour = {"passed": "green", "failed": "red"}.get(criterion.status, "yellow")
         table.add_row(
@@ -301,7 +301,7 @@ def list_snapshots(
     if as_json:
         typer.echo(json.dumps([asdict(i) for i in infos], indent=2))
         return
-    table = Table("tag", "created", "images", "classes", "MB", "shards", "content")
+    table = whole_cell_table("tag", "created", "images", "classes", "MB", "shards", "content")
     for i in infos:
         table.add_row(
             i.tag,

@@ -9,8 +9,8 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from rxvision.cli.tables import whole_cell_table
 from rxvision.errors import ConfigError
 from rxvision.pipeline.incident_store import IncidentStore
 from rxvision.pipeline.incidents import STATES, incidents_uri_for, summary_row
@@ -52,9 +52,10 @@ def list_incidents(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"incidents ({len(rows)})")
-    for column in ("id", "state", "kind", "dag.task", "run", "opened", "alerts"):
-        table.add_column(column)
+    table = whole_cell_table(
+        *("id", "state", "kind", "dag.task", "run", "opened", "alerts"),
+        title=f"incidents ({len(rows)})",
+    )
     for row in rows:
         table.add_row(
             escape(row["id"]),

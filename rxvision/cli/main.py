@@ -48,16 +48,29 @@ def _register_groups() -> None:
     app.add_typer(incidents_cli.app, name="incidents")
 
 
+# INFO lines of libraries that say nothing a user acts on (botocore says where it found
+# the credentials once per client); --verbose shows them again
+QUIET_LOGGERS = ("botocore.credentials",)
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log lines on stderr: INFO (DEBUG with ``verbose``), the chatty libraries at WARNING."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Debug logging, and the traceback of an unexpected error."
     ),
 ) -> None:
-    level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(verbose)
 
 
 _register_groups()
@@ -106,7 +119,7 @@ def _usage_message(exc: Any) -> str:
     return str(message)
 
 
-def run_app(typer_app: typer.Typer, *, configure_logging: bool = True) -> None:
+def run_app(typer_app: typer.Typer, *, setup_logging: bool = True) -> None:
     """Run a typer app as a program: every error becomes one line and an exit code.
 
     ``RxVisionError`` keeps its code, click's usage errors exit 2, known library errors
@@ -116,12 +129,8 @@ def run_app(typer_app: typer.Typer, *, configure_logging: bool = True) -> None:
     """
     argv = sys.argv[1:]
     verbose = is_verbose(argv)
-    if configure_logging:
-        logging.basicConfig(
-            level=logging.DEBUG if verbose else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+    if setup_logging:
+        configure_logging(verbose)
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     try:
         home = Home.from_env()
@@ -162,4 +171,4 @@ def _fail(exc: BaseException, code: int, verbose: bool, message: str | None = No
 
 def main() -> None:
     """Console entry point of ``rxvision`` (its root callback configures logging)."""
-    run_app(app, configure_logging=False)
+    run_app(app, setup_logging=False)

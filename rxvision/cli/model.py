@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from rxvision.cli.tables import whole_cell_table
 from rxvision.errors import ConfigError
 from rxvision.serving.int8_record import MAX_ECE_RISE, MAX_TOP1_DROP_POINTS
 
@@ -140,9 +140,10 @@ def list_versions(
     if as_json:
         typer.echo(json.dumps([v.to_dict() for v in versions], indent=2))
         return
-    table = Table(title=registry.name)
-    for column in ("version", "aliases", "top-1", "pairs (recall)", "snapshot", "git", "run"):
-        table.add_column(column)
+    table = whole_cell_table(
+        *("version", "aliases", "top-1", "pairs (recall)", "snapshot", "git", "run"),
+        title=registry.name,
+    )
     for v in versions:
         tags = v.tags
         table.add_row(

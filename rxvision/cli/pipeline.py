@@ -9,8 +9,8 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from rxvision.cli.tables import whole_cell_table
 from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.config import load_pipeline_config
 
@@ -125,13 +125,18 @@ def _int8_line(int8: dict[str, Any] | None) -> str:
     return escape(f"fp32 ONNX Runtime (INT8 refused: {int8.get('refused', '')}; {figures})")
 
 
+def _metric_text(name: str, value: float) -> str:
+    """``test_top1 0.996``; a count (``test_images``) as a whole number, ``test_images 78``."""
+    if name.endswith("_images") and float(value).is_integer():
+        return f"{name} {int(value)}"
+    return f"{name} {value:.3f}"
+
+
 def _print_status(info: dict[str, Any]) -> None:
-    table = Table(title="RxVision status", show_header=True)
-    table.add_column("what")
-    table.add_column("state")
+    table = whole_cell_table("what", "state", title="RxVision status")
     champ = info.get("champion")
     if champ and "error" not in champ:
-        metrics = ", ".join(f"{k} {v:.3f}" for k, v in champ["metrics"].items())
+        metrics = ", ".join(_metric_text(k, v) for k, v in champ["metrics"].items())
         table.add_row("champion", f"{champ['name']} v{champ['version']} ({metrics})")
         table.add_row("look-alike pairs", champ.get("pairs") or "none confused on its test split")
         table.add_row("cpu runtime", _int8_line(champ.get("int8")))

@@ -7,8 +7,8 @@ import time
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from rxvision.cli.tables import whole_cell_table
 from rxvision.stack.local_stack import SERVER_NAMES, LocalStack
 
 app = typer.Typer(
@@ -69,7 +69,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     if as_json:
         typer.echo(json.dumps(info, indent=2))
     else:
-        table = Table("server", "pid", "healthy")
+        table = whole_cell_table("server", "pid", "healthy")
         for name, s in info["servers"].items():
             table.add_row(name, str(s["pid"] or "-"), "yes" if s["healthy"] else "[red]no[/]")
         console.print(table)
@@ -135,7 +135,7 @@ def metrics(
             t.pop("samples", None)
         typer.echo(json.dumps(sel, indent=2))
         return
-    table = Table("kind", "metric", "value")
+    table = whole_cell_table("kind", "metric", "value")
     for name, value in sorted(sel["counters"].items()):
         table.add_row("counter", name, f"{value:g}")
     for name, value in sorted(sel["gauges"].items()):
@@ -155,7 +155,7 @@ def check(
     stack = LocalStack()
     with console.status("checking the stack…"):
         results = run_checks(stack, with_dag_run=dag_run)
-    table = Table("check", "result", "seconds", "detail")
+    table = whole_cell_table("check", "result", "seconds", "detail")
     for r in results:
         table.add_row(
             r.name, "[green]ok[/]" if r.passed else "[red]FAILED[/]", f"{r.seconds:.1f}", r.detail

@@ -213,7 +213,7 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_is_under_verbose(
     monkeypatch.setenv("RXVISION_VERBOSE", "1" if verbose else "0")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///:memory:")
     with pytest.raises(SystemExit) as exited:
-        run_app(_raising_app(), configure_logging=False)
+        run_app(_raising_app(), setup_logging=False)
 
     assert exited.value.code == 70
     stderr = capsys.readouterr().err
