@@ -133,6 +133,8 @@ def _metric_text(name: str, value: float) -> str:
 
 
 def _print_status(info: dict[str, Any]) -> None:
+    from rxvision.pipeline.status import NOT_PROMOTED_STATE
+
     table = whole_cell_table("what", "state", title="RxVision status")
     champ = info.get("champion")
     if champ and "error" not in champ:
@@ -143,12 +145,17 @@ def _print_status(info: dict[str, Any]) -> None:
     else:
         table.add_row("champion", str((champ or {}).get("error", "none yet")))
     for dag_id, run in (info.get("dag_runs") or {}).items():
-        if isinstance(run, dict) and run.get("outcome"):
+        if isinstance(run, dict) and run.get("outcome") == NOT_PROMOTED_STATE:
             # Airflow says success, but the gates refused the model: the champion stayed
             table.add_row(
                 dag_id,
                 f"[yellow]{run['outcome']}[/]: {escape(str(run.get('failed_gates', '')))} "
                 f"({escape(str(run['run_id']))})",
+            )
+        elif isinstance(run, dict) and run.get("outcome"):
+            table.add_row(
+                dag_id,
+                escape(f"{run['state']}, {run['outcome']}: {run.get('reason')} ({run['run_id']})"),
             )
         elif isinstance(run, dict) and "run_id" in run:
             table.add_row(dag_id, f"{run['state']} ({run['run_id']})")

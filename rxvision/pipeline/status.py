@@ -103,6 +103,14 @@ def sla_misses(
 NOT_PROMOTED = "not_promoted"
 NOT_PROMOTED_STATE = "not promoted"
 REGISTER_TASK = "register"
+# the nightly's first task skips the whole run when the champion already trained on the
+# snapshot: a success with nothing done, not a refusal
+RESOLVE_TASK = "resolve_snapshot"
+NOTHING_NEW_STATE = "nothing new"
+NOTHING_NEW_REASON = (
+    "the champion already trained on this snapshot (resolve_snapshot skipped the run; "
+    "trigger with force_retrain=true to retrain)"
+)
 GATES_SAID = "refused by the production gates: "
 
 
@@ -127,25 +135,28 @@ def refusal_of(
     return max(mine, key=lambda a: str(a.get("created"))) if mine else None
 
 
-def register_state(client: AirflowClient, dag_id: str, run_id: str) -> str | None:
-    """The state of the run's ``register`` task instance (None when it has none)."""
+def task_instance(client: AirflowClient, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+    """One task instance of the run, as the REST API gives it ({} when it has none)."""
     path = (
         f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
-        f"/taskInstances/{REGISTER_TASK}"
+        f"/taskInstances/{quote(task_id, safe='')}"
     )
     data = client.request("GET", path)
-    return str(data.get("state")) if isinstance(data, dict) and data.get("state") else None
+    return data if isinstance(data, dict) else {}
 
 
-def mark_refusal(
+def mark_outcome(
     run: dict[str, Any] | None,
     dag_id: str,
     alerts: Iterable[dict[str, Any]],
     client: AirflowClient | None,
 ) -> None:
-    """Mark a successful nightly run whose model the gates refused: its ``register`` is
-    skipped with a not_promoted alert, so Airflow calls the run a success. ``outcome``
-    becomes "not promoted" and ``failed_gates`` names the gates (from the alert)."""
+    """Say what a successful nightly run did when Airflow's "success" hides it.
+
+    A model the gates refused: its ``register`` is skipped with a not_promoted alert;
+    ``outcome`` becomes "not promoted" and ``failed_gates`` names the gates (from the
+    alert). A night with nothing to train (``resolve_snapshot`` skipped, and every task
+    after it): ``outcome`` "nothing new" and ``reason`` says why."""
     if not run or run.get("state") != "success":
         return
     alert = refusal_of(run, dag_id, alerts)
@@ -156,11 +167,20 @@ def mark_refusal(
     if client is None:
         return
     try:
-        skipped = register_state(client, dag_id, str(run["run_id"])) == "skipped"
+        tasks = {
+            task_id: task_instance(client, dag_id, str(run["run_id"]), task_id)
+            for task_id in (RESOLVE_TASK, REGISTER_TASK)
+        }
     except (RxVisionError, OSError, ValueError) as exc:
-        log.debug("cannot read the register task of %s: %s", run.get("run_id"), exc)
+        log.debug("cannot read the tasks of %s: %s", run.get("run_id"), exc)
         return
-    if skipped:  # no alert on record (alerts_uri null, or the record failed)
+    resolve = tasks[RESOLVE_TASK]
+    # skipped by its own run (a try), not by a person marking the run by hand (no try)
+    if resolve.get("state") == "skipped" and int(resolve.get("try_number") or 0) >= 1:
+        run["outcome"] = NOTHING_NEW_STATE
+        run["reason"] = NOTHING_NEW_REASON
+    elif tasks[REGISTER_TASK].get("state") == "skipped":
+        # refused with no alert on record (alerts_uri null, or the record failed)
         run["outcome"] = NOT_PROMOTED_STATE
         run["failed_gates"] = "unknown: register was skipped and no not_promoted alert is on record"
 
@@ -208,7 +228,7 @@ def collect_status(cfg: PipelineConfig, client: AirflowClient | None) -> dict[st
         except Exception as exc:  # the alerts part says so; the runs still show
             log.debug("alerts unreadable: %s", exc)
             records = []
-        mark_refusal(runs.get(nightly), nightly, records, client)
+        mark_outcome(runs.get(nightly), nightly, records, client)
         return runs
 
     parts: dict[str, Callable[[], Any]] = {

@@ -250,3 +250,30 @@ def test_no_scheduled_run_can_interleave(main_job: dict[str, Any], client: Airfl
         dag = client.request("GET", f"/dags/{settings.dag_id}")
         assert dag["timetable_summary"] != settings.schedule
         assert datetime.fromisoformat(dag["next_dagrun_run_after"]) > soon
+
+
+def test_the_main_job_again_skips_the_night_and_status_says_why(
+    main_job: dict[str, Any], e2e_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The README: run it again and the nightly skips (the champion already trained on
+    this snapshot) and the images are scored again. Status calls that night "nothing
+    new", not a refused model. Last in this file: it moves the runs status reads."""
+    out = tmp_path / "again.json"
+    # no --epochs: the night skips before training, whatever the recipe
+    rxvision(e2e_env, "pipeline", "run", "--timeout", "600", "--summary", str(out), timeout=900)
+    again = json.loads(out.read_text())
+    assert again["snapshot"]["tag"] == main_job["snapshot"]["tag"]
+    assert again["nightly"]["state"] == "success" and again["nightly"]["promoted"] is False
+    assert again["nightly"]["tasks"] == {task: "skipped" for task in NIGHTLY_TASKS}
+    assert again["scoring"]["state"] == "success" and again["scoring"]["asset_triggered"] is False
+
+    status = json.loads(rxvision(e2e_env, "status", "--json").stdout)
+    nightly = status["dag_runs"][CFG.nightly.dag_id]
+    assert nightly["run_id"] == again["nightly"]["run_id"]
+    assert nightly["outcome"] == "nothing new", nightly
+    assert "already trained on this snapshot" in nightly["reason"]
+    assert "failed_gates" not in nightly
+    assert status["champion"]["version"] == "1"
+    table = rxvision({**e2e_env, "COLUMNS": "300"}, "status").stdout
+    assert "success, nothing new: the champion already trained on this snapshot" in table
+    assert "not promoted" not in table

@@ -167,3 +167,32 @@ def test_status_shows_a_refused_model_as_not_promoted(stack: LocalStack) -> None
         assert "not promoted: min_top1: 0.6200" in table.stdout
     finally:
         client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+
+def test_status_does_not_call_a_run_marked_by_hand_nothing_new(stack: LocalStack) -> None:
+    """A run a person marks successful skips every task that had not run: its first task
+    never ran, so the night is not "nothing new" (what status says when that task ran and
+    found the champion already trained on the snapshot); with register skipped and no
+    alert on record, the model is said refused for an unknown reason."""
+    cfg = load_pipeline_config()
+    dag_id = cfg.nightly.dag_id
+    _wait_for_dag(stack, dag_id)
+    client = airflow_client(stack)
+    client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+    try:
+        run_id = client.trigger(dag_id)
+        client.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "success"})
+        resolve = client.request(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/resolve_snapshot"
+        )
+        assert (resolve["state"], resolve["try_number"]) == ("skipped", 0)
+
+        proc = rxvision(bare_env(stack), "status", "--json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        nightly: dict[str, Any] = json.loads(proc.stdout)["dag_runs"][dag_id]
+        assert nightly["run_id"] == run_id
+        assert nightly["outcome"] == "not promoted"
+        assert nightly["failed_gates"].startswith("unknown: register was skipped")
+        assert "reason" not in nightly
+    finally:
+        client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})

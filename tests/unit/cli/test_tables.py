@@ -59,3 +59,23 @@ def test_status_shows_the_run_and_the_predictions_whole_at_80_columns(
     assert f"81rows,errorrate0.0123:{URI}" in state
     # a count reads as one, the rates to three places
     assert "test_top10.996,test_images78)" in state
+
+
+def test_a_night_with_nothing_new_reads_as_a_success_that_says_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(pipeline_cli, "console", Console(width=300))
+    reason = "the champion already trained on this snapshot (resolve_snapshot skipped the run)"
+    nightly = {"state": "success", "run_id": "manual__1", "outcome": "nothing new"}
+    refused = {"state": "success", "run_id": "manual__2", "outcome": "not promoted"}
+    pipeline_cli._print_status(
+        {
+            "dag_runs": {
+                "rxvision_nightly_retrain": {**nightly, "reason": reason},
+                "other_nightly": {**refused, "failed_gates": "min_top1: 0.62 FAILED"},
+            }
+        }
+    )
+    rendered = capsys.readouterr().out
+    assert f"success, nothing new: {reason} (manual__1)" in rendered
+    assert "not promoted: min_top1: 0.62 FAILED (manual__2)" in rendered
