@@ -216,4 +216,30 @@ def split_source(source: DataSource, config: DataLoadingConfig) -> SplitAssignme
         max_distance=config.near_duplicate_distance,
     )
     require_trainable(assignment, source.labels, source.classes)
+    warn_empty_held_out(assignment, source.description, config)
     return assignment
+
+
+def warn_empty_held_out(
+    assignment: SplitAssignment, description: str, config: DataLoadingConfig
+) -> None:
+    """Say so when too few images leave the validation or test split empty: training still
+    runs, but what those splits decide is not decided."""
+    counts = assignment.counts()
+    total = len(assignment.splits)
+    if counts["val"] == 0:
+        log.warning(
+            "%s: no validation images (%d images, data.val_fraction %s): checkpoints are "
+            "not compared, and no temperature or review threshold is fitted",
+            description,
+            total,
+            config.val_fraction,
+        )
+    if counts["test"] == 0:
+        log.warning(
+            "%s: no test images (%d images, data.test_fraction %s): the model has no test "
+            "metrics, and the registry's gates refuse it",
+            description,
+            total,
+            config.test_fraction,
+        )

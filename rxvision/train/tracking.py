@@ -334,6 +334,7 @@ def loss_curve_figure(
         acc.set_ylabel("val top-1")
         acc.set_ylim(0, 1.02)
         acc.legend(loc="center right")
-    ax.legend(loc="upper right")
+    if train or val:  # a legend with nothing in it is a matplotlib warning
+        ax.legend(loc="upper right")
     fig.tight_layout()
     return fig

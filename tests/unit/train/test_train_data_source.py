@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from rxvision.errors import ConfigError, NotFound
-from rxvision.train.data_source import resolve_data
+from rxvision.home import repo_root
+from rxvision.train.config import load_train_config
+from rxvision.train.data_source import resolve_data, split_source
+
+CPU_QUICK = repo_root() / "configs" / "cpu-quick.yaml"
 
 pytestmark = pytest.mark.unit
 
@@ -20,3 +26,38 @@ def test_bad_data_is_named(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "one" / "only-class" / "a.jpg")
     with pytest.raises(ConfigError, match="at least 2"):
         resolve_data(tmp_path / "one")
+
+
+def noise_folder(root: Path, per_class: int) -> Path:
+    """Two classes of distinct noise photos (no two near-duplicates)."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_too_few_images_for_the_held_out_splits_are_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = resolve_data(noise_folder(tmp_path / "few", per_class=2))
+    config = load_train_config(CPU_QUICK, ["data.val_fraction=0.001", "data.test_fraction=0.001"])
+    with caplog.at_level(logging.WARNING, logger="rxvision.train.data_source"):
+        assignment = split_source(source, config.data)
+    assert assignment.counts() == {"train": 4, "val": 0, "test": 0}
+    said = [r.getMessage() for r in caplog.records]
+    assert any("no validation images (4 images" in m and "temperature" in m for m in said)
+    assert any("no test images (4 images" in m and "gates refuse it" in m for m in said)
+
+
+def test_held_out_splits_with_images_say_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = resolve_data(noise_folder(tmp_path / "enough", per_class=20))
+    config = load_train_config(CPU_QUICK, ["data.val_fraction=0.4", "data.test_fraction=0.4"])
+    with caplog.at_level(logging.WARNING, logger="rxvision.train.data_source"):
+        assignment = split_source(source, config.data)
+    assert all(assignment.counts()[s] > 0 for s in ("train", "val", "test"))
+    assert not caplog.records
