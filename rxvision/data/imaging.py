@@ -59,6 +59,8 @@ FILE_TOO_LARGE = "file_too_large"
 class ImageDecodeError(RxVisionError):
     """An image that cannot be decoded; ``code`` is the validator's reason code."""
 
+    exit_code = 5  # docs/exit-codes.md: as Pillow's own decode errors
+
     def __init__(self, name: str, code: str, message: str) -> None:
         super().__init__(f"{name}: {code}: {message}")
         self.name = name
