@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rxvision.errors import ConfigError
@@ -59,10 +60,41 @@ def shard_id(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-def _is_input_image(uri: str, root: str, suffixes: Sequence[str]) -> bool:
+# names a left-out warning shows (the count and the suffixes say the rest)
+LEFT_OUT_EXAMPLES = 3
+
+
+def _is_hidden(uri: str, root: str) -> bool:
     relative = uri[len(root.rstrip("/")) + 1 :]
-    hidden = any(part.startswith((".", "_")) for part in relative.split("/"))
-    return not hidden and uri.lower().endswith(tuple(s.lower() for s in suffixes))
+    return any(part.startswith((".", "_")) for part in relative.split("/"))
+
+
+def _has_suffix(uri: str, suffixes: Sequence[str]) -> bool:
+    return uri.lower().endswith(tuple(s.lower() for s in suffixes))
+
+
+def _is_input_image(uri: str, root: str, suffixes: Sequence[str]) -> bool:
+    return not _is_hidden(uri, root) and _has_suffix(uri, suffixes)
+
+
+def warn_left_out(listed: Sequence[str], root: str, suffixes: Sequence[str]) -> int:
+    """Say which listed files are not scored because their names are not an image's
+    (a phone's ``.heic``, a ``notes.txt``): never a silent drop. Hidden names (``.``,
+    ``_``: scoring's own outputs, editors' files) are left out on purpose, unsaid.
+    Returns how many were left out."""
+    left = [u for u in listed if not _is_hidden(u, root) and not _has_suffix(u, suffixes)]
+    if left:
+        by_suffix = Counter(PurePosixPath(u).suffix.lower() or "no suffix" for u in left)
+        log.warning(
+            "%s: %d file(s) left out, their names are not images (%s), e.g. %s; "
+            "scored suffixes: %s",
+            root,
+            len(left),
+            ", ".join(f"{suffix}: {n}" for suffix, n in by_suffix.most_common()),
+            ", ".join(u[len(root.rstrip("/")) + 1 :] for u in left[:LEFT_OUT_EXAMPLES]),
+            " ".join(suffixes),
+        )
+    return len(left)
 
 
 def list_input_shards(
@@ -77,7 +109,8 @@ def list_input_shards(
 ) -> list[Shard]:
     """The input's images in key order, ``shard_size`` per shard (more when that would
     make over ``max_shards`` shards: the count stays bounded, the size grows): the same
-    input always gives the same shards. Hidden (``.``/``_``) names and other suffixes are skipped.
+    input always gives the same shards. Hidden (``.``/``_``) names are skipped; other
+    suffixes too, with a warning that names them (``warn_left_out``).
     ``keys``: the candidates (full URIs: e.g. only what is new, ``rxvision.serving.
     processed``) with their listing ``tags``, default every object listed under the
     input (an S3 listing's ETag and size come with each key at no extra request).
@@ -93,6 +126,7 @@ def list_input_shards(
         keys = list(tags)
     listed = storage.list(input_uri) if keys is None else sorted(keys)
     keys = [u for u in listed if _is_input_image(u, input_uri, suffixes)]
+    warn_left_out(listed, input_uri, suffixes)
     # only S3 tags name the bytes (the ETag); a local file's mtime and size do not
     known = {k: t for k, t in (tags or {}).items() if k.startswith("s3://")}
     if max_shards is not None and len(keys) > shard_size * max_shards:
