@@ -8,22 +8,15 @@ fails, after writing its report.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import Progress
 
+from rxvision.cli.progress import progress_bar
 from rxvision.cli.tables import whole_cell_table
 from rxvision.data.synth import generate_dataset
 from rxvision.data.validation import DataValidator, ValidationPolicy, ValidationResult
@@ -164,17 +157,8 @@ def _policy(
     return ValidationPolicy.from_mapping(overrides, source="command-line options")
 
 
-@contextmanager
-def _progress(verb: str) -> Iterator[tuple[Progress, Any]]:
-    columns = (
-        SpinnerColumn(),
-        TextColumn(verb),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as bar:
-        yield bar, bar.add_task(verb, total=None)
+def _progress(verb: str) -> AbstractContextManager[tuple[Progress, Any]]:
+    return progress_bar(verb, console)
 
 
 def _print_result(result: ValidationResult, report: Path) -> None:

@@ -74,20 +74,32 @@ def score(
     written, unless --allow-empty.
     """
     # imported here: torch and MLflow take seconds, `rxvision --help` must not wait
+    from rich.console import Console
+
+    from rxvision.cli.progress import progress_bar
     from rxvision.serving.scoring_config import load_scoring_config
     from rxvision.serving.scoring_run import score_batch
 
     cfg = load_scoring_config(config, overrides or [])
     if no_cache:
         cfg = cfg.model_copy(update={"cache": cfg.cache.model_copy(update={"reuse": False})})
-    manifest = score_batch(
-        model or cfg.model_uri,
-        input_uri,
-        output_uri,
-        config=cfg,
-        allow_empty=allow_empty,
-        fallback_on_load_failure=not require_primary,
-    )
+    rows: dict[str, int] = {}  # by shard: each reports its own count so far
+    with progress_bar("scoring", Console(stderr=True)) as (bar, task):
+
+        def report(shard_id: str, done: int) -> None:
+            rows[shard_id] = done
+            bar.update(task, completed=sum(rows.values()))
+
+        manifest = score_batch(
+            model or cfg.model_uri,
+            input_uri,
+            output_uri,
+            config=cfg,
+            allow_empty=allow_empty,
+            fallback_on_load_failure=not require_primary,
+            progress=report,
+            planned=lambda images: bar.update(task, total=images),
+        )
     if summary is not None:
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(json.dumps(manifest, indent=2))

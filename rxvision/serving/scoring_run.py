@@ -43,11 +43,16 @@ def score_batch(
     storage: Storage | None = None,
     loader: ModelLoader | None = None,
     progress: Callable[[str, int], None] | None = None,
+    planned: Callable[[int], None] | None = None,
     allow_empty: bool = False,
     fallback_on_load_failure: bool = True,
 ) -> dict[str, Any]:
     """Plan, score every shard in this process, finalize; return the manifest (the run
     summary). A rerun into the same output skips committed shards.
+
+    ``planned(images)`` is told the run's image count once it is planned; ``progress(
+    shard_id, rows)`` the rows a shard has so far (its whole count once it is committed,
+    or was before: a skipped shard counts as done).
 
     No image (or no input folder): ``NoInputImages`` with nothing written, unless
     ``allow_empty`` (an empty manifest and ``_SUCCESS``; a missing folder stays an
@@ -73,6 +78,8 @@ def score_batch(
         storage=storage,
         allow_empty=allow_empty,
     )
+    if planned is not None:
+        planned(sum(len(shard.keys) for shard in shards))
     pool = ModelPool(
         primary,
         fallback,
@@ -100,6 +107,8 @@ def score_batch(
                 source_tags=shard.source_tags(),
             )
         )
+        if progress is not None:  # every key has its row now (or had, if skipped)
+            progress(shard.shard_id, len(shard.keys))
     extra = {
         "model_uri": model_uri,
         "fallback_uri": fallback,

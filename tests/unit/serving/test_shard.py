@@ -131,6 +131,32 @@ def test_store_outage_aborts_the_shard_instead_of_error_rows(
 # --- runs, reruns and the manifest ----------------------------------------------------------
 
 
+def test_a_run_reports_its_image_count_then_each_shards_rows_skipped_ones_too(
+    image_dir: Path, tmp_path: Path, config: ScoringConfig
+) -> None:
+    output = tmp_path / "out"
+    load = loader_of({"models:/tiny/1": loaded_model()})
+    for _ in range(2):  # the rerun skips every shard: it still reports them done
+        planned: list[int] = []
+        rows: dict[str, list[int]] = {}
+        score_batch(
+            "models:/tiny/1",
+            str(image_dir),
+            str(output),
+            config=config,
+            loader=load,
+            planned=planned.append,
+            progress=lambda shard, n, seen=rows: seen.setdefault(shard, []).append(n),
+        )
+        assert planned == [13]
+        assert {shard: seen[-1] for shard, seen in rows.items()} == {
+            "shard-00000": 5,
+            "shard-00001": 5,
+            "shard-00002": 3,
+        }
+        assert all(seen == sorted(seen) for seen in rows.values())
+
+
 def test_rerun_skips_committed_shards_and_never_duplicates(
     image_dir: Path, tmp_path: Path, config: ScoringConfig
 ) -> None:
