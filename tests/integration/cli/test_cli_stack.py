@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rxvision.home import repo_root
+from rxvision.orchestration.airflow_client import AirflowClient
 from rxvision.pipeline.alerts import Alert, AlertSinks
 from rxvision.pipeline.config import load_pipeline_config
 from rxvision.registry.gates import Criterion, ModelQualityError
@@ -126,17 +129,28 @@ def _refused_summary() -> str:
     return str(refused)
 
 
-def test_status_shows_a_refused_model_as_not_promoted(stack: LocalStack) -> None:
-    cfg = load_pipeline_config()
-    dag_id = cfg.nightly.dag_id
+@contextmanager
+def nightly_run_marked_successful(stack: LocalStack) -> Iterator[tuple[AirflowClient, str]]:
+    """A nightly run triggered while the DAG is paused (its tasks never start), then
+    marked successful as a person would: every task that had not run is skipped. Yields
+    the client and the run id; the DAG is unpaused after."""
+    dag_id = load_pipeline_config().nightly.dag_id
     _wait_for_dag(stack, dag_id)
     client = airflow_client(stack)
-    # paused, so the run's tasks never start; the run is then marked as the night ended:
-    # a success whose register task was skipped with a not_promoted alert
     client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
     try:
         run_id = client.trigger(dag_id)
         client.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "success"})
+        yield client, run_id
+    finally:
+        client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+
+def test_status_shows_a_refused_model_as_not_promoted(stack: LocalStack) -> None:
+    cfg = load_pipeline_config()
+    dag_id = cfg.nightly.dag_id
+    # the run as a night whose register task was skipped with a not_promoted alert
+    with nightly_run_marked_successful(stack) as (_, run_id):
         env = stack.client_env()
         store = S3Store(
             S3Config(
@@ -165,8 +179,6 @@ def test_status_shows_a_refused_model_as_not_promoted(stack: LocalStack) -> None
         table = rxvision(bare_env(stack, COLUMNS="300"), "status")
         assert table.returncode == 0, table.stderr[-3000:]
         assert "not promoted: min_top1: 0.6200" in table.stdout
-    finally:
-        client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
 
 def test_status_does_not_call_a_run_marked_by_hand_nothing_new(stack: LocalStack) -> None:
@@ -174,14 +186,8 @@ def test_status_does_not_call_a_run_marked_by_hand_nothing_new(stack: LocalStack
     never ran, so the night is not "nothing new" (what status says when that task ran and
     found the champion already trained on the snapshot); with register skipped and no
     alert on record, the model is said refused for an unknown reason."""
-    cfg = load_pipeline_config()
-    dag_id = cfg.nightly.dag_id
-    _wait_for_dag(stack, dag_id)
-    client = airflow_client(stack)
-    client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
-    try:
-        run_id = client.trigger(dag_id)
-        client.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "success"})
+    dag_id = load_pipeline_config().nightly.dag_id
+    with nightly_run_marked_successful(stack) as (client, run_id):
         resolve = client.request(
             "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/resolve_snapshot"
         )
@@ -194,5 +200,3 @@ def test_status_does_not_call_a_run_marked_by_hand_nothing_new(stack: LocalStack
         assert nightly["outcome"] == "not promoted"
         assert nightly["failed_gates"].startswith("unknown: register was skipped")
         assert "reason" not in nightly
-    finally:
-        client.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})

@@ -39,15 +39,24 @@ def noise_folder(root: Path, per_class: int) -> Path:
     return root
 
 
+def split_of_noise(
+    root: Path, per_class: int, fractions: tuple[float, float], caplog: pytest.LogCaptureFixture
+) -> tuple[dict[str, int], list[str]]:
+    """The split counts of a noise folder under these validation and test fractions, and
+    the warnings said while splitting it."""
+    source = resolve_data(noise_folder(root, per_class))
+    overrides = [f"data.val_fraction={fractions[0]}", f"data.test_fraction={fractions[1]}"]
+    config = load_train_config(CPU_QUICK, overrides)
+    with caplog.at_level(logging.WARNING, logger="rxvision.train.data_source"):
+        counts = split_source(source, config.data).counts()
+    return counts, [r.getMessage() for r in caplog.records]
+
+
 def test_too_few_images_for_the_held_out_splits_are_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    source = resolve_data(noise_folder(tmp_path / "few", per_class=2))
-    config = load_train_config(CPU_QUICK, ["data.val_fraction=0.001", "data.test_fraction=0.001"])
-    with caplog.at_level(logging.WARNING, logger="rxvision.train.data_source"):
-        assignment = split_source(source, config.data)
-    assert assignment.counts() == {"train": 4, "val": 0, "test": 0}
-    said = [r.getMessage() for r in caplog.records]
+    counts, said = split_of_noise(tmp_path / "few", 2, (0.001, 0.001), caplog)
+    assert counts == {"train": 4, "val": 0, "test": 0}
     assert any("no validation images (4 images" in m and "temperature" in m for m in said)
     assert any("no test images (4 images" in m and "gates refuse it" in m for m in said)
 
@@ -55,9 +64,6 @@ def test_too_few_images_for_the_held_out_splits_are_said(
 def test_held_out_splits_with_images_say_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    source = resolve_data(noise_folder(tmp_path / "enough", per_class=20))
-    config = load_train_config(CPU_QUICK, ["data.val_fraction=0.4", "data.test_fraction=0.4"])
-    with caplog.at_level(logging.WARNING, logger="rxvision.train.data_source"):
-        assignment = split_source(source, config.data)
-    assert all(assignment.counts()[s] > 0 for s in ("train", "val", "test"))
-    assert not caplog.records
+    counts, said = split_of_noise(tmp_path / "enough", 20, (0.4, 0.4), caplog)
+    assert all(counts[s] > 0 for s in ("train", "val", "test"))
+    assert said == []
