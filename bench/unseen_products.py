@@ -161,6 +161,10 @@ def print_report(result: dict[str, Any]) -> None:
         f"{known['wrong_and_pass']:.3f} wrong and passed"
     )
     names = list(result["auroc"])
+    print(
+        f"caught: the share beyond the cut that keeps {KEEP_KNOWN:.0%} of the known photos, "
+        "by " + "; ".join(f"{n} (AUROC {result['auroc'][n]:.3f})" for n in names)
+    )
     print(f"{'unseen product':34s} {'photos':>6s} {'pass':>5s} {'conf':>5s}  labelled as")
     for product, row in result["unseen"].items():
         caught = ", ".join(f"{row['caught'][n]:.2f}" for n in names)
@@ -168,8 +172,6 @@ def print_report(result: dict[str, Any]) -> None:
             f"{product:34s} {row['photos']:6d} {row['pass_review']:5.2f} "
             f"{row['mean_confidence']:5.2f}  {row['labelled_as']}  (caught: {caught})"
         )
-    for name in names:
-        print(f"{name}: AUROC {result['auroc'][name]:.3f} (caught at {KEEP_KNOWN:.0%} known kept)")
 
 
 def main() -> None:
